@@ -1,0 +1,29 @@
+# egenmon: `make run` starts the platform with demo data; `make test` runs the suite.
+# Both install what they need first (scripts/install.sh: idempotent, fast when done).
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format bench clean
+
+install:
+	@bash scripts/install.sh
+
+run: install
+	@$(VENV)/bin/egenmon dev
+
+test: install
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	@$(VENV)/bin/ruff check egenmon tests
+
+format: install
+	@$(VENV)/bin/ruff format egenmon tests
+
+bench: install
+	@$(VENV)/bin/egenmon bench ingest-http --json
+
+clean:
+	rm -rf $(VENV) .egenmon .pytest_cache

@@ -1,0 +1,1 @@
+"""egenmon: patient self-monitoring platform."""

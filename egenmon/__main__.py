@@ -1,0 +1,5 @@
+import sys
+
+from egenmon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""Assembles the ASGI app and the background services, with explicit start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from egenmon.runtime import Runtime
+from egenmon.settings import Settings
+from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
+
+log = logging.getLogger("egenmon")
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which parts this process runs (`serve --no-http --no-mqtt --no-scheduler`)."""
+
+    http: bool = True
+    mqtt: bool = True
+    scheduler: bool = True
+
+
+# Routers: (module, attribute). Each module owns its routes.
+ROUTERS = (
+    ("egenmon.health", "router"),
+)
+
+# Background services: (module, factory, role). A factory takes the Runtime and returns a
+# Service, or None when the settings leave it off. Started in order, stopped in reverse.
+SERVICES: tuple[tuple[str, str, str], ...] = ()
+
+
+def _load(path: str, attr: str) -> Callable:
+    return getattr(importlib.import_module(path), attr)
+
+
+def check_database(settings: Settings) -> None:
+    """Refuse to start on a database without TimescaleDB or without egenmon's schema."""
+    with connect(settings.require_database()) as conn:
+        check_timescaledb(conn)
+        row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        if not row or row[0] is None:
+            raise DatabaseError("the database has no egenmon schema: run `egenmon migrate`")
+
+
+def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(check_database, settings)
+        pool = make_pool(settings.require_database(), settings.pool_min, settings.pool_max)
+        await pool.open(wait=True, timeout=30)
+        runtime = Runtime(settings=settings, pool=pool)
+        app.state.runtime = runtime
+        started = []
+        try:
+            for module, factory, role in SERVICES:
+                if role != "always" and not getattr(roles, role):
+                    continue
+                service = _load(module, factory)(runtime)
+                if service is None:
+                    continue
+                await service.start()
+                runtime.services[service.name] = service
+                started.append(service)
+            log.info("egenmon started (%s)", ", ".join(s.name for s in started) or "http only")
+            yield
+        finally:
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:
+                    log.exception("stopping %s failed", service.name)
+            await pool.close()
+
+    app = FastAPI(
+        title="egenmon", version="0.1.0", lifespan=lifespan,
+        description="Patient self-monitoring: device readings to FHIR R4, rules to care "
+                    "contacts.",
+    )
+    for module, attr in ROUTERS:
+        app.include_router(_load(module, attr))
+    return app

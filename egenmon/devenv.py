@@ -1,0 +1,157 @@
+"""`egenmon dev`: the embedded default, a private database and broker under .egenmon/."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from egenmon.cli import CommandError, command
+from egenmon.demo import seed
+from egenmon.devices.mosquitto import Mosquitto, MosquittoError
+from egenmon.settings import Settings, load_settings
+from egenmon.store.cluster import Cluster, ClusterError
+from egenmon.store.db import DatabaseError, connect
+from egenmon.store.migrate import migrate
+
+DB_NAME = "egenmon"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "dev", cmd_dev, "run the platform with a private database and broker",
+                json_flag=False)
+    p.add_argument("--state-dir", type=Path, default=Path(".egenmon"),
+                   help="where the private cluster, broker and demo state live")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-simulator", action="store_true", help="do not simulate devices")
+
+
+def say(text: str) -> None:
+    print(f"egenmon dev: {text}", flush=True)
+
+
+def _lock(state: Path) -> int:
+    fd = os.open(state / "dev.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.read(fd, 32).decode().strip() or "?"
+        os.close(fd)
+        raise CommandError(
+            f"egenmon dev is already running from {state.absolute()} (pid {other}); "
+            "stop it with Ctrl-C first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _wait_ready(url: str, child: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise CommandError(f"egenmon serve exited with code {child.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (local URL)
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise CommandError(f"egenmon serve was not ready within {timeout:.0f} s")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
+    state: Path = args.state_dir.absolute()
+    state.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    lock_fd = _lock(state)
+    cluster: Cluster | None = None
+    broker: Mosquitto | None = None
+    children: list[subprocess.Popen] = []
+    env = dict(os.environ)
+    env.setdefault("EGENMON_ENVIRONMENT", "development")
+    secret_file = state / "auth.secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    env.setdefault("EGENMON_AUTH_SECRET", secret_file.read_text().strip())
+    try:
+        if not settings.database_url:
+            cluster = Cluster(state / "pg")
+            if cluster.user:
+                os.chmod(state, 0o755)
+            say("starting the private PostgreSQL+TimescaleDB cluster")
+            cluster.start()
+            with connect(cluster.url(), autocommit=True) as conn:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                    (DB_NAME,)).fetchone():
+                    conn.execute(f"CREATE DATABASE {DB_NAME}")
+            env["EGENMON_DATABASE_URL"] = cluster.url(DB_NAME)
+        if not settings.mqtt_url:
+            broker = Mosquitto(state / "mqtt", prefix=settings.mqtt_topic_prefix)
+            say("starting the private Mosquitto broker")
+            broker.start()
+            env["EGENMON_MQTT_URL"] = broker.mqtt_url
+        os.environ.update({k: env[k] for k in ("EGENMON_DATABASE_URL", "EGENMON_MQTT_URL",
+                                               "EGENMON_ENVIRONMENT", "EGENMON_AUTH_SECRET")
+                           if k in env})
+        run_settings = load_settings()
+        with connect(run_settings.require_database(), autocommit=True) as conn:
+            ran = migrate(conn)
+            if ran:
+                say(f"applied {len(ran)} migration(s)")
+            devices = seed(conn, run_settings, state)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "egenmon", "serve", "--port", str(args.port)], env=env)
+        children.append(serve)
+        _wait_ready(f"http://127.0.0.1:{args.port}/readyz", serve)
+        if not args.no_simulator:
+            children.extend(start_simulators(env, state, args.port, devices))
+        say(f"ready: http://127.0.0.1:{args.port}/  (API docs /docs, FHIR /fhir/metadata)")
+        say(f"{len(devices)} demo patients with devices; state in {state}")
+        for line in demo_logins(state):
+            say(line)
+        say("Ctrl-C stops everything")
+        while all(c.poll() is None for c in children[:1]):
+            time.sleep(0.5)
+        raise CommandError(f"egenmon serve exited with code {serve.returncode}")
+    except (ClusterError, MosquittoError, DatabaseError) as e:
+        raise CommandError(str(e)) from None
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if broker:
+            broker.stop()
+        if cluster:
+            cluster.stop()
+        os.close(lock_fd)
+
+
+def start_simulators(env: dict, state: Path, port: int, devices: list) -> list[subprocess.Popen]:
+    """The device simulator for the demo patients (added by the ingest work)."""
+    return []
+
+
+def demo_logins(state: Path) -> list[str]:
+    """Lines naming the demo clinician login (added by the UI work)."""
+    return []

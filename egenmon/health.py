@@ -1,0 +1,60 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from egenmon import metrics as _metrics  # noqa: F401 (registers the metrics)
+from egenmon.runtime import Runtime
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+async def database_ok(runtime: Runtime) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            async with runtime.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        return True
+    except Exception:  # any failure means not ready; the reason is in the server log
+        return False
+
+
+async def broker_ok(runtime: Runtime) -> bool:
+    mqtt = runtime.settings.mqtt
+    if mqtt is None:
+        return True
+    consumer = runtime.service("mqtt")
+    if consumer is not None and hasattr(consumer, "is_connected"):
+        return bool(consumer.is_connected())
+    try:
+        async with asyncio.timeout(1):
+            _, writer = await asyncio.open_connection(mqtt.host, mqtt.port)
+        writer.close()
+        return True
+    except (OSError, TimeoutError):
+        return False
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    db, broker = await asyncio.gather(database_ok(runtime), broker_ok(runtime))
+    down = [name for name, ok in (("database", db), ("broker", broker)) if not ok]
+    if down:
+        return JSONResponse({"status": "unavailable", "down": down}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,151 @@
+"""The one place that reads the environment: every EGENMON_ variable, validated."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
+
+
+class SettingsError(Exception):
+    """A bad configuration value; the message names the variable."""
+
+
+class MqttUrl:
+    """A parsed `mqtt://user:pass@host:port` URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("names no host")
+        self.url = url
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    def __repr__(self) -> str:  # never show the password
+        return f"MqttUrl({self.host}:{self.port}, user={self.username!r})"
+
+
+class Settings(BaseSettings):
+    """egenmon's configuration, from EGENMON_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="EGENMON_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="libpq URL of PostgreSQL with TimescaleDB"
+    )
+    mqtt_url: str | None = Field(default=None, description="mqtt://user:pass@host:port")
+    mqtt_topic_prefix: str = "egenmon/v1"
+    timezone: str = "Europe/Stockholm"
+    log_level: str = "INFO"
+    # Signing key for access tokens (HS256) and paging cursors; refused if a placeholder
+    # outside development.
+    auth_secret: str | None = None
+    # Production: also accept RS256/ES256 tokens from this issuer, verified with its keys.
+    auth_issuer: str | None = None
+    auth_jwks_file: str | None = None
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    environment: str = "production"
+    pool_min: int = Field(default=2, ge=1, le=100)
+    pool_max: int = Field(default=10, ge=1, le=200)
+    # Batch writer: flush when this many rows wait, or after this many milliseconds.
+    batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
+    batch_max_delay_ms: float = Field(default=5.0, ge=0, le=1000)
+    scheduler_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    retention_days: int = Field(default=3650, ge=1)
+    webhook_secret: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("postgresql://") or v.startswith("postgres://")
+                                  or "=" in v):
+            raise ValueError("must be a libpq URL (postgresql://...) or key=value string")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            MqttUrl(v)
+        return v
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "#+$"):
+            raise ValueError("must be a topic path without wildcards or leading/trailing /")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, v: str) -> str:
+        level = v.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @field_validator("environment")
+    @classmethod
+    def _check_environment(cls, v: str) -> str:
+        if v not in ("production", "development", "test"):
+            raise ValueError("must be production, development or test")
+        return v
+
+    @cached_property
+    def mqtt(self) -> MqttUrl | None:
+        return MqttUrl(self.mqtt_url) if self.mqtt_url else None
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def signing_secret(self) -> str:
+        """The token signing key; placeholders are refused outside development and test."""
+        secret = self.auth_secret or ""
+        if self.environment == "production" and (
+            secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32
+        ):
+            raise SettingsError(
+                "EGENMON_AUTH_SECRET: set a random value of at least 32 characters "
+                "(it signs access tokens)"
+            )
+        return secret or "egenmon-development-only-signing-key-000"
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise SettingsError("EGENMON_DATABASE_URL: not set (a libpq URL is needed)")
+        return self.database_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"EGENMON_{field.upper()}: {msg}")
+        raise SettingsError("; ".join(problems)) from None

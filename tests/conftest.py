@@ -1,0 +1,237 @@
+"""Real services for the suite: a throwaway PostgreSQL+TimescaleDB cluster and Mosquitto.
+
+Both start on free ports in a private temporary folder (never a developer's own
+databases or broker), as root (PostgreSQL then runs as `postgres`) and as a normal user.
+Each test that asks for `database_url` gets a fresh database cloned from a migrated
+template, which takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from egenmon.devices.mosquitto import Mosquitto
+from egenmon.settings import Settings, load_settings
+from egenmon.store.cluster import Cluster, free_port
+from egenmon.store.migrate import migrate
+
+TEMPLATE = "egenmon_template"
+TEST_SECRET = "test-signing-secret-of-at-least-32-characters"
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def service_dir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="egenmon-test-"))
+    os.chmod(base, 0o755)  # the postgres user must reach its data folder when we are root
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(service_dir: Path) -> Iterator[Cluster]:
+    cluster = Cluster(service_dir / "pg", fsync=False,
+                      extra_conf={"timescaledb.max_background_workers": "0",
+                                  "max_locks_per_transaction": "256"})
+    cluster.start()
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    with psycopg.connect(cluster.url(TEMPLATE)) as conn:
+        migrate(conn)
+    yield cluster
+    cluster.destroy()
+
+
+def create_database(cluster: Cluster) -> str:
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+    return name
+
+
+def drop_database(cluster: Cluster, name: str) -> None:
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh, migrated database of its own for this test."""
+    name = create_database(pg_cluster)
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(database_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def broker(service_dir: Path) -> Iterator[Mosquitto]:
+    """egenmon's broker configuration on a private Mosquitto, shared by the session."""
+    m = Mosquitto(service_dir / "mqtt")
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, broker: Mosquitto) -> dict:
+    """The EGENMON_ environment of a test, pointing at its database and the broker."""
+    for key in list(os.environ):
+        if key.startswith("EGENMON_"):
+            monkeypatch.delenv(key)
+    values = {
+        "EGENMON_DATABASE_URL": database_url,
+        "EGENMON_MQTT_URL": broker.mqtt_url,
+        "EGENMON_ENVIRONMENT": "test",
+        "EGENMON_AUTH_SECRET": TEST_SECRET,
+        "EGENMON_LOG_LEVEL": "WARNING",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+@pytest.fixture
+def settings(env: dict) -> Settings:
+    return load_settings()
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(env: dict):  # noqa: ANN201
+    """Run `egenmon ...` in-process with the test's environment."""
+    from egenmon.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> CliResult:
+        out, err = io.StringIO(), io.StringIO()
+        old_stdin = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as e:  # argparse errors
+                    code = int(e.code or 0)
+        finally:
+            sys.stdin = old_stdin
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+def care_unit(cli) -> str:  # noqa: ANN001
+    r = cli("care-unit", "add", "--name", "Vårdcentralen Test", "--hsa-id",
+            f"SE2321000016-{uuid.uuid4().hex[:6]}", "--json")
+    assert r.code == 0, r.err
+    return r.json["id"]
+
+
+_pnr_serial = itertools.count(100)
+
+
+def make_personnummer(birth: str = "19800101") -> str:
+    from egenmon.identifiers import luhn_digit
+
+    serial = f"{next(_pnr_serial) % 1000:03d}"
+    return birth + serial + str(luhn_digit(birth[2:] + serial))
+
+
+@pytest.fixture
+def patient(cli, care_unit: str) -> str:  # noqa: ANN001
+    r = cli("patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit,
+            "--json")
+    assert r.code == 0, r.err
+    return r.json["id"]
+
+
+@pytest.fixture
+def device(cli, patient: str) -> dict:  # noqa: ANN001
+    """A device bound to `patient` since 30 days ago: {"id", "secret", "patient"}."""
+    r = cli("device", "add", "--patient", patient, "--model", "Omron M7",
+            "--id", f"omron-{uuid.uuid4().hex[:10]}", "--since", "2020-01-01T00:00:00Z",
+            "--json")
+    assert r.code == 0, r.err
+    return {**r.json, "patient": patient}
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def serve(env: dict) -> Iterator:  # noqa: ANN201
+    """Start real `egenmon serve` processes: serve(*extra_args) -> (base_url, process)."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, http: bool = True) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        cmd = [sys.executable, "-m", "egenmon", "serve", *args]
+        if http:
+            cmd += ["--port", str(port)]
+        proc = subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        if http:
+            wait_http(base + "/healthz", proc)
+        return base, proc
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        if p.stderr:
+            p.stderr.close()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
