@@ -9,7 +9,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from egenmon.auth import AuthError
 
 from egenmon.runtime import Runtime
 from egenmon.settings import Settings
@@ -86,4 +89,20 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     )
     for module, attr in ROUTERS:
         app.include_router(_load(module, attr))
+    app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     return app
+
+
+async def auth_error(request: Request, exc: AuthError) -> Response:
+    """401/403 in the shape the caller speaks: OperationOutcome, JSON, or the login page."""
+    headers = {"WWW-Authenticate": 'Bearer realm="egenmon"'} if exc.status == 401 else None
+    path = request.url.path
+    if path.startswith("/fhir"):
+        code = "login" if exc.status == 401 else "forbidden"
+        body = {"resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": code, "diagnostics": exc.message}]}
+        return JSONResponse(body, status_code=exc.status, headers=headers,
+                            media_type="application/fhir+json")
+    if path.startswith("/ui") and exc.status == 401:
+        return RedirectResponse("/login?next=" + path, status_code=303)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)

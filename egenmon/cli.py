@@ -19,6 +19,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES = (
     "egenmon.store.cli",
     "egenmon.devices.cli",
+    "egenmon.authcli",
     "egenmon.serve",
     "egenmon.devenv",
 )
