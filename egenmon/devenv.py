@@ -91,7 +91,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         if not settings.database_url:
             cluster = Cluster(state / "pg")
             if cluster.user:
-                os.chmod(state, 0o755)
+                os.chmod(state, 0o755)  # noqa: S103 (postgres must reach its folder)
             say("starting the private PostgreSQL+TimescaleDB cluster")
             cluster.start()
             with connect(cluster.url(), autocommit=True) as conn:

@@ -39,7 +39,8 @@ _db_counter = itertools.count()
 @pytest.fixture(scope="session")
 def service_dir() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="egenmon-test-"))
-    os.chmod(base, 0o755)  # the postgres user must reach its data folder when we are root
+    # The postgres user must reach its data folder when we are root.
+    os.chmod(base, 0o755)  # noqa: S103
     yield base
     shutil.rmtree(base, ignore_errors=True)
 

@@ -1,0 +1,381 @@
+"""A posted FHIR Observation to a reading, plus the content the columns cannot hold.
+
+Pure: no database, no normalisation. The FHIR ingest route hands `reading` to the
+shared normaliser (units, limits, dedup key) with the patient and device found here,
+and stores `extra` in the row's jsonb column, where `egenmon.fhir.render` merges it back
+into what is served.
+
+What is taken into columns (everything else is kept in `extra` as posted):
+
+- the type, from a LOINC or MDC coding of `code` (other codings are kept);
+- the value(s) and unit from `valueQuantity` (blood pressure: the 85354-9 panel's
+  systolic, diastolic and optional mean `component`s; other components are kept, and so
+  is what a recognised component carries besides its code and value);
+- the time from `effectiveDateTime`, `effectiveInstant` or `effectivePeriod.start`,
+  which must hold a time with an offset;
+- the reading id from the first identifier (``system|value``, or the value alone); every
+  posted identifier is also kept, so the integrator's own identifiers are served back;
+- the note from the first `note`'s text (further notes are kept);
+- on_oxygen from the extension `egenmon.fhir.render.ON_OXYGEN_URL` (others are kept);
+- `subject` (``Patient/<uuid>``), `device` (``Device/<id>``), `status` final (amended,
+  corrected and preliminary are accepted and kept), `category` codings of the FHIR
+  observation-category system (the type decides the category; other categories are
+  kept), `performer` entries naming the subject (others are kept), `issued`, `meta`
+  (but its `tag` and `security` labels are kept) and `id` (the server assigns ids).
+
+Refused: what fails FHIR validation (400); a code egenmon does not know, no value, a
+`valueQuantity.comparator`, a partial or missing time, a missing or foreign subject or
+device, a status that is not a result, `modifierExtension` and `implicitRules` (both may
+change the meaning in ways egenmon cannot honour) (422); a `dataAbsentReason` beside a value
+(invariant obs-6, 400). Every error names the element.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fhir.resources.R4B.observation import Observation
+from pydantic import ValidationError
+
+from egenmon.fhir.outcome import bad_request, unprocessable
+from egenmon.fhir.render import ON_OXYGEN_URL
+from egenmon.ingest.types import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
+
+__all__ = ["PostedObservation", "observation_to_reading"]
+
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RESULT_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
+_OTHER_STATUSES = frozenset({"registered", "cancelled", "entered-in-error", "unknown"})
+_TAKEN = frozenset(
+    {
+        "resourceType", "id", "meta", "status", "category", "code", "subject", "device",
+        "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued",
+        "valueQuantity", "component", "identifier", "note", "extension", "performer",
+    }
+)  # fmt: skip
+_MAX_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class PostedObservation:
+    """What a posted Observation becomes.
+
+    `reading` is shaped like a reading of the Reading message v1: type, time (RFC 3339
+    with offset), value or systolic/diastolic/mean, unit (as posted: the normaliser
+    converts), and id, note, on_oxygen when given. `mdc` is the MDC code the poster
+    used when it is one the type knows (a heart rate may come from a cuff or an
+    oximeter). `extra` is None when nothing beyond the columns was posted.
+    """
+
+    reading: dict[str, Any]
+    patient_id: uuid.UUID
+    device_id: str
+    extra: dict[str, Any] | None
+    mdc: str | None = None
+
+
+def _element_path(loc: tuple[int | str, ...]) -> str:
+    path = "Observation"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _validate(resource: Any) -> Observation:
+    if not isinstance(resource, Mapping):
+        raise bad_request("Observation: expected a JSON object", "Observation")
+    if resource.get("resourceType") != "Observation":
+        raise bad_request(
+            f"Observation.resourceType: expected 'Observation', got "
+            f"{resource.get('resourceType')!r}",
+            "Observation.resourceType",
+        )
+    try:
+        return Observation.model_validate(dict(resource))
+    except ValidationError as exc:
+        errors = exc.errors()
+        parts, paths = [], []
+        for err in errors[:_MAX_ERRORS]:
+            path = _element_path(tuple(err["loc"]))
+            msg = str(err["msg"]).removeprefix("Value error, ").split("\n")[0].strip()
+            parts.append(f"{path}: {msg}")
+            paths.append(path)
+        more = len(errors) - _MAX_ERRORS
+        if more > 0:
+            parts.append(f"and {more} more")
+        raise bad_request("; ".join(parts), list(dict.fromkeys(paths))) from exc
+
+
+def _number(value: Decimal | None) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _codes(concept: Any) -> list[tuple[str | None, str | None]]:
+    if concept is None or not concept.coding:
+        return []
+    return [(c.system, c.code) for c in concept.coding]
+
+
+def _type_of(obs: Observation) -> tuple[MeasurementType, str | None]:
+    found: set[str] = set()
+    mdc: str | None = None
+    for system, code in _codes(obs.code):
+        for t in TYPES.values():
+            if system == LOINC and code in (t.loinc, *t.extra_loinc):
+                found.add(t.name)
+            elif system == MDC and code in (t.mdc, *(c for c, _ in t.extra_mdc)):
+                found.add(t.name)
+                mdc = code
+    if not found:
+        raise unprocessable(
+            "Observation.code: no LOINC or MDC coding of a measurement egenmon holds "
+            f"({', '.join(sorted(TYPES))})",
+            "Observation.code",
+        )
+    if len(found) > 1:
+        raise unprocessable(
+            f"Observation.code: codings name different measurements ({', '.join(sorted(found))})",
+            "Observation.code",
+        )
+    return TYPES[found.pop()], mdc
+
+
+def _unit(quantity: Any, where: str) -> str:
+    if quantity.code and (quantity.system is None or quantity.system == UCUM):
+        return str(quantity.code)
+    if quantity.unit:
+        return str(quantity.unit)
+    raise unprocessable(f"{where}.code: no unit (a UCUM code or a unit)", f"{where}.code")
+
+
+def _value(quantity: Any, where: str) -> tuple[int | float, str]:
+    if quantity is None:
+        raise unprocessable(f"{where}: no value (a valueQuantity is needed)", where)
+    if quantity.comparator is not None:
+        raise unprocessable(
+            f"{where}.comparator: a value with a comparator is not a measurement egenmon can hold",
+            f"{where}.comparator",
+        )
+    value = _number(quantity.value)
+    if value is None:
+        raise unprocessable(f"{where}.value: no value", f"{where}.value")
+    return value, _unit(quantity, where)
+
+
+def _time(obs: Observation) -> str:
+    if obs.effectiveDateTime is not None:
+        when, where = obs.effectiveDateTime, "Observation.effectiveDateTime"
+    elif obs.effectiveInstant is not None:
+        when, where = obs.effectiveInstant, "Observation.effectiveInstant"
+    elif obs.effectivePeriod is not None and obs.effectivePeriod.start is not None:
+        when, where = obs.effectivePeriod.start, "Observation.effectivePeriod.start"
+    else:
+        raise unprocessable(
+            "Observation.effective[x]: no measurement time (effectiveDateTime, "
+            "effectiveInstant or effectivePeriod.start)",
+            "Observation.effective[x]",
+        )
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise unprocessable(f"{where}: the time of day with an offset is needed", where)
+    return when.isoformat()
+
+
+def _reference(ref: Any, kind: str, where: str) -> str:
+    text = ref.reference if ref is not None else None
+    if not text:
+        raise unprocessable(f"{where}: a reference {kind}/<id> is needed", where)
+    head, slash, ident = str(text).partition("/")
+    if head != kind or not slash:
+        raise unprocessable(f"{where}: must be {kind}/<id>, not {text!r}", where)
+    return ident
+
+
+def _is_ours_category(category: Any) -> bool:
+    return isinstance(category, Mapping) and any(
+        isinstance(c, Mapping) and c.get("system") == CATEGORY_SYSTEM
+        for c in category.get("coding") or ()
+    )
+
+
+def _known_coding(coding: Any, codes: set[tuple[str, str]]) -> bool:
+    return isinstance(coding, Mapping) and (coding.get("system"), coding.get("code")) in codes
+
+
+def _component_codes(comp: Any) -> set[tuple[str, str]]:
+    return {(LOINC, comp.loinc), (MDC, comp.mdc)}
+
+
+def _extra(
+    raw: Mapping[str, Any], t: MeasurementType, subject_ref: str, used_components: dict[int, Any]
+) -> dict[str, Any] | None:
+    extra: dict[str, Any] = {
+        k: v for k, v in raw.items() if k not in _TAKEN and k.lstrip("_") not in _TAKEN
+    }
+    meta = raw.get("meta") or {}
+    kept_meta = {k: meta[k] for k in ("tag", "security") if meta.get(k)}
+    if kept_meta:
+        extra["meta"] = kept_meta
+    if raw.get("status") not in (None, "final"):
+        extra["status"] = raw["status"]
+    categories = [c for c in raw.get("category") or () if not _is_ours_category(c)]
+    if categories:
+        extra["category"] = categories
+    type_codes = {(LOINC, t.loinc), (MDC, t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
+    type_codes |= {(MDC, c) for c, _ in t.extra_mdc}
+    other_codings = [
+        c for c in (raw.get("code") or {}).get("coding") or () if not _known_coding(c, type_codes)
+    ]
+    if other_codings:
+        extra["code"] = {"coding": other_codings}
+    if raw.get("identifier"):
+        extra["identifier"] = list(raw["identifier"])
+    notes = list(raw.get("note") or ())[1:]
+    if notes:
+        extra["note"] = notes
+    extensions = [e for e in raw.get("extension") or () if e.get("url") != ON_OXYGEN_URL]
+    if extensions:
+        extra["extension"] = extensions
+    performers = [p for p in raw.get("performer") or () if p.get("reference") != subject_ref]
+    if performers:
+        extra["performer"] = performers
+    components = []
+    for i, comp in enumerate(raw.get("component") or ()):
+        spec = used_components.get(i)
+        if spec is None:
+            components.append(comp)
+            continue
+        # What a recognised component carries beyond its code and value, keyed by the
+        # LOINC coding that merges it back into the rendered component.
+        rest = {k: v for k, v in comp.items() if k not in ("code", "valueQuantity")}
+        codings = [
+            c
+            for c in (comp.get("code") or {}).get("coding") or ()
+            if not _known_coding(c, _component_codes(spec))
+        ]
+        if rest or codings:
+            rest["code"] = {"coding": [{"system": LOINC, "code": spec.loinc}, *codings]}
+            components.append(rest)
+    if components:
+        extra["component"] = components
+    return extra or None
+
+
+def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
+    """Map a posted FHIR Observation (parsed JSON) to a reading; raises FhirError."""
+    obs = _validate(resource)
+    if obs.modifierExtension:
+        raise unprocessable(
+            "Observation.modifierExtension: modifier extensions are not supported",
+            "Observation.modifierExtension",
+        )
+    if obs.implicitRules:
+        raise unprocessable(
+            "Observation.implicitRules: implicit rules are not supported",
+            "Observation.implicitRules",
+        )
+    status = str(obs.status)
+    if status in _OTHER_STATUSES:
+        raise unprocessable(
+            f"Observation.status: {status!r} is not a result egenmon stores (final, amended, "
+            "corrected or preliminary)",
+            "Observation.status",
+        )
+    if status not in _RESULT_STATUSES:
+        raise bad_request(
+            f"Observation.status: {status!r} is not an observation status", "Observation.status"
+        )
+    t, mdc = _type_of(obs)
+
+    patient_ident = _reference(obs.subject, "Patient", "Observation.subject")
+    if not _UUID_RE.fullmatch(patient_ident):
+        raise unprocessable("Observation.subject: a patient id is a UUID", "Observation.subject")
+    device_id = _reference(obs.device, "Device", "Observation.device")
+    if not _DEVICE_ID_RE.fullmatch(device_id):
+        raise unprocessable("Observation.device: not a device id", "Observation.device")
+
+    # obs-6: a value and a reason for its absence contradict each other.
+    if obs.dataAbsentReason is not None and (obs.valueQuantity or obs.component):
+        raise bad_request(
+            "Observation.dataAbsentReason: present together with a value",
+            "Observation.dataAbsentReason",
+        )
+    reading: dict[str, Any] = {"type": t.name, "time": _time(obs)}
+    used_components: dict[int, Any] = {}
+    if t.is_panel:
+        if obs.valueQuantity is not None:
+            raise unprocessable(
+                "Observation.valueQuantity: blood pressure is a panel of components, not one value",
+                "Observation.valueQuantity",
+            )
+        units: set[str] = set()
+        for spec in t.components:
+            codes = _component_codes(spec)
+            matches = [
+                (i, comp)
+                for i, comp in enumerate(obs.component or ())
+                if any(code in codes for code in _codes(comp.code))
+            ]
+            where = f"Observation.component:{spec.name}"
+            if not matches:
+                if spec.required:
+                    raise unprocessable(f"{where}: no {spec.name} component ({spec.loinc})", where)
+                continue
+            if len(matches) > 1:
+                raise unprocessable(f"{where}: more than one {spec.name} component", where)
+            i, comp = matches[0]
+            if comp.dataAbsentReason is not None and comp.valueQuantity is not None:
+                raise bad_request(
+                    f"Observation.component[{i}].dataAbsentReason: present together with a value",
+                    f"Observation.component[{i}].dataAbsentReason",
+                )
+            where = f"Observation.component[{i}].valueQuantity"
+            value, unit = _value(comp.valueQuantity, where)
+            reading[spec.name] = value
+            units.add(unit)
+            used_components[i] = spec
+        if len(units) > 1:
+            raise unprocessable(
+                "Observation.component: the components use different units "
+                f"({', '.join(sorted(units))})",
+                "Observation.component",
+            )
+        reading["unit"] = units.pop()
+    else:
+        value, unit = _value(obs.valueQuantity, "Observation.valueQuantity")
+        reading["value"] = value
+        reading["unit"] = unit
+
+    if obs.identifier:
+        first = obs.identifier[0]
+        if first.value:
+            reading["id"] = f"{first.system}|{first.value}" if first.system else first.value
+    if obs.note and obs.note[0].text:
+        reading["note"] = str(obs.note[0].text)
+    for ext in obs.extension or ():
+        if ext.url == ON_OXYGEN_URL:
+            if ext.valueBoolean is None:
+                raise unprocessable(
+                    f"Observation.extension: {ON_OXYGEN_URL} needs a valueBoolean",
+                    "Observation.extension",
+                )
+            reading["on_oxygen"] = bool(ext.valueBoolean)
+
+    subject_ref = f"Patient/{patient_ident}"
+    return PostedObservation(
+        reading=reading,
+        patient_id=uuid.UUID(patient_ident),
+        device_id=device_id,
+        extra=_extra(resource, t, subject_ref, used_components),
+        mdc=mdc,
+    )
