@@ -32,11 +32,20 @@ class Roles:
 # Routers: (module, attribute). Each module owns its routes.
 ROUTERS = (
     ("egenmon.health", "router"),
+    ("egenmon.ingest.http", "router"),
+    ("egenmon.fhir.api", "router"),
+    ("egenmon.alerts.api", "router"),
+    ("egenmon.web.routes", "router"),
 )
 
 # Background services: (module, factory, role). A factory takes the Runtime and returns a
 # Service, or None when the settings leave it off. Started in order, stopped in reverse.
-SERVICES: tuple[tuple[str, str, str], ...] = ()
+SERVICES: tuple[tuple[str, str, str], ...] = (
+    ("egenmon.ingest.service", "create_pipeline", "always"),
+    ("egenmon.web.sessions", "create_sessions", "http"),
+    ("egenmon.ingest.mqtt", "create_consumer", "mqtt"),
+    ("egenmon.alerts.scheduler", "create_scheduler", "scheduler"),
+)
 
 
 def _load(path: str, attr: str) -> Callable:

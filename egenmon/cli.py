@@ -20,6 +20,10 @@ COMMAND_MODULES = (
     "egenmon.store.cli",
     "egenmon.devices.cli",
     "egenmon.authcli",
+    "egenmon.ingest.cli",
+    "egenmon.alerts.cli",
+    "egenmon.web.cli",
+    "egenmon.bench.cli",
     "egenmon.serve",
     "egenmon.devenv",
 )

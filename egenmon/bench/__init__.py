@@ -1,0 +1,1 @@
+"""Benchmarks: `egenmon bench NAME --json`."""
