@@ -1,7 +1,44 @@
-"""Commands of this part (filled in by its issue)."""
+"""`egenmon bench NAME`: each benchmark prints one JSON object per line."""
+
+from __future__ import annotations
 
 import argparse
+import importlib
+import json
+
+from egenmon.cli import CommandError
+from egenmon.settings import Settings
+
+BENCHMARKS = {
+    "ingest-http": "egenmon.bench.ingest_http",
+    "ingest-mqtt": "egenmon.bench.ingest_mqtt",
+    "fhir-search": "egenmon.bench.fhir_search",
+    "alerts-scan": "egenmon.bench.alerts_scan",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    bench = sub.add_parser("bench", help="benchmarks; one JSON object per line").add_subparsers(
+        dest="bench", metavar="NAME", required=True)
+    for name, module in BENCHMARKS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        p = bench.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
+        p.add_argument("--json", action="store_true", help="print JSON lines (the default)")
+        mod.add_arguments(p)
+        p.set_defaults(handler=_runner(mod))
+
+
+def _runner(mod):  # noqa: ANN001, ANN202
+    def handler(args: argparse.Namespace, settings: Settings) -> None:
+        try:
+            for line in mod.run(args, settings):
+                print(json.dumps(line), flush=True)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise CommandError(f"bench {args.bench}: {e}") from None
+
+    return handler
