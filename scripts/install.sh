@@ -115,7 +115,7 @@ install_system() {
     fi
     build_timescaledb
   fi
-  if [ "${EGENMON_SKIP_BROWSER:-0}" != 1 ]; then
+  if [ "${INSTALL_BROWSER:-1}" = 1 ]; then
     apt_install "${BROWSER_PACKAGES[@]}"
   fi
 }

@@ -86,7 +86,9 @@ _POUND = _linear(KG_PER_LB)
 _MGDL = _linear(1.0 / MGDL_PER_MMOLL)
 
 _PRESSURE_UNITS = {"mm[Hg]": _SAME, "mmHg": _SAME, "kPa": _KPA}
-_RATE_UNITS = {"/min": _SAME, "bpm": _SAME, "{beats}/min": _SAME, "{breaths}/min": _SAME}
+_PULSE_UNITS = {"/min": _SAME, "bpm": _SAME, "{beats}/min": _SAME}
+# "bpm" is also read as breaths per minute by respiration monitors.
+_BREATH_UNITS = {"/min": _SAME, "bpm": _SAME, "{breaths}/min": _SAME}
 
 _PRECISION = {
     "blood_pressure": 0,
@@ -112,16 +114,32 @@ TYPES: dict[str, MeasurementType] = {
             category="vital-signs",
             components=(
                 Component(
-                    "systolic", "8480-6", "Systolic blood pressure",
-                    "150021", "MDC_PRESS_BLD_NONINV_SYS", 40, 300,
+                    "systolic",
+                    "8480-6",
+                    "Systolic blood pressure",
+                    "150021",
+                    "MDC_PRESS_BLD_NONINV_SYS",
+                    40,
+                    300,
                 ),
                 Component(
-                    "diastolic", "8462-4", "Diastolic blood pressure",
-                    "150022", "MDC_PRESS_BLD_NONINV_DIA", 20, 200,
+                    "diastolic",
+                    "8462-4",
+                    "Diastolic blood pressure",
+                    "150022",
+                    "MDC_PRESS_BLD_NONINV_DIA",
+                    20,
+                    200,
                 ),
                 Component(
-                    "mean", "8478-0", "Mean blood pressure",
-                    "150023", "MDC_PRESS_BLD_NONINV_MEAN", 25, 250, required=False,
+                    "mean",
+                    "8478-0",
+                    "Mean blood pressure",
+                    "150023",
+                    "MDC_PRESS_BLD_NONINV_MEAN",
+                    25,
+                    250,
+                    required=False,
                 ),
             ),
             units=_PRESSURE_UNITS,
@@ -136,10 +154,11 @@ TYPES: dict[str, MeasurementType] = {
             unit_display="beats/minute",
             category="vital-signs",
             components=(
-                Component("value", "8867-4", "Heart rate", "149546", "MDC_PULS_RATE_NON_INV",
-                          20, 300),
+                Component(
+                    "value", "8867-4", "Heart rate", "149546", "MDC_PULS_RATE_NON_INV", 20, 300
+                ),
             ),
-            units=_RATE_UNITS,
+            units=_PULSE_UNITS,
             extra_mdc=(("149530", "MDC_PULS_OXIM_PULS_RATE"),),
         ),
         MeasurementType(
@@ -152,8 +171,15 @@ TYPES: dict[str, MeasurementType] = {
             unit_display="%",
             category="vital-signs",
             components=(
-                Component("value", "2708-6", "Oxygen saturation in Arterial blood", "150456",
-                          "MDC_PULS_OXIM_SAT_O2", 50, 100),
+                Component(
+                    "value",
+                    "2708-6",
+                    "Oxygen saturation in Arterial blood",
+                    "150456",
+                    "MDC_PULS_OXIM_SAT_O2",
+                    50,
+                    100,
+                ),
             ),
             units={"%": _SAME},
             extra_loinc=("59408-5",),
@@ -168,11 +194,9 @@ TYPES: dict[str, MeasurementType] = {
             unit_display="C",
             category="vital-signs",
             components=(
-                Component("value", "8310-5", "Body temperature", "150364", "MDC_TEMP_BODY",
-                          25, 45),
+                Component("value", "8310-5", "Body temperature", "150364", "MDC_TEMP_BODY", 25, 45),
             ),
-            units={"Cel": _SAME, "°C": _SAME, "C": _SAME, "[degF]": _FAHRENHEIT,
-                   "°F": _FAHRENHEIT},
+            units={"Cel": _SAME, "°C": _SAME, "C": _SAME, "[degF]": _FAHRENHEIT, "°F": _FAHRENHEIT},
         ),
         MeasurementType(
             name="body_weight",
@@ -184,8 +208,9 @@ TYPES: dict[str, MeasurementType] = {
             unit_display="kg",
             category="vital-signs",
             components=(
-                Component("value", "29463-7", "Body weight", "188736", "MDC_MASS_BODY_ACTUAL",
-                          1, 400),
+                Component(
+                    "value", "29463-7", "Body weight", "188736", "MDC_MASS_BODY_ACTUAL", 1, 400
+                ),
             ),
             units={"kg": _SAME, "g": _GRAM, "lb": _POUND, "[lb_av]": _POUND},
         ),
@@ -199,10 +224,9 @@ TYPES: dict[str, MeasurementType] = {
             unit_display="breaths/minute",
             category="vital-signs",
             components=(
-                Component("value", "9279-1", "Respiratory rate", "151562", "MDC_RESP_RATE",
-                          2, 80),
+                Component("value", "9279-1", "Respiratory rate", "151562", "MDC_RESP_RATE", 2, 80),
             ),
-            units=_RATE_UNITS,
+            units=_BREATH_UNITS,
         ),
         MeasurementType(
             name="blood_glucose",
@@ -214,9 +238,15 @@ TYPES: dict[str, MeasurementType] = {
             unit_display="mmol/L",
             category="laboratory",
             components=(
-                Component("value", "14743-9",
-                          "Glucose [Moles/volume] in Capillary blood by Glucometer", "160184",
-                          "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD", 0.5, 60),
+                Component(
+                    "value",
+                    "14743-9",
+                    "Glucose [Moles/volume] in Capillary blood by Glucometer",
+                    "160184",
+                    "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD",
+                    0.5,
+                    60,
+                ),
             ),
             units={"mmol/L": _SAME, "mg/dL": _MGDL},
         ),

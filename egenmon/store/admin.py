@@ -86,8 +86,8 @@ def add_device(conn: psycopg.Connection, device_id: str, model: str, secret_sha2
             raise Conflict(f"device {device_id} exists already") from None
         except psycopg.errors.CheckViolation:
             raise Conflict(
-                "device id must be 1-128 letters, digits, '.', '_' or '-', starting with a "
-                "letter or digit"
+                "device id must be 1-64 letters, digits, '.' or '-', starting with a "
+                "letter or digit (it is a FHIR id and an MQTT topic level)"
             ) from None
         bind_device(conn, device_id, patient_id, since)
 

@@ -88,6 +88,15 @@ class Cluster:
     def init(self) -> None:
         """initdb with TimescaleDB preloaded; local trust auth, listening on loopback only."""
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
+        if self.user and subprocess.run(
+            ["runuser", "-u", self.user, "--", "test", "-x", str(self.datadir.parent)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ).returncode != 0:
+            raise ClusterError(
+                f"as root, PostgreSQL runs as '{self.user}', which cannot reach "
+                f"{self.datadir.parent}: make its parent folders traversable (chmod o+x) "
+                "or use another --state-dir"
+            )
         self.datadir.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.datadir)
         self.logfile.touch()

@@ -152,7 +152,6 @@ STORED = [
     ("heart_rate", "/min", {"value": 72}, (72, None, None)),
     ("heart_rate", "bpm", {"value": 72}, (72, None, None)),
     ("heart_rate", "{beats}/min", {"value": 58}, (58, None, None)),
-    ("heart_rate", "{breaths}/min", {"value": 58}, (58, None, None)),
     ("spo2", "%", {"value": 96}, (96, None, None)),
     ("body_temperature", "Cel", {"value": 37.9}, (37.9, None, None)),
     ("body_temperature", "°C", {"value": 38.25}, (38.25, None, None)),
@@ -165,7 +164,6 @@ STORED = [
     ("body_weight", "[lb_av]", {"value": 150}, (68.04, None, None)),  # 68.0388...
     ("respiratory_rate", "/min", {"value": 18}, (18, None, None)),
     ("respiratory_rate", "bpm", {"value": 18}, (18, None, None)),
-    ("respiratory_rate", "{beats}/min", {"value": 16}, (16, None, None)),
     ("respiratory_rate", "{breaths}/min", {"value": 16}, (16, None, None)),
     ("blood_glucose", "mmol/L", {"value": 6.1}, (6.1, None, None)),
     ("blood_glucose", "mg/dL", {"value": 110}, (6.11, None, None)),  # 6.1057...

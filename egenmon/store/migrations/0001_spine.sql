@@ -26,7 +26,8 @@ CREATE INDEX patients_care_unit ON patients (care_unit_id);
 -- Device secrets are random 256-bit values: a SHA-256 digest is enough to store them
 -- (a slow password hash protects guessable secrets, which these are not).
 CREATE TABLE devices (
-    id            text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'),
+    -- A device id is also a FHIR id (Device/<id>) and an MQTT topic level.
+    id            text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$'),
     model         text NOT NULL,
     manufacturer  text,
     acquisition   text NOT NULL DEFAULT 'prescribed'
