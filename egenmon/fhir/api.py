@@ -1,5 +1,282 @@
-"""Routes of this part (filled in by its issue)."""
+"""FHIR R4 routes under /fhir: thin edges over `reads` and `ingest`.
 
-from fastapi import APIRouter
+The routes are registered from `egenmon.fhir.capability.RESOURCES`, the same table the
+CapabilityStatement is made from, so /fhir/metadata lists exactly what is routed. Every
+route but /fhir/metadata authenticates; errors are OperationOutcomes (FhirError here,
+AuthError by the app's handler).
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from egenmon.auth import AuthError, authenticate
+from egenmon.fhir import ingest, reads
+from egenmon.fhir.capability import RESOURCES, capability_statement
+from egenmon.fhir.outcome import FhirError, bad_request, not_found
+from egenmon.ingest.writer import WriteError
+from egenmon.runtime import Runtime
+
+__all__ = ["FHIR_JSON", "MAX_BODY", "router"]
+
+log = logging.getLogger("egenmon.fhir")
+
+FHIR_JSON = "application/fhir+json"
+MAX_BODY = 8 * 1024 * 1024
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir")
+_STARTED = datetime.now(UTC).isoformat(timespec="seconds")
+
+router = APIRouter(tags=["fhir"])
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def fhir_response(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def _outcome_response(exc: FhirError) -> Response:
+    return fhir_response(exc.outcome(), exc.status)
+
+
+def fhir_route(func: Handler) -> Handler:
+    """Answer a FhirError (or an unexpected failure) with an OperationOutcome."""
+
+    @functools.wraps(func)
+    async def wrapper(request: Request) -> Response:
+        try:
+            _check_format(request)
+            return await func(request)
+        except FhirError as exc:
+            return _outcome_response(exc)
+        except AuthError:
+            raise
+        except WriteError:
+            return _outcome_response(
+                FhirError(503, "transient", "the store is unavailable; try again")
+            )
+        except Exception as exc:
+            # The type only: a message could hold values from the request.
+            log.error("FHIR %s %s failed: %s", request.method, func.__name__, type(exc).__name__)
+            return _outcome_response(FhirError(500, "exception", "internal error"))
+
+    return wrapper
+
+
+def _check_format(request: Request) -> None:
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt.split(";")[0].strip() not in _FORMATS:
+        raise FhirError(406, "not-supported", f"_format: only JSON is served, not {fmt!r}")
+    accept = request.headers.get("accept", "")
+    if accept and not any(
+        part.split(";")[0].strip() in (*_JSON_TYPES, "*/*", "application/*")
+        for part in accept.split(",")
+    ):
+        raise FhirError(406, "not-supported", "Accept: only application/fhir+json is served")
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _prefer(request: Request) -> dict[str, str]:
+    prefs = {}
+    for part in request.headers.get("prefer", "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name:
+            prefs[name.strip().lower()] = value.strip().strip('"').lower()
+    return prefs
+
+
+async def _context(request: Request) -> reads.Context:
+    principal = await authenticate(request)
+    runtime = _runtime(request)
+    settings = runtime.settings
+    return reads.Context(
+        pool=runtime.pool,
+        principal=principal,
+        base=_base(request),
+        tz=settings.tz,
+        cursor_key=reads.cursor_key(settings.signing_secret),
+        lenient=_prefer(request).get("handling") == "lenient",
+    )
+
+
+async def _body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise FhirError(413, "too-costly", f"the body is over {MAX_BODY // (1024 * 1024)} MiB")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise FhirError(413, "too-costly", f"the body is over {MAX_BODY // (1024 * 1024)} MiB")
+    return body
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _search_params(request: Request) -> list[tuple[str, str]]:
+    """The search as (name, value) pairs: the query string, plus a POST _search form body."""
+    params = list(request.query_params.multi_items())
+    if request.method == "POST":
+        body = await _body(request)
+        if body.strip():
+            if _content_type(request) != "application/x-www-form-urlencoded":
+                raise FhirError(
+                    415,
+                    "not-supported",
+                    "a _search body must be application/x-www-form-urlencoded",
+                )
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                raise bad_request("the _search body is not UTF-8") from None
+            params += parse_qsl(text, keep_blank_values=True)
+    return params
+
+
+# --- handlers, by resource type and interaction ---------------------------------------
+
+
+async def metadata(request: Request) -> Response:
+    return fhir_response(capability_statement(_base(request), _STARTED))
+
+
+def _reader(resource: str) -> Handler:
+    async def read(request: Request) -> Response:
+        ctx = await _context(request)
+        ident = request.path_params["id"]
+        if resource == "Observation":
+            body = await reads.read_observation(ctx, ident)
+        elif resource == "Patient":
+            body = await reads.read_patient(ctx, ident)
+        elif resource == "Device":
+            body = await reads.read_device(ctx, ident)
+        else:
+            body = await reads.read_alert(ctx, resource, ident)
+        return fhir_response(body)
+
+    read.__name__ = f"read_{resource.lower()}"
+    return read
+
+
+def _searcher(resource: str) -> Handler:
+    async def search(request: Request) -> Response:
+        ctx = await _context(request)
+        params = await _search_params(request)
+        if resource == "Observation":
+            body = await reads.search_observations(ctx, params)
+        elif resource == "Patient":
+            body = await reads.search_patients(ctx, params)
+        elif resource == "Device":
+            body = await reads.search_devices(ctx, params)
+        else:
+            body = await reads.search_alerts(ctx, resource, params)
+        return fhir_response(body)
+
+    search.__name__ = f"search_{resource.lower()}"
+    return search
+
+
+def _ingest_context(request: Request, principal: object) -> ingest.IngestContext:
+    runtime = _runtime(request)
+    pipeline = runtime.services.get("pipeline")
+    if pipeline is None:
+        raise FhirError(503, "transient", "FHIR ingest is not running in this process")
+    return ingest.IngestContext(runtime.pool, pipeline, principal, _base(request))  # type: ignore[arg-type]
+
+
+def _check_json(request: Request) -> None:
+    if _content_type(request) not in _JSON_TYPES:
+        raise FhirError(
+            415, "not-supported", "the body must be application/fhir+json or application/json"
+        )
+
+
+def _creator(resource: str) -> Handler:
+    async def create(request: Request) -> Response:
+        principal = await authenticate(request)
+        _check_json(request)
+        ctx = _ingest_context(request, principal)
+        body = await _body(request)
+        status, resource_out, headers = await ingest.create_observation(
+            ctx, body, request.headers.get("if-none-exist")
+        )
+        if _prefer(request).get("return") == "minimal":
+            return Response(status_code=status, headers=headers)
+        return fhir_response(resource_out, status, headers)
+
+    create.__name__ = f"create_{resource.lower()}"
+    return create
+
+
+async def lastn(request: Request) -> Response:
+    ctx = await _context(request)
+    return fhir_response(await reads.lastn(ctx, await _search_params(request)))
+
+
+async def system_bundle(request: Request) -> Response:
+    principal = await authenticate(request)
+    _check_json(request)
+    ctx = _ingest_context(request, principal)
+    body = await _body(request)
+    return fhir_response(await ingest.process_bundle(ctx, body))
+
+
+async def unknown(request: Request) -> Response:
+    raise not_found(f"{request.method} {request.url.path}: no such FHIR interaction here")
+
+
+_OPERATIONS: dict[tuple[str, str], Handler] = {("Observation", "lastn"): lastn}
+_FACTORIES: dict[str, Callable[[str], Handler]] = {
+    "read": _reader,
+    "search-type": _searcher,
+    "create": _creator,
+}
+
+
+def _register() -> None:
+    """Routes for exactly what `RESOURCES` lists (operations before reads: /$lastn)."""
+    router.add_api_route("/fhir/metadata", fhir_route(metadata), methods=["GET"])
+    for spec in RESOURCES:
+        for op in spec.operations:
+            handler = fhir_route(_OPERATIONS[(spec.type, op.name)])
+            router.add_api_route(f"/fhir/{spec.type}/${op.name}", handler, methods=["GET", "POST"])
+        for interaction in spec.interactions:
+            handler = fhir_route(_FACTORIES[interaction](spec.type))
+            if interaction == "read":
+                router.add_api_route(f"/fhir/{spec.type}/{{id}}", handler, methods=["GET"])
+            elif interaction == "search-type":
+                router.add_api_route(f"/fhir/{spec.type}", handler, methods=["GET"])
+                router.add_api_route(f"/fhir/{spec.type}/_search", handler, methods=["POST"])
+            else:
+                router.add_api_route(f"/fhir/{spec.type}", handler, methods=["POST"])
+    for path in ("/fhir", "/fhir/"):
+        router.add_api_route(path, fhir_route(system_bundle), methods=["POST"])
+    # Anything else under /fhir is an OperationOutcome too, not the framework's JSON.
+    router.add_api_route(
+        "/fhir", fhir_route(unknown), methods=["GET", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )  # fmt: skip
+    router.add_api_route(
+        "/fhir/{rest:path}",
+        fhir_route(unknown),
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+
+
+_register()

@@ -1,0 +1,270 @@
+"""What the FHIR API serves, as one table, and the CapabilityStatement made from it.
+
+`RESOURCES` is the single source of truth: `egenmon.fhir.api` registers a route for each
+interaction and operation listed here (and fails at import when one has no handler), and
+`capability_statement` describes exactly the same list. A search parameter listed here
+is one the parser in `egenmon.fhir.search` accepts (the tests check both directions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from egenmon.fhir.render import VITAL_SIGNS_PROFILES
+
+__all__ = [
+    "FHIR_VERSION",
+    "FORMATS",
+    "RESOURCES",
+    "SYSTEM_INTERACTIONS",
+    "Operation",
+    "ResourceSpec",
+    "SearchParam",
+    "capability_statement",
+    "resource_spec",
+]
+
+FHIR_VERSION = "4.0.1"
+FORMATS = ("application/fhir+json", "json")
+_SP = "http://hl7.org/fhir/SearchParameter/"
+_PROJECT_SP = "https://egenmon.example.org/fhir/SearchParameter/"
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    type: str  # FHIR search parameter type: reference, token, date, ...
+    documentation: str
+    definition: str | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # without the $
+    definition: str
+    documentation: str
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    type: str
+    interactions: tuple[str, ...]  # read, search-type, create
+    documentation: str
+    search_params: tuple[SearchParam, ...] = ()
+    operations: tuple[Operation, ...] = ()
+    conditional_create: bool = False
+    supported_profiles: tuple[str, ...] = field(default=())
+
+    @property
+    def param_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.search_params)
+
+
+_PATIENT_REF = "The patient, as Patient/<id> or the bare id (one per search)."
+
+RESOURCES: tuple[ResourceSpec, ...] = (
+    ResourceSpec(
+        type="Observation",
+        interactions=("read", "search-type", "create"),
+        documentation=(
+            "Home measurements as FHIR R4 vital signs (capillary glucose as laboratory). "
+            "Searches page with Bundle.link next (a keyset cursor: a client paging while "
+            "readings arrive sees each observation once); _count defaults to 50, at most "
+            "1000; _sort is date or -date (the default); _summary=count gives the total "
+            "only. Create (and POST of a batch or transaction Bundle) goes through the "
+            "same normalisation, dedup and quarantine as device readings; If-None-Exist "
+            "with identifier=<system>|<value> is honoured."
+        ),
+        search_params=(
+            SearchParam("patient", "reference", _PATIENT_REF, _SP + "clinical-patient"),
+            SearchParam("subject", "reference", "Same as patient.", _SP + "Observation-subject"),
+            SearchParam(
+                "code",
+                "token",
+                "LOINC or IEEE 11073 MDC code, with or without its system; the MDC code "
+                "finds the same observations as the LOINC one.",
+                _SP + "clinical-code",
+            ),
+            SearchParam(
+                "date",
+                "date",
+                "Measurement time with prefixes eq, ge, gt, le, lt; repeatable; values "
+                "without an offset are Europe/Stockholm local time.",
+                _SP + "clinical-date",
+            ),
+            SearchParam(
+                "category",
+                "token",
+                "vital-signs or laboratory.",
+                _SP + "Observation-category",
+            ),
+            SearchParam("device", "reference", "The measuring device.", _SP + "Observation-device"),
+        ),
+        operations=(
+            Operation(
+                "lastn",
+                "http://hl7.org/fhir/OperationDefinition/Observation-lastn",
+                "The max (default 1) most recent observations per code of one patient "
+                "(patient required; code repeatable).",
+            ),
+        ),
+        conditional_create=True,
+        supported_profiles=tuple(VITAL_SIGNS_PROFILES.values()),
+    ),
+    ResourceSpec(
+        type="Patient",
+        interactions=("read", "search-type"),
+        documentation=(
+            "Patients by opaque id. Search by identifier (personnummer or "
+            "samordningsnummer, URI or urn:oid system); use POST Patient/_search so the "
+            "number is not in a URL. Links in the answer never carry it."
+        ),
+        search_params=(
+            SearchParam(
+                "identifier",
+                "token",
+                "http://electronichealth.se/identifier/personnummer|<12 digits> (or "
+                "urn:oid:1.2.752.129.2.1.3.1, or the samordningsnummer systems).",
+                _SP + "Patient-identifier",
+            ),
+        ),
+    ),
+    ResourceSpec(
+        type="Device",
+        interactions=("read", "search-type"),
+        documentation="Home measuring devices; patient is the patient the device is bound to now.",
+        search_params=(
+            SearchParam("patient", "reference", _PATIENT_REF, _SP + "Device-patient"),
+            SearchParam(
+                "identifier",
+                "token",
+                "urn:egenmon:device|<device id> or the bare id.",
+                _SP + "Device-identifier",
+            ),
+        ),
+    ),
+    ResourceSpec(
+        type="Flag",
+        interactions=("read", "search-type"),
+        documentation="Deviations (alerts): active while open or acknowledged.",
+        search_params=(
+            SearchParam("patient", "reference", _PATIENT_REF, _SP + "clinical-patient"),
+            SearchParam(
+                "status",
+                "token",
+                "active, inactive or entered-in-error.",
+                _PROJECT_SP + "Flag-status",
+            ),
+        ),
+    ),
+    ResourceSpec(
+        type="Task",
+        interactions=("read", "search-type"),
+        documentation="Care contacts asked for by alerts.",
+        search_params=(
+            SearchParam("patient", "reference", _PATIENT_REF, _SP + "Task-patient"),
+            SearchParam(
+                "status",
+                "token",
+                "requested, accepted, completed or cancelled (others find nothing).",
+                _SP + "Task-status",
+            ),
+        ),
+    ),
+)
+
+SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
+    ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
+    ("transaction", "A transaction Bundle of Observation creates: all or nothing."),
+)
+
+
+def resource_spec(resource_type: str) -> ResourceSpec:
+    for spec in RESOURCES:
+        if spec.type == resource_type:
+            return spec
+    raise KeyError(resource_type)
+
+
+def capability_statement(base: str, date: str = "2026-01-01") -> dict[str, Any]:
+    """The CapabilityStatement of this server at `base` (its absolute FHIR base URL)."""
+    resources = []
+    for spec in RESOURCES:
+        entry: dict[str, Any] = {
+            "type": spec.type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{spec.type}",
+        }
+        if spec.supported_profiles:
+            entry["supportedProfile"] = list(spec.supported_profiles)
+        entry["documentation"] = spec.documentation
+        entry["interaction"] = [{"code": code} for code in spec.interactions]
+        entry["versioning"] = "no-version"
+        entry["readHistory"] = False
+        entry["updateCreate"] = False
+        if "create" in spec.interactions:
+            entry["conditionalCreate"] = spec.conditional_create
+        entry["conditionalRead"] = "not-supported"
+        entry["conditionalUpdate"] = False
+        entry["conditionalDelete"] = "not-supported"
+        if spec.search_params:
+            entry["searchParam"] = [
+                {
+                    "name": p.name,
+                    **({"definition": p.definition} if p.definition else {}),
+                    "type": p.type,
+                    "documentation": p.documentation,
+                }
+                for p in spec.search_params
+            ]
+        if spec.operations:
+            entry["operation"] = [
+                {"name": op.name, "definition": op.definition, "documentation": op.documentation}
+                for op in spec.operations
+            ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date,
+        "publisher": "egenmon",
+        "kind": "instance",
+        "software": {"name": "egenmon", "version": "0.1.0"},
+        "implementation": {"description": "egenmon FHIR R4 API", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": list(FORMATS),
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "Every request needs Authorization: Bearer <token>. Errors are "
+                    "OperationOutcomes. Unknown search parameters are refused (400) unless "
+                    "the request says Prefer: handling=lenient."
+                ),
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/"
+                                    "restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "description": (
+                        "Bearer JWT access tokens with SMART v2 scopes (system/*.rs, "
+                        "user/*.rs, patient/*.rs, system/Observation.c). Clinicians see the "
+                        "patients of their care unit, a patient token only that patient. "
+                        "Every read and search of patient data is written to the access log."
+                    ),
+                },
+                "resource": resources,
+                "interaction": [
+                    {"code": code, "documentation": doc} for code, doc in SYSTEM_INTERACTIONS
+                ],
+            }
+        ],
+    }

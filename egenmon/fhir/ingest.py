@@ -1,0 +1,439 @@
+"""The FHIR way in: posted Observations and batch or transaction Bundles, into the pipeline.
+
+A posted Observation is validated with fhir.resources (`observation_to_reading`), then
+goes exactly where a device reading goes: the device's bindings, `normalise` (source
+``fhir``: codes, UCUM units, limits, dedup key), and the ingest pipeline's batch writer,
+whose unique index settles duplicates. What the columns do not hold is stored in `extra`
+and served back. What is refused is kept in quarantine with its reason.
+
+- The subject must be the patient the device was bound to when the measurement was
+  taken; otherwise 422 (and quarantine).
+- Each posted Observation gets its own `message_id` (``fhir:<request>:<entry>``), so
+  after the write the stored row says whether this request created it (201) or it was
+  there already (200 with the stored resource): the database decides, never a
+  check-then-insert.
+- ``If-None-Exist: identifier=<system>|<value>`` must name the Observation's first
+  identifier (the one its dedup key is made of; anything else is a 400). An Observation
+  of the same device with that identifier at any time answers 200 with the stored one
+  and nothing is written; two racing posts of the same measurement are settled by the
+  unique index. The scope of the check is the device the Observation names.
+- A transaction is all or nothing: every entry is checked first; if one fails, nothing
+  is written and the answer is an OperationOutcome naming each failed entry. Otherwise
+  all rows go to the pipeline in one write (one database transaction).
+- A batch answers each entry on its own (``batch-response`` with per-entry status,
+  location and outcome); the entries that pass are written together in one write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from egenmon.auth import AuthError, Principal
+from egenmon.fhir.ids import observation_id
+from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
+from egenmon.fhir.outcome import FhirError, bad_request, unprocessable
+from egenmon.fhir.render import render_observation
+from egenmon.ingest.message import ReadingMessage
+from egenmon.ingest.normalise import COLUMNS, normalise
+from egenmon.ingest.writer import WriteError
+from egenmon.store import fhir as store
+from egenmon.store.access import log_access
+
+__all__ = ["IngestContext", "MAX_ENTRIES", "create_observation", "process_bundle"]
+
+MAX_ENTRIES = 1000
+SOURCE = "fhir"
+_MDC = COLUMNS.index("mdc")
+_EXTRA = COLUMNS.index("extra")
+_MESSAGE_ID = COLUMNS.index("message_id")
+_PATIENT = COLUMNS.index("patient_id")
+_DEVICE = COLUMNS.index("device_id")
+_DEDUP = COLUMNS.index("dedup_key")
+_TIME = COLUMNS.index("time")
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity"}
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """What FHIR ingest needs: the pool, the pipeline service, who is posting, the base."""
+
+    pool: Any
+    pipeline: Any
+    principal: Principal
+    base: str
+
+
+@dataclass
+class _Entry:
+    """One Observation on its way in, or the reason it was refused."""
+
+    index: int
+    where: str  # "Observation" or "Bundle.entry[i].resource"
+    raw: Any
+    if_none_exist: str | None = None
+    posted: PostedObservation | None = None
+    row: tuple | None = None
+    error: FhirError | None = None
+    result: dict[str, Any] | None = field(default=None)  # the stored row
+    created: bool = False
+
+
+class BundleRefused(FhirError):
+    """A transaction refused as a whole: one issue per failed entry."""
+
+    def __init__(self, status: int, issues: list[dict[str, Any]]) -> None:
+        super().__init__(status, issues[0]["code"], issues[0]["diagnostics"])
+        self.issues = issues
+
+    def outcome(self) -> dict[str, Any]:
+        return {"resourceType": "OperationOutcome", "issue": self.issues}
+
+
+# --- checking one Observation ---------------------------------------------------------
+
+
+def _relocate(error: FhirError, where: str) -> FhirError:
+    """The error with its element paths under `where` (a Bundle entry's resource)."""
+    if where == "Observation":
+        return error
+
+    def move(text: str) -> str:
+        return where + text[len("Observation") :] if text.startswith("Observation") else text
+
+    return FhirError(
+        error.status,
+        error.code,
+        f"{where}: {move(error.diagnostics)}"
+        if not error.diagnostics.startswith("Observation")
+        else move(error.diagnostics),
+        [move(e) for e in error.expression or ()] or where,
+        error.severity,
+    )
+
+
+def _reason_element(reason: str, panel: bool) -> str:
+    """The element a normaliser reason is about, for the OperationOutcome's expression."""
+    value = "Observation.component" if panel else "Observation.valueQuantity"
+    if reason.startswith("no patient bound"):
+        return "Observation.device"
+    if reason.startswith(("time", "time is in the future")):
+        return "Observation.effective[x]"
+    if "unit" in reason.split(" ", 2)[:2] or reason.startswith("unit"):
+        return f"{value}.code"
+    if reason.startswith("id:"):
+        return "Observation.identifier"
+    if reason.startswith("note:"):
+        return "Observation.note"
+    return value
+
+
+def _criteria_identifier(header: str) -> str:
+    """The identifier an If-None-Exist header names (``identifier=<system>|<value>``)."""
+    text = header.strip()
+    text = text.split("?", 1)[1] if text.startswith("Observation?") else text
+    name, eq, value = text.partition("=")
+    if name != "identifier" or not eq or "&" in value or not value:
+        raise bad_request(
+            "If-None-Exist: only identifier=<system>|<value> is supported", "If-None-Exist"
+        )
+    return unquote(value)
+
+
+def _matches(criteria: str, reading_id: str | None) -> bool:
+    if reading_id is None:
+        return False
+    if criteria == reading_id:
+        return True
+    # A bare value (or "|value") names the value in any system.
+    bare = criteria.removeprefix("|")
+    return "|" not in bare and reading_id.rpartition("|")[2] == bare
+
+
+async def _may_post_for(ctx: IngestContext, patient_id: uuid.UUID) -> None:
+    if ctx.principal.patient_filter is None:
+        return
+    unit = None
+    if ctx.principal.role == "clinician":
+        async with ctx.pool.connection() as conn:
+            unit = await store.patient_care_unit(conn, patient_id)
+    if not ctx.principal.may_see(patient_id, unit):
+        raise AuthError(403, f"this token may not add data for Patient/{patient_id}")
+
+
+async def _prepare(
+    ctx: IngestContext,
+    entry: _Entry,
+    message_id: str,
+    now: datetime,
+    bindings_cache: dict[str, Any],
+) -> None:
+    """Fill `entry.row`, or raise FhirError (AuthError for another unit's patient)."""
+    posted = observation_to_reading(entry.raw)
+    entry.posted = posted
+    await _may_post_for(ctx, posted.patient_id)
+    if entry.if_none_exist is not None:
+        criteria = _criteria_identifier(entry.if_none_exist)
+        if not _matches(criteria, posted.reading.get("id")):
+            raise bad_request(
+                "If-None-Exist: must name the Observation's first identifier "
+                "(identifier=<system>|<value>)",
+                "If-None-Exist",
+            )
+    device_id = posted.device_id
+    if device_id not in bindings_cache:
+        bindings_cache[device_id] = await ctx.pipeline.bindings(device_id)
+    message = ReadingMessage(readings=[posted.reading], message_id=message_id)
+    rows, errors = normalise(message, device_id, bindings_cache[device_id], now, SOURCE, now)
+    if errors:
+        reason = errors[0][1]
+        panel = posted.reading["type"] == "blood_pressure"
+        raise unprocessable(f"Observation: {reason}", _reason_element(reason, panel))
+    row = list(rows[0])
+    if row[_PATIENT] != posted.patient_id:
+        raise unprocessable(
+            f"Observation.subject: Patient/{posted.patient_id} is not the patient Device/"
+            f"{device_id} was bound to at {row[_TIME].isoformat()}",
+            "Observation.subject",
+        )
+    if posted.mdc is not None:
+        row[_MDC] = posted.mdc
+    row[_EXTRA] = posted.extra
+    entry.row = tuple(row)
+
+
+async def _quarantine(ctx: IngestContext, raw: bytes, reason: str, device: str | None) -> None:
+    await ctx.pipeline.quarantine(source=SOURCE, reason=reason, raw=raw, device_id=device)
+
+
+def _device_of(resource: Any) -> str | None:
+    """The device id a (possibly invalid) Observation names, for the quarantine entry."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("device"), dict):
+        return None
+    ref = resource["device"].get("reference")
+    if not isinstance(ref, str) or not ref.startswith("Device/"):
+        return None
+    ident = ref[len("Device/") :]
+    return ident if 0 < len(ident) <= 64 else None
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+async def _existing(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
+    """Entries whose If-None-Exist identifier is already stored: answer with that row."""
+    asking = [e for e in entries if e.row is not None and e.if_none_exist is not None]
+    if not asking:
+        return
+    async with ctx.pool.connection() as conn:
+        for e in asking:
+            assert e.row is not None
+            found = await store.find_by_dedup_key(conn, e.row[_DEDUP])
+            if found is not None:
+                e.result, e.created = found, False
+
+
+async def _write(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
+    """Write the entries' rows in one pipeline call; then see which this request created."""
+    todo = [e for e in entries if e.row is not None and e.result is None]
+    if not todo:
+        return
+    rows = [e.row for e in todo]
+    # The pipeline notes one device as heard from per call; a Bundle naming several
+    # devices still goes in one write, so that a transaction stays one transaction.
+    try:
+        await ctx.pipeline.ingest_rows(rows, device_id=rows[0][_DEVICE], source=SOURCE)
+    except WriteError as exc:
+        raise FhirError(503, "transient", "the store is unavailable; try again") from exc
+    async with ctx.pool.connection() as conn:
+        stored = await store.stored_readings(conn, [(r[_DEDUP], r[_TIME]) for r in rows])
+    for e in todo:
+        assert e.row is not None
+        row = stored.get((e.row[_DEDUP], e.row[_TIME]))
+        if row is None:  # committed, so it is there; a vanished row is a server fault
+            raise FhirError(500, "exception", "a written observation could not be read back")
+        e.result = row
+        e.created = row.get("message_id") == e.row[_MESSAGE_ID]
+
+
+async def _log_created(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
+    created = [e for e in entries if e.created and e.result is not None]
+    if created:
+        await log_access(
+            ctx.pool,
+            ctx.principal,
+            "create",
+            "Observation",
+            {e.result["patient_id"] for e in created if e.result},
+            {
+                "created": [
+                    observation_id(e.result["time"], e.result["dedup_key"])
+                    for e in created
+                    if e.result
+                ]
+            },
+        )
+
+
+def _location(ctx: IngestContext, row: dict[str, Any], absolute: bool) -> str:
+    path = f"Observation/{observation_id(row['time'], row['dedup_key'])}"
+    return f"{ctx.base}/{path}" if absolute else path
+
+
+# --- the two ways in ------------------------------------------------------------------
+
+
+async def create_observation(
+    ctx: IngestContext, body: bytes, if_none_exist: str | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """POST /fhir/Observation: (status, the stored resource, headers)."""
+    ctx.principal.require("Observation", "c")
+    request_id = uuid.uuid4().hex
+    try:
+        resource = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        await _quarantine(ctx, body, f"not JSON: {exc}", None)
+        raise bad_request(f"the body is not JSON: {exc}") from None
+    entry = _Entry(0, "Observation", resource, if_none_exist)
+    now = datetime.now(UTC)
+    try:
+        await _prepare(ctx, entry, f"fhir:{request_id}:0", now, {})
+    except FhirError as exc:
+        await _quarantine(ctx, body, exc.diagnostics, _device_of(resource))
+        raise
+    await _existing(ctx, [entry])
+    await _write(ctx, [entry])
+    await _log_created(ctx, [entry])
+    assert entry.result is not None
+    status = 201 if entry.created else 200
+    headers = {"Location": _location(ctx, entry.result, absolute=True)}
+    return status, render_observation(entry.result), headers
+
+
+def _entries(bundle: Any) -> tuple[str, list[_Entry], list[tuple[int, FhirError]]]:
+    """The Bundle's type, its entries, and the entries refused by their shape."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise bad_request("POST /fhir takes a Bundle of type batch or transaction", "Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise bad_request(
+            f"Bundle.type: only batch and transaction are accepted, not {kind!r}", "Bundle.type"
+        )
+    items = bundle.get("entry") or []
+    if not isinstance(items, list):
+        raise bad_request("Bundle.entry: must be a list", "Bundle.entry")
+    if len(items) > MAX_ENTRIES:
+        raise FhirError(
+            413, "too-costly", f"Bundle.entry: at most {MAX_ENTRIES} entries", "Bundle.entry"
+        )
+    entries: list[_Entry] = []
+    refused: list[tuple[int, FhirError]] = []
+    for i, item in enumerate(items):
+        where = f"Bundle.entry[{i}]"
+        request = item.get("request") if isinstance(item, dict) else None
+        resource = item.get("resource") if isinstance(item, dict) else None
+        entry = _Entry(i, f"{where}.resource", resource)
+        entries.append(entry)
+        if not isinstance(request, dict):
+            entry.error = bad_request(f"{where}.request: required", f"{where}.request")
+        elif request.get("method") != "POST" or str(request.get("url", "")).strip("/") not in (
+            "Observation",
+        ):
+            entry.error = bad_request(
+                f"{where}.request: only POST Observation is supported (got "
+                f"{request.get('method')} {request.get('url')})",
+                f"{where}.request",
+            )
+        elif not isinstance(resource, dict):
+            entry.error = bad_request(f"{where}.resource: required", f"{where}.resource")
+        else:
+            entry.if_none_exist = request.get("ifNoneExist")
+        if entry.error is not None:
+            entry.raw = item  # quarantine keeps the whole entry that could not be taken
+            refused.append((i, entry.error))
+    return kind, entries, refused
+
+
+def _response_entry(ctx: IngestContext, e: _Entry) -> dict[str, Any]:
+    if e.error is not None:
+        status = e.error.status
+        return {
+            "response": {
+                "status": f"{status} {_REASONS.get(status, '')}".strip(),
+                "outcome": e.error.outcome(),
+            }
+        }
+    assert e.result is not None
+    resource = render_observation(e.result)
+    return {
+        "fullUrl": f"{ctx.base}/Observation/{resource['id']}",
+        "resource": resource,
+        "response": {
+            "status": "201 Created" if e.created else "200 OK",
+            "location": _location(ctx, e.result, absolute=False),
+            "lastModified": resource["meta"]["lastUpdated"],
+        },
+    }
+
+
+async def process_bundle(ctx: IngestContext, body: bytes) -> dict[str, Any]:
+    """POST /fhir with a batch or transaction Bundle: the response Bundle."""
+    ctx.principal.require("Observation", "c")
+    try:
+        bundle = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        await _quarantine(ctx, body, f"not JSON: {exc}", None)
+        raise bad_request(f"the body is not JSON: {exc}") from None
+    try:
+        kind, entries, _ = _entries(bundle)
+    except FhirError as exc:
+        await _quarantine(ctx, body, exc.diagnostics, None)
+        raise
+    request_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    bindings: dict[str, Any] = {}
+    for e in entries:
+        if e.error is not None:
+            continue
+        try:
+            await _prepare(ctx, e, f"fhir:{request_id}:{e.index}", now, bindings)
+        except AuthError as exc:
+            if kind == "transaction":
+                raise
+            e.error = FhirError(exc.status, "forbidden", f"{e.where}: {exc.message}")
+        except FhirError as exc:
+            e.error = _relocate(exc, e.where)
+    failed = [e for e in entries if e.error is not None]
+    if kind == "transaction" and failed:
+        issues = [
+            {
+                "severity": "error",
+                "code": e.error.code,
+                "diagnostics": e.error.diagnostics,
+                **({"expression": e.error.expression} if e.error.expression else {}),
+            }
+            for e in failed
+            if e.error is not None
+        ]
+        reason = "transaction refused: " + "; ".join(i["diagnostics"] for i in issues)
+        await _quarantine(ctx, body, reason, None)
+        status = failed[0].error.status if failed[0].error else 400
+        raise BundleRefused(status, issues)
+    for e in failed:
+        assert e.error is not None
+        raw = orjson.dumps(e.raw) if e.raw is not None else b"null"
+        await _quarantine(ctx, raw, e.error.diagnostics, _device_of(e.raw))
+    await _existing(ctx, entries)
+    await _write(ctx, entries)
+    await _log_created(ctx, entries)
+    return {
+        "resourceType": "Bundle",
+        "type": f"{kind}-response",
+        "entry": [_response_entry(ctx, e) for e in entries],
+    }
