@@ -1,5 +1,11 @@
-"""The ingest pipeline service (filled in by the HTTP-ingest issue)."""
+"""The ingest pipeline as a service of the process (see egenmon.app SERVICES)."""
+
+from __future__ import annotations
+
+from egenmon.ingest.pipeline import Pipeline
+from egenmon.runtime import Runtime
 
 
-def create_pipeline(runtime):  # noqa: ANN001, ANN201
-    return None
+def create_pipeline(runtime: Runtime) -> Pipeline:
+    """The Pipeline service, "pipeline": batch writer, device caches, device health."""
+    return Pipeline(runtime.settings, runtime.pool)

@@ -1,11 +1,23 @@
 """The batch writer: readings from concurrent requests and messages, one COPY per batch.
 
-Callers hand over rows and await the result; the writer groups what arrives within a few
-milliseconds (or up to a row limit), copies it into a temporary staging table, moves it
-into the hypertable with ON CONFLICT DO NOTHING (so the unique index decides duplicates,
-whatever the races), commits, and only then answers every caller of the batch. A database
-error fails the callers of that batch (they answer 503 or do not acknowledge); nothing a
-caller was told is stored can be lost, because the answer follows the commit.
+Callers hand over rows and await the result; each connection takes what is queued (up to
+a row limit, and under load what arrives within a few milliseconds more), writes it,
+commits, and only then answers every caller of the batch. The unique index decides
+duplicates, whatever the races:
+
+- most batches hold no row stored already, so a batch is first copied straight into the
+  hypertable (one COPY statement on an autocommit connection); a duplicate fails that
+  COPY with a unique violation and the batch goes the staging way. Copying through the
+  staging table cost the database about 1.6 times the work of a straight COPY here; after
+  a failure the writer goes the staging way for a second, so a stream of re-sent
+  messages (MQTT redelivery) does not pay twice;
+- the staging way: COPY into a temporary table, then INSERT ... SELECT ... ON CONFLICT DO
+  NOTHING into the hypertable, in one transaction;
+- a small batch (single readings at a steady pace) is one INSERT ... ON CONFLICT DO
+  NOTHING statement: one round trip with its commit.
+
+A database error fails the callers of that batch (they answer 503 or do not acknowledge);
+nothing a caller was told is stored can be lost, because the answer follows the commit.
 """
 
 from __future__ import annotations
@@ -41,9 +53,28 @@ _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS readings_staging "
     "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
+# Ordered by the unique index's key: two batches sharing rows wait on each other in the
+# same order and cannot deadlock.
 _MOVE = (
     f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_staging "
-    "ON CONFLICT DO NOTHING RETURNING dedup_key, time"
+    "ORDER BY dedup_key, time ON CONFLICT DO NOTHING RETURNING dedup_key, time"
+)
+_COPY_DIRECT = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGING = f"COPY readings_staging ({_COLS}) FROM STDIN (FORMAT BINARY)"
+# After a straight COPY met a duplicate, go the staging way for this long.
+_DIRECT_BACKOFF_S = 1.0
+# A batch this small goes in one INSERT statement: one round trip with its commit.
+SMALL_BATCH = 64
+_INSERT_SMALL = (
+    f"INSERT INTO readings ({_COLS}) SELECT * FROM unnest("
+    + ", ".join(f"%s::{t}[]" for t in _TYPES)
+    + f") AS r ({_COLS}) ORDER BY dedup_key, time ON CONFLICT DO NOTHING"
+    " RETURNING dedup_key, time"
+)
+# One row: plain parameters cost a third less to send than seventeen one-element arrays.
+_INSERT_ONE = (
+    f"INSERT INTO readings ({_COLS}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
+    " ON CONFLICT DO NOTHING RETURNING dedup_key, time"
 )
 
 
@@ -77,6 +108,7 @@ class BatchWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._direct_after = 0.0  # time.monotonic() from which a straight COPY is tried
 
     async def start(self) -> None:
         self._stopping = False
@@ -101,11 +133,11 @@ class BatchWriter:
         self._queue.put_nowait(_Pending(rows, fut))
         return await fut
 
-    async def _collect(self) -> list[_Pending]:
+    async def _collect(self, linger: bool) -> list[_Pending]:
         first = await self._queue.get()
         batch = [first]
         count = len(first.rows)
-        deadline = time.monotonic() + self.max_delay
+        deadline = time.monotonic() + (self.max_delay if linger else 0.0)
         while count < self.max_rows and batch[-1].rows:
             try:
                 item = self._queue.get_nowait()
@@ -122,17 +154,22 @@ class BatchWriter:
         return batch
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(self.url)
+        # Autocommit: a small batch is one statement; larger ones open a transaction.
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         await conn.execute(_STAGING)
-        await conn.commit()
         return conn
 
     async def _run(self, index: int) -> None:
         conn: psycopg.AsyncConnection | None = None
         backoff = 0.1
+        last = 0
         while True:
-            batch = await self._collect()
+            # Lingering for more rows pays only under load, when the last batch was big;
+            # a trickle of single readings is written at once (batches still form from
+            # whatever arrived while the connections were busy).
+            batch = await self._collect(linger=last >= self.max_rows // 5)
             live = [p for p in batch if p.rows]
+            last = sum(len(p.rows) for p in live)
             if live:
                 try:
                     if conn is None or conn.closed:
@@ -165,39 +202,100 @@ class BatchWriter:
                      batch: list[_Pending]) -> list[WriteResult]:
         # Duplicates inside the batch are settled here (first one wins), so each caller's
         # count is exact; duplicates of stored rows are settled by the unique index.
-        seen: set[tuple] = set()
-        owners: list[list[tuple]] = []
+        # A repeated dedup key is the only sign of a possible duplicate, and str hashes are
+        # cached: (key, time) pairs are only built when a key repeats.
+        seen_keys: set[str] = set()
+        seen_pairs: set[tuple] | None = None
+        owners: list[Sequence[tuple]] = []
         rows_out: list[tuple] = []
         dup_in_batch = []
         for p in batch:
+            keys = [row[_DEDUP] for row in p.rows]
+            distinct = set(keys)
+            if len(distinct) == len(keys) and seen_keys.isdisjoint(distinct):
+                seen_keys |= distinct  # the usual case, settled for the whole request
+                owners.append(p.rows)
+                dup_in_batch.append(0)
+                rows_out.extend(p.rows)
+                continue
+            if seen_pairs is None:
+                seen_pairs = {(row[_DEDUP], row[_TIME]) for row in rows_out}
             mine = []
             dups = 0
             for row in p.rows:
-                key = (row[_DEDUP], row[_TIME])
-                if key in seen:
+                pair = (row[_DEDUP], row[_TIME])
+                if pair in seen_pairs:
                     dups += 1
                     continue
-                seen.add(key)
-                mine.append(key)
-                if row[_EXTRA] is not None and not isinstance(row[_EXTRA], Jsonb):
-                    row = (*row[:_EXTRA], Jsonb(row[_EXTRA]), *row[_EXTRA + 1:])
+                seen_pairs.add(pair)
+                seen_keys.add(row[_DEDUP])
+                mine.append(row)
                 rows_out.append(row)
             owners.append(mine)
             dup_in_batch.append(dups)
-        async with conn.transaction():
-            async with conn.cursor() as cur:
-                async with cur.copy(
-                    f"COPY readings_staging ({_COLS}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(_TYPES)
-                    for row in rows_out:
-                        await copy.write_row(row)
-                await cur.execute(_MOVE)
-                inserted = {(k, t) for k, t in await cur.fetchall()}
         metrics.BATCH_ROWS.observe(len(rows_out))
+        if len(rows_out) > SMALL_BATCH and time.monotonic() >= self._direct_after:
+            if await self._copy_direct(conn, rows_out):
+                return [WriteResult(len(mine), dups)
+                        for mine, dups in zip(owners, dup_in_batch, strict=True)]
+            self._direct_after = time.monotonic() + _DIRECT_BACKOFF_S
+        for attempt in range(3):
+            try:
+                inserted = await self._insert_new(conn, rows_out)
+                break
+            except psycopg.errors.DeadlockDetected:
+                # Only against a straight COPY of another connection (everything else
+                # takes rows in index order); the next try wins.
+                if attempt == 2:
+                    raise
         results = []
         all_inserted = len(inserted) == len(rows_out)
         for mine, dups in zip(owners, dup_in_batch, strict=True):
-            ok = len(mine) if all_inserted else sum(1 for key in mine if key in inserted)
+            ok = len(mine) if all_inserted else sum(
+                1 for row in mine if (row[_DEDUP], row[_TIME]) in inserted)
             results.append(WriteResult(ok, dups + len(mine) - ok))
         return results
+
+    async def _copy_direct(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> bool:
+        """COPY straight into the hypertable; False if a row was there already."""
+        try:
+            # One statement on an autocommit connection: its own transaction, committed
+            # when the COPY ends, two round trips fewer than BEGIN ... COMMIT.
+            async with conn.cursor() as cur:
+                await _copy_rows(cur, _COPY_DIRECT, rows)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            return False
+        return True
+
+    async def _insert_new(self, conn: psycopg.AsyncConnection,
+                          rows: list[tuple]) -> set[tuple]:
+        """Insert the rows not stored yet; returns the (dedup key, time) of those."""
+        async with conn.cursor() as cur:
+            if len(rows) == 1:
+                [row] = rows
+                if row[_EXTRA] is not None and not isinstance(row[_EXTRA], Jsonb):
+                    row = (*row[:_EXTRA], Jsonb(row[_EXTRA]), *row[_EXTRA + 1:])
+                await cur.execute(_INSERT_ONE, row, prepare=True)
+            elif len(rows) <= SMALL_BATCH:
+                columns = [list(c) for c in zip(*rows, strict=True)]
+                # COPY takes dicts for jsonb as they are; an array parameter needs Jsonb.
+                columns[_EXTRA] = [None if x is None or isinstance(x, Jsonb) else Jsonb(x)
+                                   for x in columns[_EXTRA]]
+                await cur.execute(_INSERT_SMALL, columns, prepare=True)
+            else:
+                async with conn.transaction():
+                    await _copy_rows(cur, _COPY_STAGING, rows)
+                    await cur.execute(_MOVE)
+            return {(k, t) for k, t in await cur.fetchall()}
+
+
+async def _copy_rows(cur: psycopg.AsyncCursor, statement: str, rows: list[tuple]) -> None:
+    async with cur.copy(statement) as copy:
+        copy.set_types(_TYPES)
+        # What copy.write_row does, less a coroutine per row: the formatter fills its
+        # buffer synchronously and hands it over when full (about a sixth of the writer's
+        # time at 1000-row batches).
+        write_row = copy.formatter.write_row
+        for row in rows:
+            if data := write_row(row):
+                await copy.write(data)

@@ -1,0 +1,136 @@
+"""Quarantine: what was refused, listed for admins and replayed through the pipeline.
+
+Entries are written by the pipeline (`Pipeline.quarantine` and the rejects of `ingest`).
+A replay runs an entry through the pipeline again, for example after the missing binding
+was added: what is stored now resolves the entry; what is still refused leaves it open
+with a note of the new reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+
+from egenmon.ingest.pipeline import Pipeline
+from egenmon.store import ingest as store
+from egenmon.store.ingest import QuarantineEntry
+
+RAW_PREVIEW = 4096  # characters of the raw body shown in a listing unless asked for all
+
+
+async def list_entries(conn: psycopg.AsyncConnection, **filters: Any) -> list[dict[str, Any]]:
+    """Quarantine entries, newest first (filters as in store.ingest.list_quarantine)."""
+    return await store.list_quarantine(conn, **filters)
+
+
+def entry_json(entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    """An entry as JSON for admins: times in RFC 3339, the raw body as text."""
+    out = {
+        k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+        for k, v in entry.items()
+        if k != "raw"
+    }
+    if "raw" in entry:
+        text = bytes(entry["raw"]).decode("utf-8", errors="replace")
+        out["raw_truncated"] = not full and len(text) > RAW_PREVIEW
+        out["raw"] = text if full else text[:RAW_PREVIEW]
+    return out
+
+
+@dataclass(frozen=True)
+class Replayed:
+    id: int
+    resolved: bool
+    note: str
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "resolved": self.resolved, "note": self.note}
+
+
+async def replay(pipeline: Pipeline, ids: list[int]) -> list[Replayed]:
+    """Run entries through the pipeline again and record what happened to each."""
+    async with pipeline.pool.connection() as conn:
+        entries = await store.get_quarantine(conn, ids)
+    found = {e["id"] for e in entries}
+    out = [Replayed(i, False, "no such quarantine entry") for i in ids if i not in found]
+    for entry in entries:
+        out.append(await _replay_one(pipeline, entry))
+    order = {i: n for n, i in enumerate(ids)}
+    return sorted(out, key=lambda r: order.get(r.id, 0))
+
+
+async def _replay_one(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
+    entry_id = entry["id"]
+    if entry["resolved_at"] is not None:
+        return Replayed(entry_id, True, f"already resolved: {entry['resolution']}")
+    device_id = entry["device_id"]
+    if device_id is None:
+        note = "cannot replay: no device is known for this entry"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    raw = bytes(entry["raw"])
+    if entry["kind"] == "reading":
+        try:
+            reading = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            reading = None
+        body = orjson.dumps({"message_id": entry["message_id"], "readings": [reading]})
+    else:
+        body = raw
+    # Not quarantined again: the entry is the quarantine; it stays open if still refused.
+    result = await pipeline.ingest(
+        body,
+        device_id=device_id,
+        source="replay",
+        received_at=entry["received_at"],
+        quarantine=False,
+    )
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if result.error is not None:
+        note = f"replayed {stamp}: still refused ({result.status}): {result.error}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    if result.status != 200:
+        reasons = "; ".join(f"readings[{r['index']}]: {r['error']}" for r in result.rejected)
+        note = f"replayed {stamp}: still refused: {reasons}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    note = f"replayed {stamp}: accepted {result.accepted}, duplicates {result.duplicates}"
+    if result.rejected:
+        # Part of a message went in; what is still refused becomes entries of its own.
+        rejects = [
+            QuarantineEntry(
+                entry["received_at"],
+                entry["source"],
+                r["error"],
+                _reading_raw(raw, r["index"]),
+                device_id,
+                entry["topic"],
+                "reading",
+                result.message_id,
+                r["index"],
+            )
+            for r in result.rejected
+        ]
+        new_ids = await pipeline.store_quarantine(rejects)
+        note += f"; {len(rejects)} reading(s) still refused, now entries " + ", ".join(
+            f"#{i}" for i in new_ids
+        )
+    await _record(pipeline, entry_id, note, True)
+    return Replayed(entry_id, True, note)
+
+
+def _reading_raw(body: bytes, index: int) -> bytes:
+    try:
+        return orjson.dumps(orjson.loads(body)["readings"][index])
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return body
+
+
+async def _record(pipeline: Pipeline, entry_id: int, note: str, resolved: bool) -> None:
+    async with pipeline.pool.connection() as conn:
+        await store.record_replay(conn, entry_id, note, resolved)

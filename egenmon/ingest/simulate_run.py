@@ -1,0 +1,236 @@
+"""Running the simulator: devices' credentials, a transport, back-fill and live sending.
+
+The values come from the pure `simulate` module; a transport only sends a message and
+returns the platform's answer. `HttpTransport` posts to `/api/v1/readings`; an MQTT
+transport implements the same `Transport` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import orjson
+
+from egenmon.ingest.simulate import SimDevice, generate, live_interval, messages
+
+log = logging.getLogger("egenmon.simulate")
+
+BACKFILL_EVERY = dt.timedelta(hours=12)
+
+
+class TransportError(Exception):
+    """The platform could not be reached or did not store the message (try again)."""
+
+
+class Transport(Protocol):
+    """Sends one Reading message v1 for a device; returns the platform's result object."""
+
+    async def send(self, device: SimDevice, message: dict) -> dict: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    """POST /api/v1/readings with the device's secret as Bearer token."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    async def send(self, device: SimDevice, message: dict) -> dict:
+        try:
+            r = await self.client.post(
+                "/api/v1/readings",
+                content=orjson.dumps(message),
+                headers={
+                    "Authorization": f"Bearer {device.secret}",
+                    "Content-Type": "application/json",
+                },
+            )
+        except httpx.HTTPError as e:
+            raise TransportError(f"{type(e).__name__}: {e}") from None
+        if r.status_code in (200, 422):
+            return r.json()
+        if r.status_code >= 500:
+            raise TransportError(f"{r.status_code}: {r.text[:200]}")
+        # 400/401/403/413: the platform refused the whole message; nothing to retry.
+        return {"accepted": 0, "duplicates": 0, "status": r.status_code, "error": _error(r)}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _error(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("error"))
+    except ValueError:
+        return r.text[:200]
+
+
+@dataclass
+class Summary:
+    messages: int = 0
+    readings: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    refused_messages: int = 0
+    failed_messages: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, sent: int, result: dict) -> None:
+        self.messages += 1
+        self.readings += sent
+        self.accepted += int(result.get("accepted", 0))
+        self.duplicates += int(result.get("duplicates", 0))
+        self.rejected += len(result.get("rejected", []))
+        if "error" in result:
+            self.refused_messages += 1
+            self._note(f"refused ({result.get('status')}): {result['error']}")
+
+    def _note(self, text: str) -> None:
+        if len(self.errors) < 10 and text not in self.errors:
+            self.errors.append(text)
+
+    def json(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "messages",
+                "readings",
+                "accepted",
+                "duplicates",
+                "rejected",
+                "refused_messages",
+                "failed_messages",
+                "errors",
+            )
+        }
+
+
+def load_devices(path: Path) -> list[SimDevice]:
+    """Devices from a JSON file: a list (or {"devices": [...]}) of objects with device_id
+    (or id) and secret, optionally patient_id, scenario and protocol (as `egenmon dev`
+    writes .egenmon/demo-devices.json)."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict):
+        data = data.get("devices", [])
+    out = []
+    for item in data:
+        device_id = item.get("device_id") or item.get("id")
+        if not device_id or not item.get("secret"):
+            raise ValueError(f"{path}: every device needs device_id and secret")
+        out.append(
+            SimDevice(
+                device_id,
+                item["secret"],
+                item.get("patient_id") or item.get("patient"),
+                item.get("scenario") or "stable",
+                item.get("protocol"),
+            )
+        )
+    return out
+
+
+async def _send(
+    transport: Transport, device: SimDevice, message: dict, summary: Summary, retries: int = 5
+) -> None:
+    delay = 0.2
+    for attempt in range(retries + 1):
+        try:
+            result = await transport.send(device, message)
+        except TransportError as e:
+            if attempt == retries:
+                summary.failed_messages += 1
+                summary._note(f"not delivered: {e}")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        summary.add(len(message["readings"]), result)
+        return
+
+
+async def backfill(
+    devices: Sequence[SimDevice],
+    transport: Transport,
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    scenario: Callable[[SimDevice], str],
+    seed: int = 0,
+    onset: Callable[[SimDevice], dt.datetime | None] = lambda d: None,
+    batch: int = 500,
+    concurrency: int = 8,
+) -> Summary:
+    """Send every device's readings of [start, end) in batches, a few devices at a time."""
+    summary = Summary()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(device: SimDevice) -> None:
+        async with gate:
+            rng = random.Random(f"{seed}|{device.device_id}")  # noqa: S311
+            readings = generate(
+                device, scenario(device), start, end, rng, every=BACKFILL_EVERY, onset=onset(device)
+            )
+            for message in messages(device, readings, batch):
+                await _send(transport, device, message, summary)
+
+    await asyncio.gather(*(one(d) for d in devices))
+    return summary
+
+
+async def live(
+    devices: Sequence[SimDevice],
+    transport: Transport,
+    *,
+    rate: float,
+    duration: float | None,
+    scenario: Callable[[SimDevice], str],
+    seed: int = 0,
+    onset: Callable[[SimDevice], dt.datetime | None] = lambda d: None,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    summary: Summary | None = None,
+) -> Summary:
+    """Send readings as they are 'measured', `rate` readings a second in all, until the
+    duration has passed (None: until cancelled)."""
+    summary = summary or Summary()
+    every = live_interval(len(devices), rate)
+    rngs = {d.device_id: random.Random(f"{seed}|live|{d.device_id}") for d in devices}  # noqa: S311
+    last = clock()
+    stop_at = None if duration is None else time.monotonic() + duration
+    pending: set[asyncio.Task] = set()
+    try:
+        while stop_at is None or time.monotonic() < stop_at:
+            await asyncio.sleep(min(1.0, every.total_seconds() / 4))
+            now = clock()
+            for device in devices:
+                readings = list(
+                    generate(
+                        device,
+                        scenario(device),
+                        last,
+                        now,
+                        rngs[device.device_id],
+                        every=every,
+                        onset=onset(device),
+                    )
+                )
+                for message in messages(device, readings):
+                    task = asyncio.create_task(_send(transport, device, message, summary))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+            last = now
+    finally:
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    return summary

@@ -1,0 +1,166 @@
+"""Queries of the ingest path: credentials, bindings, device health and quarantine (async)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+
+NOTIFY_CHANNEL = "egenmon_device"
+# How long the ingest path waits for a pooled connection: in an outage a device gets its
+# 503 (and tries again) within seconds rather than after the pool's default 30 s.
+POOL_WAIT_S = 3.0
+
+# The digest is the key: a device authenticates with its secret alone.
+_CREDENTIALS = "SELECT id, status, secret_sha256 FROM devices WHERE secret_sha256 = %s"
+
+_BINDINGS = (
+    "SELECT patient_id, lower(during), upper(during) FROM device_bindings"
+    " WHERE device_id = %s ORDER BY lower(during) DESC"
+)
+
+# One statement for every device heard from since the last flush. GREATEST keeps the
+# latest time when two processes flush out of order; the battery follows the newest note.
+_HEALTH = (
+    "UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, v.seen),"
+    " battery = CASE WHEN v.battery IS NOT NULL"
+    " AND (d.last_seen IS NULL OR v.battery_at >= d.last_seen) THEN v.battery"
+    " ELSE d.battery END"
+    " FROM unnest(%s::text[], %s::timestamptz[], %s::real[], %s::timestamptz[])"
+    " AS v(id, seen, battery, battery_at) WHERE d.id = v.id"
+)
+
+_QUARANTINE_COLUMNS = (
+    "received_at, source, device_id, topic, reason, raw, kind, message_id, reading_index"
+)
+_QUARANTINE_INSERT = (
+    f"INSERT INTO quarantine ({_QUARANTINE_COLUMNS})"
+    " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::bytea[], %s::text[], %s::text[], %s::int[]) RETURNING id"
+)
+
+_QUARANTINE_FIELDS = (
+    "id, received_at, source, device_id, topic, kind, message_id, reading_index, reason,"
+    " length(raw) AS size, resolved_at, resolution, replayed_at"
+)
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """What goes into quarantine: the raw bytes and why they were refused."""
+
+    received_at: dt.datetime
+    source: str
+    reason: str
+    raw: bytes
+    device_id: str | None = None
+    topic: str | None = None
+    kind: str = "message"  # or "reading"
+    message_id: str | None = None
+    reading_index: int | None = None
+
+
+async def device_by_digest(
+    conn: psycopg.AsyncConnection, digest: bytes
+) -> tuple[str, str, bytes] | None:
+    """(device id, status, stored digest) of the device whose secret has this digest."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_CREDENTIALS, (digest,), prepare=True)
+        return await cur.fetchone()
+
+
+BindingRow = tuple[Any, dt.datetime | None, dt.datetime | None]
+
+
+async def device_bindings(conn: psycopg.AsyncConnection, device_id: str) -> list[BindingRow]:
+    """(patient id, start, end) of every binding of the device, newest first."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_BINDINGS, (device_id,), prepare=True)
+        return await cur.fetchall()
+
+
+async def update_device_health(
+    conn: psycopg.AsyncConnection,
+    notes: Sequence[tuple[str, dt.datetime, float | None, dt.datetime | None]],
+) -> None:
+    """Set last_seen and battery of many devices at once: (id, seen, battery, battery_at)."""
+    if not notes:
+        return
+    ids, seen, battery, battery_at = (list(c) for c in zip(*notes, strict=True))
+    await conn.execute(_HEALTH, (ids, seen, battery, battery_at))
+
+
+async def insert_quarantine(
+    conn: psycopg.AsyncConnection, entries: Sequence[QuarantineEntry]
+) -> list[int]:
+    """Store entries in quarantine (one statement); returns their ids."""
+    if not entries:
+        return []
+    columns = (
+        [e.received_at for e in entries],
+        [e.source for e in entries],
+        [e.device_id for e in entries],
+        [e.topic for e in entries],
+        [e.reason for e in entries],
+        [e.raw for e in entries],
+        [e.kind for e in entries],
+        [e.message_id for e in entries],
+        [e.reading_index for e in entries],
+    )
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_QUARANTINE_INSERT, columns)
+        return [r[0] for r in await cur.fetchall()]
+
+
+async def list_quarantine(
+    conn: psycopg.AsyncConnection,
+    *,
+    include_resolved: bool = False,
+    device_id: str | None = None,
+    source: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+    with_raw: bool = True,
+) -> list[dict[str, Any]]:
+    """Entries, newest first; open ones only unless include_resolved."""
+    where = [
+        "(%s OR resolved_at IS NULL)",
+        "(%s::text IS NULL OR device_id = %s)",
+        "(%s::text IS NULL OR source = %s)",
+        "(%s::bigint IS NULL OR id < %s)",
+    ]
+    raw = ", raw" if with_raw else ""
+    sql = (
+        f"SELECT {_QUARANTINE_FIELDS}{raw} FROM quarantine WHERE {' AND '.join(where)}"
+        " ORDER BY id DESC LIMIT %s"
+    )
+    params = (include_resolved, device_id, device_id, source, source, before_id, before_id, limit)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()
+
+
+async def get_quarantine(conn: psycopg.AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Entries by id, with their raw bytes, in the order asked for (missing ones left out)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_QUARANTINE_FIELDS}, raw FROM quarantine WHERE id = ANY(%s)", (list(ids),)
+        )
+        found = {r["id"]: r for r in await cur.fetchall()}
+    return [found[i] for i in ids if i in found]
+
+
+async def record_replay(
+    conn: psycopg.AsyncConnection, entry_id: int, resolution: str, resolved: bool
+) -> None:
+    """Note what a replay did; a replay that stored the entry also resolves it."""
+    await conn.execute(
+        "UPDATE quarantine SET replayed_at = now(), resolution = %s,"
+        " resolved_at = CASE WHEN %s THEN coalesce(resolved_at, now()) ELSE resolved_at END"
+        " WHERE id = %s",
+        (resolution, resolved, entry_id),
+    )
