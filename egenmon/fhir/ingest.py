@@ -68,6 +68,7 @@ class IngestContext:
     pipeline: Any
     principal: Principal
     base: str
+    quarantine: bool = True  # False when replaying an entry that is the quarantine already
 
 
 @dataclass
@@ -209,6 +210,8 @@ async def _prepare(
 
 
 async def _quarantine(ctx: IngestContext, raw: bytes, reason: str, device: str | None) -> None:
+    if not ctx.quarantine:
+        return
     await ctx.pipeline.quarantine(source=SOURCE, reason=reason, raw=raw, device_id=device)
 
 
@@ -245,10 +248,9 @@ async def _write(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
     if not todo:
         return
     rows = [e.row for e in todo]
-    # The pipeline notes one device as heard from per call; a Bundle naming several
-    # devices still goes in one write, so that a transaction stays one transaction.
+    # One write for the whole Bundle, so that a transaction stays one transaction.
     try:
-        await ctx.pipeline.ingest_rows(rows, device_id=rows[0][_DEVICE], source=SOURCE)
+        await ctx.pipeline.ingest_rows(rows, source=SOURCE)
     except WriteError as exc:
         raise FhirError(503, "transient", "the store is unavailable; try again") from exc
     async with ctx.pool.connection() as conn:

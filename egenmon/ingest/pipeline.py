@@ -24,13 +24,14 @@ from egenmon.devices.cache import Credentials, DeviceCache
 from egenmon.devices.health import HealthTracker
 from egenmon.ingest.message import MessageError, parse_message
 from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.writer import BatchWriter, WriteError, WriteResult
+from egenmon.ingest.writer import COLUMNS, BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
 from egenmon.store import ingest as store
 from egenmon.store.ingest import POOL_WAIT_S, QuarantineEntry
 
 log = logging.getLogger("egenmon.ingest")
 
+_DEVICE = COLUMNS.index("device_id")
 MAX_BODY = 1024 * 1024  # 1 MiB, the contract's limit; quarantine keeps at most this much
 
 
@@ -216,13 +217,13 @@ class Pipeline:
             message_id=message.message_id,
         )
 
-    async def ingest_rows(
-        self, rows: Sequence[tuple], *, device_id: str, source: str
-    ) -> WriteResult:
+    async def ingest_rows(self, rows: Sequence[tuple], *, source: str) -> WriteResult:
         """Store rows normalised elsewhere (FHIR ingest), in writer.COLUMNS order."""
         started = time.perf_counter()
         result = await self.writer.write(rows)
-        self.health.seen(device_id, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        for device_id in {row[_DEVICE] for row in rows}:
+            self.health.seen(device_id, now)
         self._count(source, result.accepted, result.duplicates, 0)
         self._observe(source, started)
         return result

@@ -67,6 +67,8 @@ async def _replay_one(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
     entry_id = entry["id"]
     if entry["resolved_at"] is not None:
         return Replayed(entry_id, True, f"already resolved: {entry['resolution']}")
+    if entry["source"] == "fhir":
+        return await _replay_fhir(pipeline, entry)
     device_id = entry["device_id"]
     if device_id is None:
         note = "cannot replay: no device is known for this entry"
@@ -120,6 +122,49 @@ async def _replay_one(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
         note += f"; {len(rejects)} reading(s) still refused, now entries " + ", ".join(
             f"#{i}" for i in new_ids
         )
+    await _record(pipeline, entry_id, note, True)
+    return Replayed(entry_id, True, note)
+
+
+async def _replay_fhir(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
+    """FHIR content goes back through FHIR ingest (its own mapping and checks)."""
+    # Imported here: FHIR ingest builds on the pipeline, not the other way round.
+    from egenmon.auth import AuthError, Principal, parse_scopes
+    from egenmon.fhir import ingest as fhir_ingest
+    from egenmon.fhir.outcome import FhirError
+
+    entry_id = entry["id"]
+    raw = bytes(entry["raw"])
+    ctx = fhir_ingest.IngestContext(
+        pool=pipeline.pool,
+        pipeline=pipeline,
+        principal=Principal("quarantine-replay", "admin", scopes=parse_scopes("system/*.cruds")),
+        base="",
+        quarantine=False,
+    )
+    try:
+        kind = orjson.loads(raw).get("resourceType")
+    except (orjson.JSONDecodeError, AttributeError):
+        kind = None
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        if kind == "Bundle":
+            response = await fhir_ingest.process_bundle(ctx, raw)
+            statuses = [e["response"]["status"] for e in response.get("entry", [])]
+            refused = [s for s in statuses if not s.startswith("2")]
+            if refused:
+                note = f"replayed {stamp}: still refused: {len(refused)} of {len(statuses)} entries"
+                await _record(pipeline, entry_id, note, False)
+                return Replayed(entry_id, False, note)
+            note = f"replayed {stamp}: {len(statuses)} entries stored"
+        else:
+            status, _, _ = await fhir_ingest.create_observation(ctx, raw, None)
+            note = f"replayed {stamp}: {'created' if status == 201 else 'already stored'}"
+    except (FhirError, AuthError) as exc:
+        reason = exc.diagnostics if isinstance(exc, FhirError) else exc.message
+        note = f"replayed {stamp}: still refused: {reason}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
     await _record(pipeline, entry_id, note, True)
     return Replayed(entry_id, True, note)
 

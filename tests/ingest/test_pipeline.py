@@ -153,8 +153,8 @@ def test_ingest_rows_and_quarantine_serve_other_transports(in_app, device, conn)
 
     async def go(client, app):
         pipeline = pipeline_of(app)
-        first = await pipeline.ingest_rows([row(0), row(1)], device_id=device["id"], source="fhir")
-        again = await pipeline.ingest_rows([row(1), row(2)], device_id=device["id"], source="fhir")
+        first = await pipeline.ingest_rows([row(0), row(1)], source="fhir")
+        again = await pipeline.ingest_rows([row(1), row(2)], source="fhir")
         await pipeline.quarantine(
             source="mqtt",
             reason="not a readings topic",

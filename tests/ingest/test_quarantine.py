@@ -8,7 +8,7 @@ import uuid
 import orjson
 
 from egenmon.store import admin
-from tests.ingest.conftest import auth, quarantine_rows, reading, stored
+from tests.ingest.conftest import auth, pipeline_of, quarantine_rows, reading, stored
 
 URL = "/api/v1/readings"
 EARLY = "2019-06-01T08:00:00+02:00"  # before the device's binding (from 2020)
@@ -118,3 +118,44 @@ def test_the_quarantine_endpoint_is_for_admins_only(in_app, cli, device, care_un
     # Reading quarantine is recorded in the access log, like any read of patient data.
     logged = conn.execute("SELECT role, action, resource FROM access_log").fetchall()
     assert ("admin", "read", "quarantine") in logged
+
+
+def _observation(device: dict, when: str) -> bytes:
+    return orjson.dumps(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": f"Patient/{device['patient']}"},
+            "device": {"reference": f"Device/{device['id']}"},
+            "effectiveDateTime": when,
+            "valueQuantity": {
+                "value": 81.5,
+                "unit": "kg",
+                "system": "http://unitsofmeasure.org",
+                "code": "kg",
+            },
+        }
+    )
+
+
+def test_replay_of_fhir_entries_goes_through_fhir_ingest(in_app, cli, device, conn):
+    early, ok = _observation(device, EARLY), _observation(device, "2026-11-24T07:40:00+01:00")
+
+    async def go(client, app):
+        pipeline = pipeline_of(app)
+        for raw in (early, ok, b'{"resourceType": "Observation", "status": "final"}'):
+            await pipeline.quarantine(source="fhir", reason="test", raw=raw, device_id=device["id"])
+
+    in_app(go)
+    ids = [str(r["id"]) for r in quarantine_rows(conn)]
+    result = cli("quarantine", "replay", *ids, "--json")
+    notes = {n["id"]: n for n in result.json["replayed"]}
+    by_id = [notes[int(i)] for i in ids]
+    assert [n["resolved"] for n in by_id] == [False, True, False]
+    assert "no patient bound" in by_id[0]["note"]
+    assert "created" in by_id[1]["note"]
+    rows = stored(conn, device["id"])
+    assert [(r["type"], r["value"], r["source"]) for r in rows] == [("body_weight", 81.5, "fhir")]
+    # Replay does not quarantine again: the entry is the quarantine.
+    assert len(quarantine_rows(conn)) == 3
