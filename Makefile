@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench screenshots clean
 
 install:
 	@bash scripts/install.sh
@@ -15,6 +15,9 @@ run: install
 
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+screenshots: install
+	@SCREENSHOTS_TO_DOCS=1 $(PY) -m pytest -q tests/web/test_browser.py
 
 lint: install
 	@$(VENV)/bin/ruff check egenmon tests

@@ -1,5 +1,334 @@
-"""Routes of this part (filled in by its issue)."""
+"""The Alerts API (contract "Alerts API"), monitoring plans and webhooks, as JSON.
 
-from fastapi import APIRouter
+Who may do what: clinicians see and act on the alerts of their care unit's patients only;
+integrators and admins see all; acting on an alert needs the Task update scope; plans are
+set by a clinician of the patient's unit or an admin; webhooks are an admin's. Patients
+have no access to this API. Every list and every action is written to the access log.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from egenmon.alerts import lifecycle, monitoring
+from egenmon.alerts.rules.findings import RULES
+from egenmon.auth import AuthError, Principal, authenticate, roles_allowed
+from egenmon.runtime import Runtime
+from egenmon.store import alerts as store
+from egenmon.store.access import log_access
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+SEVERITIES = ("low", "medium", "high")
+MAX_LIMIT = 5000
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _uuid(text: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not an id") from None
+
+
+def _values(text: str | None, allowed: tuple[str, ...], what: str) -> list[str]:
+    """A comma-separated filter, each value checked."""
+    if not text:
+        return []
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what} {', '.join(bad)}; use {', '.join(allowed)}")
+    return values
+
+
+def _staff(principal: Principal) -> None:
+    roles_allowed(principal, ("clinician", "integrator", "admin"))
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+
+@router.get("/alerts")
+async def list_alerts(
+    request: Request,
+    principal: PrincipalDep,
+    patient: str | None = None,
+    care_unit: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    rule: str | None = None,
+    category: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 500,
+) -> Any:
+    """Alerts by patient, care unit, status, severity, rule (comma-separated values)."""
+    _staff(principal)
+    principal.require("Flag", "s")
+    try:
+        patient_id = _uuid(patient, "patient") if patient else None
+        unit_id = _uuid(care_unit, "care_unit") if care_unit else None
+        statuses = _values(status, lifecycle.STATUSES, "status")
+        severities = _values(severity, SEVERITIES, "severity")
+        rules = _values(rule, RULES, "rule")
+        categories = _values(category, lifecycle.CATEGORIES, "category")
+    except ValueError as e:
+        return _error(400, str(e))
+    runtime = _runtime(request)
+    if principal.role == "clinician":
+        if unit_id is not None and unit_id != principal.care_unit_id:
+            raise AuthError(403, "you may list only your own care unit's alerts")
+        unit_id = principal.care_unit_id
+    async with runtime.pool.connection() as conn:
+        if patient_id is not None:
+            exists, patient_unit = await store.patient_care_unit(conn, patient_id)
+            if exists and not principal.may_see(patient_id, patient_unit):
+                raise AuthError(403, "the patient is not in your care unit")
+        rows = await store.list_alerts(
+            conn,
+            patient_id=patient_id,
+            care_unit_id=unit_id,
+            statuses=statuses,
+            severities=severities,
+            rules=rules,
+            categories=categories,
+            limit=limit,
+        )
+    alerts = [lifecycle.alert_json(r) for r in rows]
+    await log_access(
+        runtime.pool,
+        principal,
+        "read",
+        "alerts",
+        {r["patient_id"] for r in rows},
+        {"filters": {k: v for k, v in request.query_params.items()}, "count": len(rows)},
+    )
+    return {"alerts": alerts}
+
+
+@router.get("/alerts/{alert_id}")
+async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) -> Any:
+    """One alert with its history of events."""
+    _staff(principal)
+    principal.require("Flag", "r")
+    try:
+        aid = _uuid(alert_id, "alert")
+    except ValueError as e:
+        return _error(404, str(e))
+    runtime = _runtime(request)
+    async with runtime.pool.connection() as conn:
+        row = await store.alert_for_update(conn, aid, lock=False)
+        if row is None:
+            return _error(404, f"no alert {alert_id}")
+        if not principal.may_see(row["patient_id"], row["care_unit_id"]):
+            raise AuthError(403, "the alert's patient is not in your care unit")
+        history = await store.alert_events(conn, aid)
+    await log_access(runtime.pool, principal, "read", f"alerts/{aid}", [row["patient_id"]])
+    return {
+        **lifecycle.alert_json(row),
+        "events": [{**e, "at": e["at"].isoformat()} for e in history],
+    }
+
+
+class ActionIn(BaseModel):
+    note: str | None = Field(default=None, max_length=lifecycle.MAX_NOTE)
+
+
+@router.post("/alerts/{alert_id}/{action}")
+async def alert_action(
+    request: Request,
+    alert_id: str,
+    action: Literal["acknowledge", "resolve", "dismiss"],
+    principal: PrincipalDep,
+    body: ActionIn | None = None,
+) -> Any:
+    """Acknowledge, resolve or dismiss an alert, with a note."""
+    roles_allowed(principal, ("clinician", "admin"))
+    principal.require("Task", "u")
+    try:
+        aid = _uuid(alert_id, "alert")
+    except ValueError as e:
+        return _error(404, str(e))
+    runtime = _runtime(request)
+    note = body.note if body else None
+    try:
+        result = await lifecycle.act(runtime.pool, principal, aid, action, note)
+    except lifecycle.AlertNotFound as e:
+        return _error(404, str(e))
+    except lifecycle.TransitionError as e:
+        return _error(409, str(e))
+    await log_access(
+        runtime.pool,
+        principal,
+        "update",
+        f"alerts/{aid}",
+        [result.patient_id],
+        {"action": action, "status": result.alert["status"]},
+    )
+    return result.alert
+
+
+# --- monitoring plans --------------------------------------------------------------------------
+
+
+class ThresholdIn(BaseModel):
+    low: float | None = None
+    high: float | None = None
+    severity: Literal["low", "medium", "high"] = "medium"
+
+
+class PlanIn(BaseModel):
+    protocol: str
+    thresholds: list[str] | dict[str, ThresholdIn] = Field(default_factory=list)
+    news2_scale2: bool = False
+    spo2_target: list[float] | None = None
+    expected: dict[str, float | None] | None = Field(
+        default=None, description="hours per measurement type (null removes it)"
+    )
+
+
+async def _patient_access(
+    runtime: Runtime, principal: Principal, patient: str
+) -> uuid.UUID | JSONResponse:
+    try:
+        pid = _uuid(patient, "patient")
+    except ValueError as e:
+        return _error(404, str(e))
+    async with runtime.pool.connection() as conn:
+        exists, unit = await store.patient_care_unit(conn, pid)
+    if not exists:
+        return _error(404, f"unknown patient {patient}")
+    if not principal.may_see(pid, unit):
+        raise AuthError(403, "the patient is not in your care unit")
+    return pid
+
+
+@router.get("/patients/{patient}/plan")
+async def get_plan(request: Request, patient: str, principal: PrincipalDep) -> Any:
+    """The patient's plan (the `general` protocol when none was set) and its history."""
+    _staff(principal)
+    runtime = _runtime(request)
+    pid = await _patient_access(runtime, principal, patient)
+    if isinstance(pid, JSONResponse):
+        return pid
+    async with runtime.pool.connection() as conn:
+        row = await store.aget_plan(conn, pid)
+        history = await store.plan_history(conn, pid)
+    await log_access(runtime.pool, principal, "read", f"patients/{pid}/plan", [pid])
+    return {
+        **monitoring.view(pid, row),
+        "history": [
+            {
+                "version": h["version"],
+                "protocol": h["protocol"],
+                "plan": h["plan"],
+                "set_by": h["set_by"],
+                "set_at": h["set_at"].isoformat(),
+            }
+            for h in history
+        ],
+    }
+
+
+@router.put("/patients/{patient}/plan")
+async def put_plan(request: Request, patient: str, body: PlanIn, principal: PrincipalDep) -> Any:
+    """Set the patient's plan (a new version; who and when are recorded)."""
+    roles_allowed(principal, ("clinician", "admin"))
+    runtime = _runtime(request)
+    pid = await _patient_access(runtime, principal, patient)
+    if isinstance(pid, JSONResponse):
+        return pid
+    thresholds: Any = body.thresholds
+    if isinstance(thresholds, dict):
+        thresholds = {q: t.model_dump() for q, t in thresholds.items()}
+    try:
+        plan = monitoring.make_plan(
+            body.protocol,
+            thresholds,
+            news2_scale2=body.news2_scale2,
+            spo2_target=body.spo2_target,
+            expected_hours=body.expected,
+        )
+    except monitoring.PlanError as e:
+        return _error(400, str(e))
+    async with runtime.pool.connection() as conn:
+        row = await store.aset_plan(
+            conn, pid, plan.protocol, monitoring.document(plan), principal.subject
+        )
+    await log_access(
+        runtime.pool,
+        principal,
+        "update",
+        f"patients/{pid}/plan",
+        [pid],
+        {"version": row["version"], "protocol": plan.protocol},
+    )
+    return monitoring.view(pid, row)
+
+
+# --- webhooks (admin) --------------------------------------------------------------------------
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(pattern=r"^https?://\S+$")
+    secret: str | None = Field(default=None, min_length=16)
+    description: str | None = None
+
+
+def _hook(row: dict) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "url": row["url"],
+        "active": row["active"],
+        "description": row["description"],
+        "created_by": row["created_by"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+@router.get("/webhooks")
+async def list_webhooks(request: Request, principal: PrincipalDep) -> Any:
+    roles_allowed(principal, ("admin",))
+    async with _runtime(request).pool.connection() as conn:
+        rows = await store.alist_webhooks(conn)
+    return {"webhooks": [_hook(r) for r in rows]}
+
+
+@router.post("/webhooks", status_code=201)
+async def add_webhook(request: Request, body: WebhookIn, principal: PrincipalDep) -> Any:
+    """Subscribe a URL; without a secret, EGENMON_WEBHOOK_SECRET signs its payloads."""
+    roles_allowed(principal, ("admin",))
+    runtime = _runtime(request)
+    if body.secret is None and not runtime.settings.webhook_secret:
+        return _error(400, "give a secret: EGENMON_WEBHOOK_SECRET is not set")
+    async with runtime.pool.connection() as conn:
+        row = await store.aadd_webhook(
+            conn, body.url, body.secret, body.description, principal.subject
+        )
+    return _hook(row)
+
+
+@router.delete("/webhooks/{webhook_id}")
+async def disable_webhook(request: Request, webhook_id: str, principal: PrincipalDep) -> Any:
+    """Stop sending to a webhook (kept, disabled, for the delivery log)."""
+    roles_allowed(principal, ("admin",))
+    try:
+        wid = _uuid(webhook_id, "webhook")
+    except ValueError as e:
+        return _error(404, str(e))
+    async with _runtime(request).pool.connection() as conn:
+        if not await store.aset_webhook_active(conn, wid, False):
+            return _error(404, f"unknown webhook {webhook_id}")
+    return {"id": str(wid), "active": False}

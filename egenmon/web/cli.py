@@ -1,7 +1,113 @@
-"""Commands of this part (filled in by its issue)."""
+"""`egenmon user ...`: local logins for the clinician UI (passwords from standard input)."""
+
+from __future__ import annotations
 
 import argparse
+import getpass
+import sys
+
+from egenmon.cli import CommandError, command, emit
+from egenmon.settings import Settings
+from egenmon.store import admin
+from egenmon.store import web as store
+from egenmon.store.db import DatabaseError, connect
+from egenmon.web import accounts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    users = sub.add_parser("user", help="logins for the clinician UI").add_subparsers(
+        dest="action", required=True
+    )
+    p = command(
+        users, "add", cmd_user_add, "add a UI login; the password is read from standard input"
+    )
+    p.add_argument("--username", required=True)
+    p.add_argument("--care-unit", help="care unit id, HSA-id or name (needed by a clinician)")
+    p.add_argument("--role", choices=accounts.USER_ROLES, default="clinician")
+    p.add_argument("--name", help="the name shown in the UI")
+    p.add_argument("--locale", choices=accounts.LOCALES, default="sv")
+
+    p = command(
+        users,
+        "set-password",
+        cmd_user_password,
+        "set a login's password from standard input (ends its sessions, lifts a lock)",
+    )
+    p.add_argument("--username", required=True)
+
+    p = command(users, "unlock", cmd_user_unlock, "lift a lockout after failed logins")
+    p.add_argument("--username", required=True)
+
+
+def read_password() -> str:
+    """The password: asked for without echo on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise CommandError("the passwords differ")
+        return first
+    line = sys.stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+def _db(settings: Settings):  # noqa: ANN202
+    try:
+        return connect(settings.require_database(), autocommit=True)
+    except DatabaseError as e:
+        raise CommandError(str(e)) from None
+
+
+def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
+    with _db(settings) as conn:
+        unit_id = None
+        if args.care_unit:
+            try:
+                unit_id = admin.find_care_unit(conn, args.care_unit)
+            except admin.NotFound as e:
+                raise CommandError(f"--care-unit: {e}") from None
+        try:
+            username = accounts.check_username(args.username)
+            password = read_password()
+            username, password_hash = accounts.new_user_fields(
+                username, password, args.role, unit_id, args.locale
+            )
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        try:
+            user_id = store.add_user(
+                conn, username, password_hash, args.role, unit_id, args.name, args.locale
+            )
+        except store.Conflict as e:
+            raise CommandError(str(e)) from None
+    emit(
+        args,
+        {
+            "id": str(user_id),
+            "username": username,
+            "role": args.role,
+            "care_unit_id": str(unit_id) if unit_id else None,
+        },
+        f"user {username} added ({args.role})",
+    )
+
+
+def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
+    try:
+        password_hash = accounts.hash_password(read_password())
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    with _db(settings) as conn:
+        try:
+            store.set_password(conn, accounts.normalise_username(args.username), password_hash)
+        except store.NotFound as e:
+            raise CommandError(str(e)) from None
+    emit(args, {"username": args.username}, f"password of {args.username} set")
+
+
+def cmd_user_unlock(args: argparse.Namespace, settings: Settings) -> None:
+    with _db(settings) as conn:
+        try:
+            store.unlock_user(conn, accounts.normalise_username(args.username))
+        except store.NotFound as e:
+            raise CommandError(str(e)) from None
+    emit(args, {"username": args.username}, f"{args.username} unlocked")

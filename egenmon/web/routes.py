@@ -1,5 +1,754 @@
-"""Routes of this part (filled in by its issue)."""
+"""The clinician UI: login, the worklist, the patient view, and their form actions.
 
-from fastapi import APIRouter
+Thin edges: each route parses, calls the store or the alerts lifecycle, and renders a
+server-side template. Every page is sent with a strict Content-Security-Policy (scripts and
+styles only from egenmon itself, no inline script), every POST checks the session's CSRF
+token, and every patient view writes the access log.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Coroutine
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from egenmon.alerts import lifecycle
+from egenmon.alerts.plans import Plan, build_plan
+from egenmon.alerts.rules.findings import Reading
+from egenmon.alerts.rules.news2 import news2_assess
+from egenmon.auth import AuthError
+from egenmon.fhir.ids import observation_id
+from egenmon.ingest.types import TYPES
+from egenmon.store import access
+from egenmon.store import alerts as alerts_store
+from egenmon.store import web as store
+from egenmon.web import accounts, views
+from egenmon.web.i18n import (
+    DEFAULT_LOCALE,
+    LOCALE_NAMES,
+    LOCALES,
+    age,
+    choose_locale,
+    local_time,
+    number,
+    translate,
+)
+from egenmon.web.sessions import CSRF_FIELD, UISession, new_token, tokens_match
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+LOGIN_CSRF_COOKIE = "egenmon_login_csrf"
+LOCALE_COOKIE = "egenmon_locale"
+NEWS2_TYPES = ("respiratory_rate", "spo2", "blood_pressure", "heart_rate", "body_temperature")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class UIRoute(APIRoute):
+    """Adds the security headers to every response of the UI (pages, fragments, assets)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_headers(request: Request) -> Response:
+            response = await handler(request)
+            for k, v in SECURITY_HEADERS.items():
+                response.headers.setdefault(k, v)
+            # Pages hold patient data: never kept in a shared tablet's cache.
+            response.headers.setdefault("Cache-Control", "no-store")
+            return response
+
+        return with_headers
+
+
+router = APIRouter(route_class=UIRoute, include_in_schema=False)
+
+
+# --- templates and static files -----------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["static"] = static_url
+    return env
+
+
+@lru_cache(maxsize=64)
+def _file_version(path: Path, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _version(name: str) -> str:
+    path = STATIC / name
+    st = path.stat()
+    return _file_version(path, st.st_mtime_ns, st.st_size)
+
+
+def static_url(name: str) -> str:
+    """The URL of a static file, versioned by its content so it can be cached for long."""
+    return f"/ui/static/{name}?v={_version(name)}"
+
+
+def _json_script(data: Any) -> str:
+    """JSON safe inside <script type="application/json"> (no "</script>" can close it)."""
+    text = orjson.dumps(data).decode()
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(
+    request: Request,
+    name: str,
+    session: UISession | None,
+    *,
+    status: int = 200,
+    locale: str | None = None,
+    flash: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    loc = locale or (session.locale if session else DEFAULT_LOCALE)
+    html = (
+        environment()
+        .get_template(name)
+        .render(
+            _=lambda key, **kw: translate(loc, key, **kw),
+            locale=loc,
+            other_locale="en" if loc == "sv" else "sv",
+            locale_names=LOCALE_NAMES,
+            user=session,
+            csrf_token=session.csrf_token if session else "",
+            request_path=_request_path(request),
+            flash=flash,
+            page=context.pop("page", ""),
+            **context,
+        )
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _request_path(request: Request) -> str:
+    q = request.url.query
+    return request.url.path + (f"?{q}" if q else "")
+
+
+def _runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _sessions(request: Request) -> Any:
+    service = _runtime(request).services.get("sessions")
+    if service is None:
+        raise AuthError(401, "this process serves no UI sessions")
+    return service
+
+
+async def _session(request: Request) -> UISession:
+    """The signed-in user; a 401 (the app sends /ui requests to the login page)."""
+    session = await _sessions(request).load(request)
+    if session is None:
+        raise AuthError(401, "log in first")
+    return session
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _csrf_ok(session: UISession, form: dict[str, str], request: Request) -> bool:
+    given = form.get(CSRF_FIELD) or request.headers.get("x-csrf-token")
+    return tokens_match(session.csrf_token, given)
+
+
+def _refused(request: Request, session: UISession | None) -> HTMLResponse:
+    loc = session.locale if session else DEFAULT_LOCALE
+    return render(
+        request, "error.html", session, status=403, message=translate(loc, "error.forbidden")
+    )
+
+
+def _not_found(request: Request, session: UISession) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        session,
+        status=404,
+        message=translate(session.locale, "error.not_found"),
+    )
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _with_query(path: str, **params: str) -> str:
+    sep = "&" if "?" in path else "?"
+    return path + sep + urlencode(params)
+
+
+# --- login and logout ---------------------------------------------------------------------
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    return _redirect("/ui/")
+
+
+def _login_page(
+    request: Request,
+    *,
+    locale: str,
+    next_: str,
+    token: str,
+    status: int = 200,
+    error: str = "",
+    username: str = "",
+) -> HTMLResponse:
+    response = render(
+        request,
+        "login.html",
+        None,
+        status=status,
+        locale=locale,
+        next=next_,
+        login_csrf=token,
+        error=error,
+        username=username,
+        max_attempts=accounts.MAX_FAILED_ATTEMPTS,
+        lockout_minutes=int(accounts.LOCKOUT.total_seconds() // 60),
+        flash={"kind": "info", "text": translate(locale, "login.logged_out")}
+        if request.query_params.get("bye")
+        else None,
+    )
+    # Login CSRF: a double-submit token (the browser has no session yet).
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        path="/login",
+        max_age=3600,
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    next_ = views.local_path(request.query_params.get("next"))
+    if await _sessions(request).load(request) is not None:
+        return _redirect(next_)
+    lang = request.query_params.get("lang")
+    locale = choose_locale(lang, request.cookies.get(LOCALE_COOKIE))
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or new_token()
+    response = _login_page(request, locale=locale, next_=next_, token=token)
+    if lang in LOCALES:
+        _remember_locale(request, response, locale)
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    locale = choose_locale(request.cookies.get(LOCALE_COOKIE))
+    next_ = views.local_path(form.get("next"))
+    cookie_token = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not cookie_token or not tokens_match(cookie_token, form.get(CSRF_FIELD)):
+        return _login_page(
+            request,
+            locale=locale,
+            next_=next_,
+            token=new_token(),
+            status=403,
+            error=translate(locale, "login.expired_form"),
+        )
+    username = form.get("username", "")
+    result = await accounts.authenticate(_runtime(request).pool, username, form.get("password", ""))
+    if not result.ok or result.user is None:
+        key = "login.locked" if result.locked else "login.failed"
+        return _login_page(
+            request,
+            locale=locale,
+            next_=next_,
+            token=new_token(),
+            status=401,
+            error=translate(locale, key),
+            username=username[:64],
+        )
+    response = _redirect(next_)
+    await _sessions(request).begin(request, response, result.user["user_id"])
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    chosen = request.cookies.get(LOCALE_COOKIE)
+    if chosen in LOCALES and chosen != result.user["locale"]:
+        # A language picked on the login page becomes the user's choice.
+        async with _runtime(request).pool.connection() as conn:
+            await store.set_locale(conn, result.user["user_id"], chosen)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    sessions = _sessions(request)
+    session = await sessions.load(request)
+    form = await _form(request)
+    if session is not None and not _csrf_ok(session, form, request):
+        return _refused(request, session)
+    response = _redirect("/login?bye=1")
+    await sessions.end(request, response)
+    return response
+
+
+def _remember_locale(request: Request, response: Response, locale: str) -> None:
+    response.set_cookie(
+        LOCALE_COOKIE,
+        locale,
+        max_age=365 * 86400,
+        samesite="lax",
+        path="/",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.post("/ui/locale")
+async def set_locale(request: Request) -> Response:
+    session = await _session(request)
+    form = await _form(request)
+    if not _csrf_ok(session, form, request):
+        return _refused(request, session)
+    locale = choose_locale(form.get("locale"))
+    async with _runtime(request).pool.connection() as conn:
+        await store.set_locale(conn, session.user_id, locale)
+    response = _redirect(views.local_path(form.get("next")))
+    _remember_locale(request, response, locale)
+    return response
+
+
+# --- the worklist -------------------------------------------------------------------------
+
+
+async def _worklist(
+    request: Request, session: UISession, filters: views.Filters
+) -> tuple[dict[str, Any], list[uuid.UUID]]:
+    runtime = _runtime(request)
+    tz = runtime.settings.tz
+    async with runtime.pool.connection() as conn:
+        alerts = await alerts_store.list_alerts(
+            conn,
+            care_unit_id=session.care_unit_id if session.role != "admin" else None,
+            statuses=views.ACTIVE_STATUSES,
+            limit=10_000,
+        )
+        rows, counts = views.worklist(alerts, filters, session.username)
+        patients = await store.patient_names(conn, list({a["patient_id"] for a in rows}))
+    now = dt.datetime.now(dt.UTC)
+    shown = [
+        views.alert_row(a, patients.get(a["patient_id"]), session.locale, tz, now) for a in rows
+    ]
+    context = {
+        "rows": shown,
+        "counts": counts,
+        "filters": filters,
+        "severities": views.SEVERITIES,
+        "next": "/ui/?" + filters.query(),
+    }
+    return context, [a["patient_id"] for a in rows]
+
+
+def _etag(context: dict[str, Any], locale: str) -> str:
+    data = json.dumps([context["rows"], context["counts"], locale], default=str, sort_keys=True)
+    return '"' + hashlib.sha256(data.encode()).hexdigest()[:20] + '"'
+
+
+@router.get("/ui/")
+async def worklist_page(request: Request) -> Response:
+    session = await _session(request)
+    filters = views.Filters.parse(request.query_params)
+    context, patient_ids = await _worklist(request, session, filters)
+    await access.log_access(
+        _runtime(request).pool,
+        session.principal,
+        "read",
+        "ui/worklist",
+        patient_ids,
+        {"tab": filters.tab},
+    )
+    done = request.query_params.get("done")
+    flash = _flash(session.locale, done, request.query_params.get("failed"))
+    return render(
+        request,
+        "worklist.html",
+        session,
+        page="worklist",
+        flash=flash,
+        etag=_etag(context, session.locale),
+        updated=local_time(dt.datetime.now(dt.UTC), _runtime(request).settings.tz),
+        **context,
+    )
+
+
+@router.get("/ui/worklist/table")
+async def worklist_table(request: Request) -> Response:
+    """The worklist's live part, for the page's polling; 304 when nothing changed."""
+    session = await _session(request)
+    filters = views.Filters.parse(request.query_params)
+    context, patient_ids = await _worklist(request, session, filters)
+    etag = _etag(context, session.locale)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    # New content is a new disclosure of these patients' data: log it (unchanged is not).
+    await access.log_access(
+        _runtime(request).pool,
+        session.principal,
+        "read",
+        "ui/worklist",
+        patient_ids,
+        {"tab": filters.tab, "poll": True},
+    )
+    response = render(
+        request,
+        "_worklist_table.html",
+        session,
+        **context,
+        updated=local_time(dt.datetime.now(dt.UTC), _runtime(request).settings.tz),
+    )
+    response.headers["ETag"] = etag
+    return response
+
+
+def _flash(locale: str, done: str | None, failed: str | None) -> dict[str, str] | None:
+    if done in views.ACTIONS:
+        return {"kind": "ok", "text": translate(locale, f"action.done.{done}")}
+    if done == "thresholds":
+        return {"kind": "ok", "text": translate(locale, "patient.thresholds_saved")}
+    if failed:
+        return {"kind": "error", "text": translate(locale, "action.failed", reason=failed[:200])}
+    return None
+
+
+# --- alert actions ------------------------------------------------------------------------
+
+
+@router.post("/ui/alerts/{alert_id}/action")
+async def alert_action(request: Request, alert_id: str) -> Response:
+    session = await _session(request)
+    form = await _form(request)
+    if not _csrf_ok(session, form, request):
+        return _refused(request, session)
+    next_ = views.local_path(form.get("next"))
+    action = form.get("action", "")
+    note = (form.get("note") or "").strip() or None
+    try:
+        aid = uuid.UUID(alert_id)
+    except ValueError:
+        return _not_found(request, session)
+    if action not in views.ACTIONS:
+        return render(
+            request,
+            "error.html",
+            session,
+            status=400,
+            message=translate(session.locale, "error.bad_request", reason=f"action {action!r}"),
+        )
+    pool = _runtime(request).pool
+    try:
+        result = await lifecycle.act(pool, session.principal, aid, action, note)
+    except (lifecycle.AlertNotFound, AuthError):
+        # Another unit's alert is "not found" too: its existence is not disclosed.
+        return _not_found(request, session)
+    except (lifecycle.TransitionError, ValueError) as e:
+        return _redirect(_with_query(_strip_flash(next_), failed=str(e)))
+    await access.log_access(
+        pool,
+        session.principal,
+        "update",
+        "Alert",
+        [result.patient_id],
+        {"alert": str(aid), "action": action, "via": "ui"},
+    )
+    return _redirect(_with_query(_strip_flash(next_), done=action))
+
+
+def _strip_flash(path: str) -> str:
+    parts = urlsplit(path)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("done", "failed")]
+    return parts.path + ("?" + urlencode(query) if query else "")
+
+
+# --- the patient view ---------------------------------------------------------------------
+
+
+def plan_from_row(row: dict[str, Any] | None) -> tuple[Plan, bool]:
+    """The patient's plan from its stored row (and whether one is stored); `general`
+    without one, as the alerts part monitors such a patient."""
+    if row is None:
+        return build_plan("general"), False
+    doc = dict(row["plan"])
+    doc["set_by"] = row.get("set_by")
+    doc["set_at"] = row["set_at"].isoformat() if row.get("set_at") else None
+    return Plan.from_dict(doc), True
+
+
+async def _visible_patient(
+    request: Request, session: UISession, patient_id: str
+) -> dict[str, Any] | None:
+    """The patient if this user may see them; a refusal is logged and answered as absent."""
+    try:
+        pid = uuid.UUID(patient_id)
+    except ValueError:
+        return None
+    async with _runtime(request).pool.connection() as conn:
+        header = await store.patient_header(conn, pid)
+    if header is None:
+        return None
+    if not session.principal.may_see(pid, header["care_unit_id"]):
+        await access.log_access(
+            _runtime(request).pool,
+            session.principal,
+            "read-refused",
+            "ui/patient",
+            [pid],
+            {"reason": "another care unit"},
+        )
+        return None
+    return header
+
+
+def _days(value: str | None) -> int:
+    try:
+        days = int(value or views.DEFAULT_RANGE)
+    except ValueError:
+        return views.DEFAULT_RANGE
+    return days if days in views.RANGES else views.DEFAULT_RANGE
+
+
+@router.get("/ui/patients/{patient_id}")
+async def patient_page(request: Request, patient_id: str) -> Response:
+    session = await _session(request)
+    header = await _visible_patient(request, session, patient_id)
+    if header is None:
+        return _not_found(request, session)
+    days = _days(request.query_params.get("range"))
+    flash = _flash(
+        session.locale, request.query_params.get("done"), request.query_params.get("failed")
+    )
+    return await _patient_response(request, session, header, days, flash)
+
+
+async def _patient_response(
+    request: Request,
+    session: UISession,
+    header: dict[str, Any],
+    days: int,
+    flash: dict[str, str] | None,
+    *,
+    status: int = 200,
+    thresholds_open: bool = False,
+    form_plan: Plan | None = None,
+) -> Response:
+    runtime = _runtime(request)
+    settings = runtime.settings
+    tz = settings.tz
+    locale = session.locale
+    pid = header["id"]
+    now = dt.datetime.now(dt.UTC)
+    since = now - dt.timedelta(days=days)
+    codes = {TYPES[t].loinc: t for t in views.CHART_TYPES}
+    async with runtime.pool.connection() as conn:
+        plan_row = await alerts_store.aget_plan(conn, pid)
+        alerts = await alerts_store.list_alerts(conn, patient_id=pid, limit=200)
+        counts = await store.reading_counts(conn, pid, list(codes), since)
+        dense = [c for c, n in counts.items() if n > views.MAX_POINTS]
+        sparse = [c for c in counts if c not in dense]
+        rows = await store.readings_raw(conn, pid, sparse, since)
+        bucket = views.bucket_for(days)
+        rows += await store.readings_bucketed(conn, pid, dense, since, bucket)
+        latest = await store.latest_readings(conn, pid, [TYPES[t].loinc for t in TYPES])
+        recent = await store.recent_readings(
+            conn, pid, [TYPES[t].loinc for t in NEWS2_TYPES], now - dt.timedelta(hours=48)
+        )
+        devices = await store.patient_devices(conn, pid)
+    plan, stored = plan_from_row(plan_row)
+    if form_plan is not None:
+        plan = form_plan
+    news2_details, _ = news2_assess(
+        [
+            Reading(
+                observation_id(r["time"], r["dedup_key"]),
+                r["time"],
+                r["type"],
+                r["value"],
+                r["value2"],
+                r["on_oxygen"],
+            )
+            for r in recent
+        ],
+        now,
+        scale2=plan.news2_scale2,
+    )
+    charts = views.chart_data(
+        rows,
+        plan,
+        alerts,
+        days=days,
+        now=now,
+        locale=locale,
+        tz_name=settings.timezone,
+        bucketed={codes[c]: bucket for c in dense},
+    )
+    rows_view = [views.alert_row(a, header, locale, tz, now) for a in alerts]
+    current = sorted(
+        (r for r, a in zip(rows_view, alerts, strict=True) if a["status"] in views.ACTIVE_STATUSES),
+        key=lambda r: (-{"high": 3, "medium": 2, "low": 1}[r["severity"]], r["opened"]),
+    )
+    history = [r for r in rows_view if not r["active"]]
+    await access.log_access(
+        runtime.pool, session.principal, "read", "ui/patient", [pid], {"days": days}
+    )
+    return render(
+        request,
+        "patient.html",
+        session,
+        status=status,
+        page="patient",
+        flash=flash,
+        patient={
+            "id": pid,
+            "name": header["display_name"] or "",
+            "identifier": views.format_identifier(header["personnummer"]),
+            "identifier_kind": header["identifier_kind"],
+            "care_unit_name": header["care_unit_name"],
+        },
+        current=current,
+        history=history,
+        latest=views.latest_values(latest, plan, now, locale, tz),
+        charts=charts,
+        chart_json=_json_script(charts),
+        missing_text=", ".join(translate(locale, "type." + t) for t in charts["missing"]),
+        news2=views.news2_rows(news2_details, locale),
+        plan=views.plan_view(plan, stored, locale, tz),
+        devices=[_device_view(d, now, locale, tz) for d in devices],
+        ranges=views.RANGES,
+        days=days,
+        thresholds_open=thresholds_open,
+    )
+
+
+def _device_view(d: dict[str, Any], now: dt.datetime, locale: str, tz: Any) -> dict[str, Any]:
+    battery = d["battery"]
+    return {
+        "id": d["id"],
+        "model": " ".join(x for x in (d["manufacturer"], d["model"]) if x),
+        "last_seen": age(d["last_seen"], now, locale) if d["last_seen"] else "",
+        "last_seen_time": local_time(d["last_seen"], tz),
+        "battery": number(battery * 100, locale, 0) if battery is not None else None,
+        "battery_low": battery is not None and battery < 0.2,
+        "status_text": translate(locale, "patient.device_status." + d["status"]),
+        "bound_until": local_time(d["bound_until"], tz) if d["bound_until"] else "",
+    }
+
+
+@router.post("/ui/patients/{patient_id}/thresholds")
+async def save_thresholds(request: Request, patient_id: str) -> Response:
+    session = await _session(request)
+    form = await _form(request)
+    if not _csrf_ok(session, form, request):
+        return _refused(request, session)
+    header = await _visible_patient(request, session, patient_id)
+    if header is None:
+        return _not_found(request, session)
+    days = _days(form.get("range"))
+    pid = header["id"]
+    pool = _runtime(request).pool
+    async with pool.connection() as conn:
+        plan, _stored = plan_from_row(await alerts_store.aget_plan(conn, pid))
+    try:
+        thresholds = views.thresholds_from_form(form)
+        # Only the individual limits change; protocol, windows and SpO2 scale stay.
+        new_plan = Plan(
+            protocol=plan.protocol,
+            expected=plan.expected,
+            thresholds=thresholds,
+            news2_scale2=plan.news2_scale2,
+            spo2_target=plan.spo2_target,
+            started_at=plan.started_at,
+        )
+    except ValueError as e:
+        flash = {
+            "kind": "error",
+            "text": translate(session.locale, "patient.thresholds_error", reason=str(e)),
+        }
+        return await _patient_response(
+            request, session, header, days, flash, status=400, thresholds_open=True
+        )
+    doc = new_plan.to_dict()
+    doc.pop("set_by", None)
+    doc.pop("set_at", None)
+    async with pool.connection() as conn:
+        await alerts_store.aset_plan(conn, pid, new_plan.protocol, doc, session.username)
+    await access.log_access(
+        pool,
+        session.principal,
+        "update",
+        "MonitoringPlan",
+        [pid],
+        {"thresholds": sorted(thresholds), "via": "ui"},
+    )
+    return _redirect(f"/ui/patients/{pid}?range={days}&done=thresholds")
+
+
+# --- static files -------------------------------------------------------------------------
+
+_TYPES = {
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".map": "application/json",
+}
+
+
+@router.get("/ui/static/{path:path}")
+async def static_file(path: str, request: Request) -> Response:
+    """egenmon's own assets and vendored libraries (never a CDN)."""
+    target = (STATIC / path).resolve()
+    if (
+        not target.is_relative_to(STATIC.resolve())
+        or not target.is_file()
+        or any(part.startswith(".") for part in Path(path).parts)
+        or target.suffix not in _TYPES
+    ):
+        return Response("not found", status_code=404, media_type="text/plain")
+    versioned = request.query_params.get("v") == _version(path)
+    headers = {"Cache-Control": "public, max-age=31536000, immutable" if versioned else "no-cache"}
+    media = _TYPES[target.suffix]
+    return FileResponse(target, media_type=media, headers=headers)

@@ -1,5 +1,194 @@
-"""UI sessions (filled in by the UI issue)."""
+"""UI sessions: an opaque cookie, its hashed row in the database, and the CSRF token.
+
+The cookie holds 256 random bits; the database stores only their SHA-256, so a copy of
+the sessions table cannot be replayed. A session ends at logout, after `IDLE` without a
+request, or `LIFETIME` after login, whichever comes first. Each session has one
+synchroniser token (CSRF): every form carries it in a hidden field and every unsafe call
+of the JSON API through the session cookie sends it as `X-CSRF-Token`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+
+from egenmon.auth import DEFAULT_SCOPES, Principal, parse_scopes
+from egenmon.runtime import Runtime
+from egenmon.store import web as store
+
+log = logging.getLogger("egenmon.web")
+
+COOKIE = "egenmon_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+# Requests the page makes by itself (the worklist's polling) do not count as activity, so
+# an unattended screen still times out.
+POLL_HEADER = "x-egenmon-poll"
+IDLE = dt.timedelta(minutes=30)
+LIFETIME = dt.timedelta(hours=12)
+TOUCH_EVERY = dt.timedelta(seconds=60)
+CLEANUP_EVERY_S = 600.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def create_sessions(runtime):  # noqa: ANN001, ANN201
-    return None
+def digest(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def tokens_match(expected: str, given: str | None) -> bool:
+    """Constant-time comparison of a CSRF token with what the request sent."""
+    if not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def is_https(request: Request) -> bool:
+    # uvicorn rewrites the scheme from X-Forwarded-Proto of a trusted proxy.
+    return request.url.scheme == "https"
+
+
+@dataclass(frozen=True)
+class UISession:
+    """A signed-in user as the UI sees them."""
+
+    id_sha256: bytes
+    user_id: uuid.UUID
+    username: str
+    role: str
+    care_unit_id: uuid.UUID | None
+    care_unit_name: str | None
+    display_name: str | None
+    locale: str
+    csrf_token: str
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(
+            subject=self.username,
+            role=self.role,
+            care_unit_id=self.care_unit_id,
+            scopes=parse_scopes(DEFAULT_SCOPES[self.role]),
+        )
+
+    @classmethod
+    def from_row(cls, id_sha256: bytes, row: dict[str, Any]) -> UISession:
+        return cls(
+            id_sha256=id_sha256,
+            user_id=row["user_id"],
+            username=row["username"],
+            role=row["role"],
+            care_unit_id=row["care_unit_id"],
+            care_unit_name=row["care_unit_name"],
+            display_name=row["display_name"],
+            locale=row["locale"],
+            csrf_token=row["csrf_token"],
+        )
+
+
+class Sessions:
+    """The "sessions" service: resolves the session cookie to a user and a Principal."""
+
+    name = "sessions"
+
+    def __init__(
+        self, runtime: Runtime, idle: dt.timedelta = IDLE, lifetime: dt.timedelta = LIFETIME
+    ) -> None:
+        self.runtime = runtime
+        self.idle = idle
+        self.lifetime = lifetime
+        self._cleanup: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._cleanup = asyncio.create_task(self._cleanup_loop(), name="session-cleanup")
+
+    async def stop(self) -> None:
+        if self._cleanup:
+            self._cleanup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleanup
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            try:
+                async with self.runtime.pool.connection() as conn:
+                    await store.delete_expired_sessions(conn, self.idle)
+            except Exception:  # a database hiccup must not end the loop
+                log.exception("removing expired sessions failed")
+            await asyncio.sleep(CLEANUP_EVERY_S)
+
+    async def load(self, request: Request) -> UISession | None:
+        """The live session of this request's cookie (once per request), or None."""
+        if hasattr(request.state, "ui_session"):
+            return request.state.ui_session
+        session = None
+        cookie = request.cookies.get(COOKIE)
+        if cookie and len(cookie) <= 128:
+            key = digest(cookie)
+            async with self.runtime.pool.connection() as conn:
+                row = await store.get_session(conn, key, self.idle)
+                if row is not None:
+                    session = UISession.from_row(key, row)
+                    if (
+                        request.headers.get(POLL_HEADER) is None
+                        and row["now"] - row["last_seen_at"] >= TOUCH_EVERY
+                    ):
+                        await store.touch_session(conn, key)
+        request.state.ui_session = session
+        return session
+
+    async def principal(self, request: Request) -> Principal | None:
+        """For `egenmon.auth.authenticate`: the session's principal, when the request may
+        act with it (an unsafe method must carry the session's CSRF token)."""
+        session = await self.load(request)
+        if session is None:
+            return None
+        if request.method not in SAFE_METHODS and not tokens_match(
+            session.csrf_token, request.headers.get(CSRF_HEADER)
+        ):
+            return None
+        return session.principal
+
+    async def begin(self, request: Request, response: Response, user_id: uuid.UUID) -> None:
+        """Start a new session for a user who just logged in, and set its cookie.
+
+        Any session the browser had is ended first: a fresh id at every login means an id
+        planted before login (session fixation) is worth nothing.
+        """
+        await self.end(request, response)
+        session_id = new_token()
+        async with self.runtime.pool.connection() as conn:
+            await store.create_session(
+                conn, digest(session_id), user_id, self.lifetime, new_token()
+            )
+        response.set_cookie(
+            COOKIE, session_id, httponly=True, samesite="lax", path="/", secure=is_https(request)
+        )
+
+    async def end(self, request: Request, response: Response) -> None:
+        """End the request's session (if any) in the database and in the browser."""
+        cookie = request.cookies.get(COOKIE)
+        if cookie and len(cookie) <= 128:
+            async with self.runtime.pool.connection() as conn:
+                await store.delete_session(conn, digest(cookie))
+        response.delete_cookie(
+            COOKIE, path="/", httponly=True, samesite="lax", secure=is_https(request)
+        )
+        request.state.ui_session = None
+
+
+def create_sessions(runtime: Runtime) -> Sessions:
+    return Sessions(runtime)

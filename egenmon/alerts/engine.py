@@ -1,0 +1,409 @@
+"""One rule cycle: fetch every patient's recent readings set-based, evaluate, reconcile.
+
+Fetching: one server-side cursor streams the readings each type's rules look at (SpO2 for
+the 14-day baseline, blood pressure for the 7-day home mean, weight for 72 hours, the rest
+for 36 hours), sorted by patient; plans and bound devices come in one query each; the
+newest reading of an expected type that has none in its window comes from one lateral
+query per few thousand patients. Never one query per patient. Readings are grouped by
+patient in Python and `evaluate_patient` (pure) runs on each group; windows go by
+measurement time, so a late reading (measured days ago, received now) counts where it
+was measured.
+
+With many patients the id space is split into ranges evaluated by worker processes (the
+rules are CPU-bound Python); their findings are reconciled together in one transaction, so
+a failed scan changes no alert.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+import multiprocessing
+import os
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import psycopg
+
+from egenmon.alerts import lifecycle, notify
+from egenmon.alerts.plans import Plan, build_plan
+from egenmon.alerts.rules import (
+    DEVICE_WINDOW,
+    DeviceStatus,
+    Finding,
+    Reading,
+    evaluate_patient,
+)
+from egenmon.alerts.rules.findings import CLOCK_SKEW
+from egenmon.alerts.rules.news2 import FRESHNESS
+from egenmon.alerts.rules.spo2 import BASELINE_WINDOW
+from egenmon.alerts.rules.threshold import THRESHOLD_WINDOW
+from egenmon.alerts.rules.trend import BP_SERIES_DAYS, WEIGHT_WINDOW
+from egenmon.fhir.ids import observation_id
+from egenmon.ingest.types import TYPES
+from egenmon.store import alerts as store
+
+log = logging.getLogger("egenmon.alerts.engine")
+
+# How far back each type's rules look (by measurement time); other types: threshold and
+# NEWS2 windows. Missing data finds older readings through the `latest` lookup.
+WINDOWS: dict[str, dt.timedelta] = {
+    "spo2": BASELINE_WINDOW,
+    "blood_pressure": dt.timedelta(days=BP_SERIES_DAYS),
+    "body_weight": WEIGHT_WINDOW,
+}
+DEFAULT_WINDOW = max(THRESHOLD_WINDOW, FRESHNESS)
+# Types whose rules read a series rather than the newest reading, by protocol
+# (evaluate_patient: spo2_drop for everyone, trend_bp_mean for hypertension, trend_weight
+# for heart failure).
+_SERIES: dict[str | None, frozenset[str]] = {
+    None: frozenset({"spo2"}),
+    "hypertension": frozenset({"spo2", "blood_pressure"}),
+    "heart_failure": frozenset({"spo2", "body_weight"}),
+}
+# Devices whose last message the registry knows as recent need no lookup in readings.
+DEVICE_LOOKBACK = dt.timedelta(days=14)
+LATEST_BATCH = 2000
+# Worker processes pay off only when there are many patients to evaluate.
+PARALLEL_FROM_PATIENTS = 20_000
+MAX_WORKERS = 4
+
+
+@dataclass
+class Scan:
+    """Findings of one scan: (patient id, finding), and how much was looked at."""
+
+    findings: list[tuple[uuid.UUID, Finding]] = field(default_factory=list)
+    patients: int = 0
+    readings: int = 0
+    errors: int = 0
+
+    def add(self, other: Scan) -> None:
+        self.findings += other.findings
+        self.patients += other.patients
+        self.readings += other.readings
+        self.errors += other.errors
+
+
+@dataclass
+class CycleResult:
+    opened: list[dict[str, Any]]
+    updated: list[dict[str, Any]]
+    escalated: list[dict[str, Any]]
+    cleared: list[dict[str, Any]]
+    patients: int
+    readings_in_window: int
+    findings: int
+    errors: int
+    workers: int
+    seconds: float
+    scan_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts only, for the scheduler's run log."""
+        return {
+            "opened": len(self.opened),
+            "updated": len(self.updated),
+            "escalated": len(self.escalated),
+            "cleared": len(self.cleared),
+            "patients": self.patients,
+            "readings_in_window": self.readings_in_window,
+            "findings": self.findings,
+            "errors": self.errors,
+            "workers": self.workers,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class PlanCache:
+    """Plans from their stored documents; identical documents are parsed once."""
+
+    def __init__(self) -> None:
+        self._base: dict[str, Plan] = {}
+        self.general = build_plan("general")
+
+    def plan(self, doc: str) -> Plan:
+        """The plan of a document, without who set it and when (shared, do not change)."""
+        base = self._base.get(doc)
+        if base is None:
+            base = Plan.from_dict(orjson.loads(doc))
+            self._base[doc] = base
+        return base
+
+
+def _dated(plan: Plan, set_at: dt.datetime | None) -> Plan:
+    # The rules read when a plan was set only to give a type never measured its grace
+    # (missing data counted from the plan's start): only then is the shared plan copied.
+    return plan if set_at is None else dataclasses.replace(plan, set_at=set_at)
+
+
+def _connect(url: str) -> psycopg.Connection:
+    # UTC session: times arrive as UTC datetimes, the cheapest form for the rules.
+    return psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC")
+
+
+def scan(
+    url: str,
+    now: dt.datetime,
+    tz: dt.tzinfo,
+    lo: uuid.UUID | None = None,
+    hi: uuid.UUID | None = None,
+) -> Scan:
+    """Evaluate every patient with a plan or recent readings whose id is in [lo, hi)."""
+    now = now.astimezone(dt.UTC)
+    until = now + CLOCK_SKEW
+    since = {t: now - w for t, w in WINDOWS.items()}
+    result = Scan()
+    plans_cache = PlanCache()
+    with _connect(url) as conn, _connect(url) as side:
+        plans = {pid: (doc, at) for pid, doc, _, at in store.load_plans(conn, lo, hi)}
+        devices: dict[str, list[DeviceStatus]] = defaultdict(list)
+        for pid, device_id, last_seen, bound_since in store.load_devices(
+            conn, now, now - DEVICE_WINDOW, now - DEVICE_LOOKBACK, lo, hi
+        ):
+            devices[pid].append(DeviceStatus(device_id, last_seen, bound_since))
+        pending: list[tuple[str, Plan, list[Reading], list[tuple], list[str]]] = []
+        set_at: dict[str, dt.datetime] = {}
+
+        def plan_of(pid: str) -> Plan:
+            stored = plans.pop(pid, None)
+            if stored is None:
+                return plans_cache.general
+            set_at[pid] = stored[1]
+            return plans_cache.plan(stored[0])
+
+        def evaluate(
+            pid: str,
+            plan: Plan,
+            readings: list[Reading],
+            stored: list[tuple],
+            latest: dict[str, dt.datetime] | None,
+        ) -> None:
+            result.patients += 1
+            try:
+                found = evaluate_patient(
+                    readings, plan, now, devices.get(pid, ()), tz=tz, latest=latest
+                )
+                if found:
+                    patient = uuid.UUID(pid)
+                    result.findings.extend((patient, _with_ids(f, stored)) for f in found)
+            except Exception as e:  # one patient's bad data must not hide everyone else's
+                result.errors += 1
+                log.error("rules failed for patient %s: %s", pid, type(e).__name__)
+
+        def consider(pid: str, plan: Plan, readings: list[Reading], stored: list[tuple]) -> None:
+            if plan.expected:
+                present = {r.type for r in readings}
+                absent = [t for t in plan.expected if t not in present]
+                if absent:
+                    plan = _dated(plan, set_at.get(pid))
+                    pending.append((pid, plan, readings, stored, absent))
+                    if len(pending) >= LATEST_BATCH:
+                        flush()
+                    return
+            evaluate(pid, plan, readings, stored, None)
+
+        def flush() -> None:
+            pairs = [(p[0], t, TYPES[t].loinc) for p in pending for t in p[4]]
+            latest = store.latest_times(side, pairs, until)
+            for pid, plan, readings, stored, absent in pending:
+                found = {t: latest[(pid, t)] for t in absent if (pid, t) in latest}
+                evaluate(pid, plan, readings, stored, found)
+            pending.clear()
+
+        rows = store.stream_window(conn, since, now - DEFAULT_WINDOW, until, lo, hi)
+        for pid, group in itertools.groupby(rows, key=itemgetter(0)):
+            stored = list(group)
+            result.readings += len(stored)
+            plan = plan_of(pid)
+            consider(pid, plan, _relevant(stored, plan), stored)
+        # Patients with a plan and nothing in the window: missing data, silent devices.
+        for pid in list(plans):
+            consider(pid, plan_of(pid), [], [])
+        if pending:
+            flush()
+    return result
+
+
+# Readings carry a stand-in id during evaluation ("\0" and their place in the patient's
+# rows; PostgreSQL text cannot hold NUL, so a stand-in that escaped would fail loudly);
+# only the findings' ids are turned into observation ids, which spares hashing every
+# reading's dedup key.
+_STAND_INS = [f"\0{i}" for i in range(4096)]
+
+
+def _stand_in(i: int) -> str:
+    return _STAND_INS[i] if i < len(_STAND_INS) else f"\0{i}"
+
+
+def _relevant(stored: list[tuple], plan: Plan) -> list[Reading]:
+    """The readings the rules can use, as rule readings with stand-in ids.
+
+    Every reading of a type whose rule looks at a series (SpO2 for everyone, blood
+    pressure for hypertension, weight for heart failure); of any other type only the
+    newest, the one threshold, NEWS2 and missing data read. Sparing the rest their
+    conversions is most of the cost of a cycle.
+    """
+    series = _SERIES.get(plan.protocol, _SERIES[None])
+    out = []
+    newest: dict[str, int] = {}
+    for i, r in enumerate(stored):
+        type_ = r[2]
+        if type_ in series:
+            out.append(Reading(_stand_in(i), r[1], r[2], r[3], r[4], r[5]))
+            continue
+        j = newest.get(type_)
+        # Two readings at the same instant: the one stored first (rare: two devices).
+        if j is None or r[1] > stored[j][1]:
+            newest[type_] = i
+    for i in newest.values():
+        r = stored[i]
+        out.append(Reading(_stand_in(i), r[1], r[2], r[3], r[4], r[5]))
+    return out
+
+
+def _with_ids(finding: Finding, stored: list[tuple]) -> Finding:
+    """The finding with observation ids in place of stand-ins (evidence and details)."""
+
+    def real(value: Any) -> Any:
+        if isinstance(value, str):
+            if value.startswith("\0"):
+                row = stored[int(value[1:])]
+                return observation_id(row[1], row[6])
+            return value
+        if isinstance(value, dict):
+            return {k: real(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(real(v) for v in value)
+        return value
+
+    return dataclasses.replace(
+        finding, evidence=real(finding.evidence), details=real(finding.details)
+    )
+
+
+def _scan_range(args: tuple[str, dt.datetime, str, uuid.UUID | None, uuid.UUID | None]) -> Scan:
+    url, now, tz, lo, hi = args
+    return scan(url, now, ZoneInfo(tz), lo, hi)
+
+
+def partitions(n: int) -> list[tuple[uuid.UUID | None, uuid.UUID | None]]:
+    """n contiguous ranges of the uuid space, [lo, hi) (None: unbounded)."""
+    if n <= 1:
+        return [(None, None)]
+    bounds = [uuid.UUID(int=i * (1 << 128) // n) for i in range(1, n)]
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
+def choose_workers(url: str) -> int:
+    """1, or worker processes (up to the CPUs) when there are many patients."""
+    cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return 1
+    with _connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM patients").fetchone()
+    n = int(row[0]) if row else 0
+    return min(cpus, MAX_WORKERS) if n >= PARALLEL_FROM_PATIENTS else 1
+
+
+def scan_all(url: str, now: dt.datetime, tz: ZoneInfo, workers: int) -> Scan:
+    """Every patient, in `workers` processes (1: in this thread)."""
+    if workers <= 1:
+        return scan(url, now, tz)
+    total = Scan()
+    ctx = multiprocessing.get_context("spawn")  # no fork of a threaded, async process
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        jobs = [(url, now, tz.key, lo, hi) for lo, hi in partitions(workers)]
+        for part in pool.map(_scan_range, jobs):
+            total.add(part)
+    return total
+
+
+def finding_rows(
+    findings: Iterable[tuple[uuid.UUID, Finding]], now: dt.datetime, tz: dt.tzinfo
+) -> list[tuple]:
+    """Findings as rows of store.FINDING_COLUMNS."""
+    rows = []
+    for pid, f in findings:
+        rows.append(
+            (
+                pid,
+                f.key,
+                f.rule,
+                lifecycle.category(f.rule),
+                f.severity,
+                f.summary,
+                f.details,
+                list(f.evidence),
+                list(lifecycle.basis(f)),
+                lifecycle.evidence_until(f.evidence),
+                lifecycle.due_at(f.severity, now, tz),
+            )
+        )
+    return rows
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "id": str(row["id"]),
+        "patient_id": str(row["patient_id"]),
+        "rule": row["rule"],
+        "key": row["key"],
+        "category": row["category"],
+        "severity": row["severity"],
+    }
+    if row.get("old_severity") and row["old_severity"] != row["severity"]:
+        out["from"] = row["old_severity"]
+    return out
+
+
+def run_cycle(
+    url: str,
+    *,
+    tz: ZoneInfo,
+    now: dt.datetime | None = None,
+    workers: int | None = None,
+) -> CycleResult:
+    """Scan every patient and reconcile the alerts with what was found."""
+    from egenmon import metrics
+
+    start = time.perf_counter()
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    n = choose_workers(url) if workers is None else max(1, workers)
+    found = scan_all(url, now, tz, n)
+    scanned = time.perf_counter()
+    # Deduplicate per (patient, key): the rules give one finding per key already.
+    unique: dict[tuple[uuid.UUID, str], Finding] = {}
+    for pid, f in found.findings:
+        unique.setdefault((pid, f.key), f)
+    rows = finding_rows(((pid, f) for (pid, _), f in unique.items()), now, tz)
+    with _connect(url) as conn:
+        changes = store.reconcile(conn, rows, now, notify.payload)
+    for r in changes["opened"]:
+        metrics.ALERTS_OPENED.labels(rule=r["rule"]).inc()
+    return CycleResult(
+        opened=[_brief(r) for r in changes["opened"]],
+        updated=[_brief(r) for r in changes["updated"]],
+        escalated=[_brief(r) for r in changes["escalated"]],
+        cleared=[_brief(r) for r in changes["cleared"]],
+        patients=found.patients,
+        readings_in_window=found.readings,
+        findings=len(rows),
+        errors=found.errors,
+        workers=n,
+        seconds=time.perf_counter() - start,
+        scan_seconds=scanned - start,
+    )

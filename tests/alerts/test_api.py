@@ -1,0 +1,236 @@
+"""The Alerts API, plans and webhooks over HTTP against a real database: filters, the
+contract's fields, actions, care-unit refusal and the access log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import warnings
+
+import psycopg
+import pytest
+
+from egenmon.app import Roles, create_app
+from egenmon.auth import issue_token
+from tests.conftest import make_personnummer
+
+H = dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def client(settings):  # noqa: ANN001, ANN201
+    """The app in-process (no MQTT, no scheduler) on the test's database."""
+    with warnings.catch_warnings():
+        # Starlette's test client asks for its httpx fork, which is not installed; the
+        # plain httpx it falls back to works the same here.
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    app = create_app(settings, Roles(mqtt=False, scheduler=False))
+    with TestClient(app) as c:
+        yield c
+
+
+def bearer(settings, role: str, **kw) -> dict:  # noqa: ANN001
+    return {
+        "Authorization": "Bearer " + issue_token(settings, role=role, subject=f"{role}-1", **kw)
+    }
+
+
+@pytest.fixture
+def world(cli, device, care_unit, store, now):  # noqa: ANN001, ANN201
+    """A patient with a high-BP alert and a NEWS2 alert in `care_unit`."""
+    p, dev = device["patient"], device["id"]
+    assert cli("plan", "set", "--patient", p, "--protocol", "copd").code == 0
+    store.add(p, dev, "blood_pressure", now - H, 186, 100)
+    store.add(p, dev, "respiratory_rate", now - H, 26)  # 3 points
+    store.add(p, dev, "spo2", now - H, 93, on_oxygen=False)  # 2 points
+    store.add(p, dev, "heart_rate", now - H, 115)  # 2 points
+    store.cycle(now)
+    return {"patient": p, "unit": care_unit}
+
+
+def access_rows(settings) -> list[tuple]:  # noqa: ANN001
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute(
+            "SELECT actor, role, action, resource, patient_ids, detail FROM access_log ORDER BY id"
+        ).fetchall()
+
+
+def test_list_has_the_contract_fields_and_news2_details(client, settings, world):
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(world["unit"]))
+    r = client.get("/api/v1/alerts", params={"patient": world["patient"]}, headers=headers)
+    assert r.status_code == 200, r.text
+    alerts = {a["rule"]: a for a in r.json()["alerts"]}
+    assert set(alerts) >= {"threshold", "news2"}
+    for a in alerts.values():
+        assert {
+            "id",
+            "patient_id",
+            "rule",
+            "severity",
+            "status",
+            "opened_at",
+            "updated_at",
+            "evidence",
+            "details",
+        } <= set(a)
+        assert a["patient_id"] == world["patient"] and a["status"] == "open"
+        assert a["category"] == "clinical"
+    news2 = alerts["news2"]["details"]
+    assert news2["score"] == 7 and alerts["news2"]["severity"] == "high"
+    assert news2["parameters"]["respiratory_rate"] == {
+        "value": 26.0,
+        "points": 3,
+        "age_minutes": 60,
+    }
+    assert "consciousness" in news2["missing"]
+    assert len(alerts["news2"]["evidence"]) == 4  # RR, SpO2, pulse, systolic
+
+
+@pytest.mark.parametrize(
+    ("params", "rules"),
+    [
+        ({"rule": "threshold"}, {"threshold"}),
+        ({"severity": "high", "status": "open"}, {"threshold", "news2"}),
+        ({"status": "resolved"}, set()),
+        ({"rule": "news2,threshold"}, {"news2", "threshold"}),
+    ],
+)
+def test_filters(client, settings, world, params, rules):
+    r = client.get(
+        "/api/v1/alerts",
+        params={**params, "care_unit": world["unit"]},
+        headers=bearer(settings, "admin"),
+    )
+    assert r.status_code == 200
+    assert {a["rule"] for a in r.json()["alerts"]} == rules
+
+
+def test_unknown_filter_values_are_named(client, settings, world):
+    r = client.get("/api/v1/alerts", params={"status": "closed"}, headers=bearer(settings, "admin"))
+    assert r.status_code == 400
+    assert "closed" in r.json()["error"]
+
+
+def test_actions_through_the_api_with_notes_and_access_log(client, settings, world):
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(world["unit"]))
+    alerts = client.get("/api/v1/alerts", params={"rule": "threshold"}, headers=headers).json()[
+        "alerts"
+    ]
+    aid = alerts[0]["id"]
+    r = client.post(
+        f"/api/v1/alerts/{aid}/acknowledge", json={"note": "ringer upp"}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "acknowledged"
+    assert r.json()["acknowledged_by"] == "clinician-1"
+    r = client.post(f"/api/v1/alerts/{aid}/resolve", json={"note": "klart"}, headers=headers)
+    assert r.json()["status"] == "resolved" and r.json()["resolved_by"] == "clinician-1"
+    again = client.post(f"/api/v1/alerts/{aid}/dismiss", json={}, headers=headers)
+    assert again.status_code == 409
+    detail = client.get(f"/api/v1/alerts/{aid}", headers=headers).json()
+    assert [e["event"] for e in detail["events"]] == ["opened", "acknowledged", "resolved"]
+    assert [e["note"] for e in detail["events"]][1:] == ["ringer upp", "klart"]
+    log = access_rows(settings)
+    updates = [row for row in log if row[2] == "update"]
+    assert [(u[0], u[3], u[5]["action"]) for u in updates] == [
+        ("clinician-1", f"alerts/{aid}", "acknowledge"),
+        ("clinician-1", f"alerts/{aid}", "resolve"),
+    ]
+    assert all(u[4] == [uuid.UUID(world["patient"])] for u in updates)
+    reads = [row for row in log if row[2] == "read" and row[3] == "alerts"]
+    assert reads and reads[0][4] == [uuid.UUID(world["patient"])]
+
+
+def test_clinician_of_another_unit_is_refused(client, settings, cli, world):
+    r = cli("care-unit", "add", "--name", "Annan", "--hsa-id", "SE2321000016-OTHER", "--json")
+    other = r.json["id"]
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(other))
+    r = client.get("/api/v1/alerts", params={"patient": world["patient"]}, headers=headers)
+    assert r.status_code == 403
+    r = client.get("/api/v1/alerts", params={"care_unit": world["unit"]}, headers=headers)
+    assert r.status_code == 403
+    # Their own list does not show the other unit's alerts.
+    r = client.get("/api/v1/alerts", headers=headers)
+    assert r.status_code == 200 and r.json()["alerts"] == []
+    aid = client.get("/api/v1/alerts", headers=bearer(settings, "admin")).json()["alerts"][0]["id"]
+    r = client.post(f"/api/v1/alerts/{aid}/dismiss", json={"note": "x"}, headers=headers)
+    assert r.status_code == 403
+    with psycopg.connect(settings.database_url) as conn:
+        status = conn.execute("SELECT status FROM alerts WHERE id = %s", (aid,)).fetchone()[0]
+    assert status == "open"
+    r = client.get(f"/api/v1/patients/{world['patient']}/plan", headers=headers)
+    assert r.status_code == 403
+
+
+def test_integrator_reads_but_cannot_act_and_patients_have_no_access(client, settings, world):
+    r = client.get("/api/v1/alerts", headers=bearer(settings, "integrator"))
+    assert r.status_code == 200 and len(r.json()["alerts"]) >= 2
+    aid = r.json()["alerts"][0]["id"]
+    r = client.post(
+        f"/api/v1/alerts/{aid}/resolve", json={}, headers=bearer(settings, "integrator")
+    )
+    assert r.status_code == 403
+    patient = bearer(settings, "patient", patient_id=uuid.UUID(world["patient"]))
+    assert client.get("/api/v1/alerts", headers=patient).status_code == 403
+    assert client.get("/api/v1/alerts").status_code == 401
+
+
+def test_unknown_alert_is_404(client, settings, world):
+    headers = bearer(settings, "admin")
+    assert (
+        client.post(f"/api/v1/alerts/{uuid.uuid4()}/resolve", json={}, headers=headers).status_code
+        == 404
+    )
+    assert (
+        client.post("/api/v1/alerts/not-an-id/resolve", json={}, headers=headers).status_code == 404
+    )
+
+
+def test_plan_put_and_get_with_history(client, settings, cli, care_unit):
+    r = cli(
+        "patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit, "--json"
+    )
+    pid = r.json["id"]
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(care_unit))
+    r = client.get(f"/api/v1/patients/{pid}/plan", headers=headers)
+    assert r.status_code == 200
+    assert (r.json()["protocol"], r.json()["default"]) == ("general", True)
+    body = {"protocol": "heart_failure", "thresholds": ["body_weight::95", "systolic:95:150"]}
+    r = client.put(f"/api/v1/patients/{pid}/plan", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["thresholds"]["body_weight"]["high"] == 95
+    assert r.json()["set_by"] == "clinician-1" and r.json()["version"] == 1
+    r = client.put(
+        f"/api/v1/patients/{pid}/plan",
+        headers=headers,
+        json={"protocol": "copd", "news2_scale2": True, "thresholds": {"spo2": {"low": 86}}},
+    )
+    assert r.json()["spo2_target"] == [88.0, 92.0] and r.json()["version"] == 2
+    got = client.get(f"/api/v1/patients/{pid}/plan", headers=headers).json()
+    assert got["protocol"] == "copd" and got["news2_scale2"] is True
+    assert [h["version"] for h in got["history"]] == [2, 1]
+    assert got["history"][1]["protocol"] == "heart_failure"
+    assert got["effective_thresholds"]["systolic"]["alarms"][0]["limit"] == 180
+    bad = client.put(f"/api/v1/patients/{pid}/plan", json={"protocol": "asthma"}, headers=headers)
+    assert bad.status_code == 400 and "asthma" in bad.json()["error"]
+    bad = client.put(
+        f"/api/v1/patients/{pid}/plan",
+        headers=headers,
+        json={"protocol": "general", "thresholds": ["pulse:1:2"]},
+    )
+    assert bad.status_code == 400 and "pulse" in bad.json()["error"]
+
+
+def test_webhooks_are_for_admins(client, settings, care_unit):
+    body = {"url": "http://127.0.0.1:9/hook", "secret": "a-secret-of-16-chars"}
+    clin = bearer(settings, "clinician", care_unit_id=uuid.UUID(care_unit))
+    assert client.post("/api/v1/webhooks", json=body, headers=clin).status_code == 403
+    admin = bearer(settings, "admin")
+    r = client.post("/api/v1/webhooks", json=body, headers=admin)
+    assert r.status_code == 201 and "secret" not in r.json()
+    hooks = client.get("/api/v1/webhooks", headers=admin).json()["webhooks"]
+    assert [h["url"] for h in hooks] == [body["url"]]
+    r = client.delete(f"/api/v1/webhooks/{hooks[0]['id']}", headers=admin)
+    assert r.json()["active"] is False
