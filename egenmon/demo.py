@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
 
+from egenmon.alerts.monitoring import make_plan, set_plan
 from egenmon.devices import registry
 from egenmon.identifiers import luhn_digit
 from egenmon.settings import Settings
@@ -43,6 +45,7 @@ def personnummer(birth: str, serial: str) -> str:
 def seed(conn: psycopg.Connection, settings: Settings, state_dir: Path) -> list[DemoDevice]:
     """Create the demo data once; later runs read the devices back from state_dir."""
     devices_file = state_dir / "demo-devices.json"
+    seed_clinician(conn, state_dir)
     if devices_file.exists():
         return [DemoDevice(**d) for d in json.loads(devices_file.read_text())]
     try:
@@ -63,7 +66,54 @@ def seed(conn: psycopg.Connection, settings: Settings, state_dir: Path) -> list[
         )
         devices.append(DemoDevice(added.device_id, added.secret, str(patient_id), scenario,
                                   protocol))
+        set_plan(conn, patient_id, make_plan(protocol), set_by="egenmon dev (demo)")
     fd = os.open(devices_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump([asdict(d) for d in devices], f)
     return devices
+
+
+DEMO_CLINICIAN = "demo.sjukskoterska"
+DEMO_CLINICIAN_NAME = "Demo Sjuksköterska"
+DEMO_LOGIN_FILE = "demo-login.json"
+
+
+def seed_clinician(conn: psycopg.Connection, state_dir: Path) -> tuple[str, str]:
+    """The demo clinician of the demo care unit: (username, password).
+
+    The password is random, made once and kept (mode 0600) in state_dir, so `egenmon dev`
+    can print it on every start; a login lost with a reset database is made again with it.
+    """
+    from egenmon.store import web as web_store
+    from egenmon.web import accounts
+
+    login_file = state_dir / DEMO_LOGIN_FILE
+    new_password = not login_file.exists()
+    if new_password:
+        username, password = DEMO_CLINICIAN, secrets.token_urlsafe(12)
+        fd = os.open(login_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"username": username, "password": password}, f)
+    else:
+        saved = json.loads(login_file.read_text())
+        username, password = saved["username"], saved["password"]
+    if web_store.user_id_by_name(conn, username) is None:
+        try:
+            unit_id = admin.find_care_unit(conn, DEMO_HSA_ID)
+        except admin.NotFound:
+            unit_id = admin.add_care_unit(conn, DEMO_UNIT, DEMO_HSA_ID)
+        web_store.add_user(conn, username, accounts.hash_password(password), "clinician",
+                           unit_id, DEMO_CLINICIAN_NAME, "sv")
+    elif new_password:
+        # The database outlived the state folder: the printed password must work.
+        web_store.set_password(conn, username, accounts.hash_password(password))
+    return username, password
+
+
+def demo_login(state_dir: Path) -> tuple[str, str] | None:
+    """The demo clinician's (username, password) as seed_clinician saved them, if it has."""
+    login_file = state_dir / DEMO_LOGIN_FILE
+    if not login_file.exists():
+        return None
+    saved = json.loads(login_file.read_text())
+    return saved["username"], saved["password"]

@@ -147,11 +147,34 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         os.close(lock_fd)
 
 
+SIMULATOR_DAYS = 14  # history back-filled at each start; dedup stores what is new only
+SIMULATOR_RATE = 0.5  # readings a second in all, live
+
+
 def start_simulators(env: dict, state: Path, port: int, devices: list) -> list[subprocess.Popen]:
-    """The device simulator for the demo patients (added by the ingest work)."""
-    return []
+    """The device simulator for the demo patients: two weeks of history, then live.
+
+    Each demo device carries its patient's scenario and protocol in demo-devices.json.
+    """
+    devices_file = state / "demo-devices.json"
+    if not devices or not devices_file.exists():
+        return []
+    say(f"simulating {len(devices)} demo devices ({SIMULATOR_DAYS} days of history, then "
+        "live)")
+    return [subprocess.Popen(
+        [sys.executable, "-m", "egenmon", "simulate", "--via", "http",
+         "--url", f"http://127.0.0.1:{port}", "--devices-file", str(devices_file),
+         "--days", str(SIMULATOR_DAYS), "--rate", str(SIMULATOR_RATE), "--json"],
+        env=env, stdout=subprocess.DEVNULL)]
 
 
 def demo_logins(state: Path) -> list[str]:
-    """Lines naming the demo clinician login (added by the UI work)."""
-    return []
+    """Lines naming the demo clinician login (made by `egenmon.demo.seed_clinician`)."""
+    from egenmon.demo import demo_login
+
+    login = demo_login(state)
+    if login is None:
+        return []
+    username, password = login
+    return [f"clinician UI: log in as {username} with password {password} "
+            f"(kept in {state / 'demo-login.json'})"]

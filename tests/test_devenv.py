@@ -65,10 +65,16 @@ def test_dev_runs_refuses_a_second_copy_stops_cleanly_and_keeps_data(state_dir):
         url = f"postgresql://{user}@127.0.0.1:{pg_port(state_dir)}/egenmon"
         with psycopg.connect(url) as c:
             patients = c.execute("SELECT count(*) FROM patients").fetchone()[0]
+            plans = c.execute("SELECT protocol FROM monitoring_plans ORDER BY 1").fetchall()
+            users = c.execute("SELECT username, role FROM users").fetchall()
         assert patients == len(devices)
+        assert sorted(p for (p,) in plans) == sorted(d["protocol"] for d in devices)
+        login = json.loads((state_dir / "demo-login.json").read_text())
+        assert users == [(login["username"], "clinician")]
     finally:
         out = stop(first)
     assert first.returncode == 0, out
+    assert f"log in as {login['username']} with password {login['password']}" in out
     assert not (state_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL left running"
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=2)

@@ -71,7 +71,7 @@ NORMAL = {
 # Change per day of decline, and how many days it lasts before a plateau (values stay
 # physiologically possible however long a simulation runs).
 DECLINE_PER_DAY = {
-    "body_weight": 0.9,
+    "body_weight": 1.2,
     "spo2": -1.6,
     "heart_rate": 9.0,
     "respiratory_rate": 2.2,
