@@ -1,5 +1,729 @@
-"""The MQTT consumer (filled in by the MQTT-ingest issue)."""
+"""The MQTT consumer: readings from the broker into the pipeline, acknowledged after commit.
+
+paho runs on the service's asyncio loop (its socket is watched with add_reader, no network
+thread), so receiving, ingesting and acknowledging share one thread without hand-offs.
+Each message becomes one pipeline call, and the calls of everything that arrived together
+run concurrently so the batch writer puts them into one COPY. A message is acknowledged
+(PUBACK) only after its readings are committed, and only on the connection it came in
+on: a consumer that dies, or loses its connection, before that leaves the message in its
+persistent session, the broker hands it over again, and the dedup key absorbs the repeat
+(at least once + dedup = exactly once in the store).
+
+Flow control: at most `inflight` messages are unacknowledged. The broker holds back
+beyond its in-flight limit (max_inflight_messages, or an MQTT 5 client's Receive
+Maximum), and the consumer also stops reading its socket at its own bound, so TCP pushes
+back whatever the broker does. (Mosquitto 2.0.11 miscounts the in-flight messages of a
+connection that also publishes QoS 1, which is why results go out on a second
+connection.) A slow or stopped database thus keeps readings in the broker, which
+persists them, instead of in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from typing import IO, Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg_pool import PoolTimeout
+
+from egenmon import metrics
+from egenmon.devices import reconcile
+from egenmon.devices.reconcile import SHARE_GROUP
+from egenmon.ingest.writer import WriteError
+from egenmon.runtime import Runtime
+from egenmon.settings import MqttUrl, Settings
+
+log = logging.getLogger("egenmon.mqtt")
+
+# Messages this consumer holds unacknowledged at most.
+INFLIGHT = 1000
+# MQTT 3.1.1 for the readings connection: paho decodes the properties of every MQTT 5
+# PUBLISH (a fifth to a quarter of the consumer's time, measured), and 3.1.1 has all the
+# consumer needs from Mosquitto (persistent session, shared subscription, manual PUBACK).
+# With MQTT 5 the session expiry and Receive Maximum below are sent.
+SUBSCRIBER_PROTOCOL = mqtt.MQTTv311
+# The session, and the readings queued in it while the consumer is away, must outlive any
+# outage: an MQTT 3.1.1 session with clean_session=false never expires in Mosquitto
+# (unless persistent_client_expiration is set), and 0xFFFFFFFF means the same in MQTT 5.
+# A consumer id that is retired for good should be drained first (run it once more), or
+# its share of the shared subscription's messages waits in its session.
+SESSION_EXPIRY = 0xFFFFFFFF
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 2.0
+STOP_TIMEOUT_S = 10.0
+KEEPALIVE_S = 30
+# First reconnect soon: after a broker restart the platform must subscribe again before
+# devices come back (see _on_connect); then back off to RECONNECT_MAX_S.
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 30.0
+READS_PER_WAKEUP = 200
+RESULTS_QUEUED = 20_000
+READ_AHEAD = 65536
+# The batch did not commit, or the database is unreachable: keep the message
+# unacknowledged and try again.
+RETRYABLE = (WriteError, psycopg.Error, PoolTimeout, OSError, TimeoutError)
 
 
-def create_consumer(runtime):  # noqa: ANN001, ANN201
-    return None
+def shared_subscription(prefix: str) -> str:
+    return f"$share/{SHARE_GROUP}/{prefix}/devices/+/readings"
+
+
+def device_from_topic(topic: str, prefix: str) -> str | None:
+    """The device id in `{prefix}/devices/{id}/readings`, or None for any other topic."""
+    head = f"{prefix}/devices/"
+    if not topic.startswith(head) or not topic.endswith("/readings"):
+        return None
+    device = topic[len(head) : -len("/readings")]
+    return device if device and "/" not in device else None
+
+
+def result_payload(result: Any) -> bytes:
+    """The contract's result object: the HTTP body plus the message_id."""
+    body = dict(result.body())
+    body.setdefault("message_id", result.message_id)
+    return orjson.dumps(body)
+
+
+class ClientIdLock:
+    """A fixed client id for this consumer, stable across restarts of the same process role.
+
+    A configured id (settings.mqtt_client_id, EGENMON_MQTT_CLIENT_ID) wins. Otherwise
+    `egenmon-consumer-<host>-<n>`, where n is the lowest slot that no other consumer on
+    this host (for the same broker) holds; a file lock marks the slot and the kernel frees
+    it when the process dies, even by kill -9, so a restarted consumer takes the same id
+    back and resumes its session.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._file: IO[bytes] | None = None
+        self.client_id = ""
+
+    def acquire(self) -> str:
+        fixed = getattr(self.settings, "mqtt_client_id", None)
+        if fixed:
+            self.client_id = fixed
+            return fixed
+        url = self.settings.mqtt
+        assert url is not None
+        host = socket.gethostname().split(".")[0] or "host"
+        folder = os.path.join(tempfile.gettempdir(), "egenmon-mqtt-consumers")
+        os.makedirs(folder, exist_ok=True)
+        broker = f"{url.host}_{url.port}".replace("/", "_")
+        for n in range(1000):
+            f = open(os.path.join(folder, f"{broker}_{n}.lock"), "ab")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            self._file = f
+            self.client_id = f"egenmon-consumer-{host}-{n}"
+            return self.client_id
+        raise RuntimeError("no free MQTT consumer slot on this host (1000 consumers?)")
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class LoopConnection:
+    """One paho client driven by the running asyncio loop: socket readiness through
+    add_reader/add_writer, keepalive, and reconnection with backoff."""
+
+    def __init__(self, client: mqtt.Client, label: str, url: MqttUrl) -> None:
+        self.client = client
+        self.label = label
+        self.url = url
+        self.connected = False  # CONNACK received on the current socket
+        self.reading = False
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._sock: Any = None
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._gone = asyncio.Event()
+        self._runner: asyncio.Task | None = None
+        self.packets = 0  # bumped by the owner's callbacks: packets seen so far
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    def start(self) -> None:
+        self._runner = self._loop.create_task(self._keep_connected(), name=self.label)
+
+    async def stop(self) -> None:
+        """DISCONNECT (a persistent session stays in the broker) and close."""
+        self._closing = True
+        self._wake.set()
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._sock is not None:
+            self._gone.clear()
+            self.client.disconnect()  # paho closes the socket once the packet is written
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gone.wait(), 2.0)
+            sock = self._sock
+            if sock is not None:
+                self._forget_socket(sock)
+                sock.close()
+
+    def lost(self) -> None:
+        """The owner's on_disconnect: reconnect soon."""
+        self.connected = False
+        self._wake.set()
+
+    def pause_reading(self) -> None:
+        if self._sock is not None and self.reading:
+            self._loop.remove_reader(self._sock)
+            self.reading = False
+
+    def resume_reading(self) -> None:
+        if self._sock is not None and not self.reading:
+            self._loop.add_reader(self._sock, self._readable)
+            self.reading = True
+            pending = getattr(self._sock, "pending", None)
+            if pending and pending():
+                self._loop.call_soon(self._readable)
+
+    async def _keep_connected(self) -> None:
+        c = self.client
+        delay = 0.0  # the first attempt at once; then RECONNECT_MIN_S, doubling
+        while not self._closing:
+            if c.socket() is None:
+                if delay:
+                    await self._sleep(delay * (0.8 + 0.4 * random.random()))  # noqa: S311
+                    if self._closing:
+                        break
+                delay = min(max(delay * 2, RECONNECT_MIN_S), RECONNECT_MAX_S)
+                try:
+                    # The TCP connect blocks: off the loop. paho's socket callbacks from
+                    # that thread come back through call_soon_threadsafe.
+                    await asyncio.to_thread(c.reconnect)
+                except (OSError, mqtt.WebsocketConnectionError) as e:
+                    if delay >= 1:
+                        log.warning(
+                            "%s: broker unreachable at %s:%d (%s); retrying",
+                            self.label,
+                            self.url.host,
+                            self.url.port,
+                            type(e).__name__,
+                        )
+                    continue
+            await self._sleep(1.0)
+            if self.connected:
+                delay = RECONNECT_MIN_S  # a good connection: come back quickly next time
+            if c.socket() is not None:
+                c.loop_misc()  # PINGREQ when due; drops a connection whose PINGRESP is late
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _in_loop(self, fn: Any, *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._watch_socket, sock)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._forget_socket, sock)
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._want_write, sock)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._done_writing, sock)
+
+    def _watch_socket(self, sock: Any) -> None:
+        self._sock = sock
+        self.reading = False
+        self.resume_reading()
+        # A write registration paho made before this ran (CONNECT, or a publish from this
+        # loop while the connect ran in its thread) found no socket here: catch up.
+        if self.client.want_write():
+            self._loop.add_writer(sock, self.client.loop_write)
+
+    def _forget_socket(self, sock: Any) -> None:
+        if self._sock is sock:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(sock)
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(sock)
+            self._sock = None
+            self.reading = False
+            self.connected = False
+            self._wake.set()
+            self._gone.set()
+
+    def _want_write(self, sock: Any) -> None:
+        if self._sock is sock:
+            self._loop.add_writer(sock, self.client.loop_write)
+
+    def _done_writing(self, sock: Any) -> None:
+        if self._sock is sock:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        c = self.client
+        sock = self._sock
+        # Bytes read ahead (or decrypted by TLS) that the socket's readiness no longer shows.
+        pending = getattr(sock, "pending", None)
+        # A call reads one packet, or as many as messages are in flight; read on while
+        # packets keep coming, unless the owner paused reading meanwhile.
+        for _ in range(READS_PER_WAKEUP):
+            before = self.packets
+            if c.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._sock is not sock:
+                return
+            if not self.reading:
+                return  # resume_reading() picks up what is buffered
+            if self.packets == before and not (pending and pending()):
+                return
+        if pending and pending():
+            self._loop.call_soon(self._readable)  # the rest after other callbacks
+
+
+class ReadAheadSocket:
+    """A socket whose recv() serves from a read-ahead buffer: paho reads each packet's
+    fixed header a byte at a time, a system call per byte; this takes up to 64 KiB per
+    call and hands it out in the small pieces paho asks for."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(READ_AHEAD)  # raises BlockingIOError when empty
+            if len(data) <= size:
+                return data
+            self._data, self._pos = data, 0
+        out = self._data[self._pos : self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return len(self._data) - self._pos + (inner() if inner else 0)
+
+    def send(self, data: bytes) -> int:
+        return self._sock.send(data)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class ReadAheadClient(mqtt.Client):
+    """paho's client on a ReadAheadSocket (it creates its socket in `_create_socket`; a
+    paho without that method simply reads unbuffered)."""
+
+    def _create_socket(self) -> Any:
+        return ReadAheadSocket(super()._create_socket())
+
+
+class MqttConsumer:
+    """The service named "mqtt": subscribes, ingests, publishes results, acknowledges."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Any,
+        *,
+        pool: Any = None,
+        inflight: int = INFLIGHT,
+        client_id: str | None = None,
+    ) -> None:
+        if settings.mqtt is None:
+            raise ValueError("EGENMON_MQTT_URL is not set")
+        self.settings = settings
+        self.url: MqttUrl = settings.mqtt
+        self.prefix = settings.mqtt_topic_prefix
+        self.pipeline = pipeline
+        self.pool = pool
+        self.inflight = inflight
+        self._id_lock = ClientIdLock(settings)
+        self._fixed_id = client_id
+        self.client_id = client_id or ""
+        self._sub: LoopConnection | None = None
+        self._pub: LoopConnection | None = None
+        # Bumped on every connect and disconnect: an acknowledgement is only valid on the
+        # connection its message came in on (packet ids are reused by the next one).
+        self._generation = 0
+        self._subscribed = False
+        self._closing = False
+        self._backlog = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._reconcile_task: asyncio.Task | None = None
+        self._down_since: float | None = None
+        self._down_logged = 0.0
+        self._recovered = asyncio.Event()
+        self._results_dropped = 0
+        self.received = 0
+        self.acknowledged = 0
+
+    # -- service ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        try:
+            # Before connecting: adding an ACL disconnects every platform client.
+            await asyncio.wait_for(
+                asyncio.to_thread(reconcile.ensure_platform_acls, self.url, self.prefix, 2.0), 5.0
+            )
+        except Exception as e:  # noqa: BLE001 (the broker may be down: retried on connect)
+            log.warning("could not check the broker's platform ACLs: %s", e)
+        if not self._fixed_id:
+            self.client_id = self._id_lock.acquire()
+        # Read when scraped, not counted per message (one consumer per process).
+        metrics.MQTT_BACKLOG.set_function(lambda: self._backlog)
+        self._sub = LoopConnection(self._subscriber(), "mqtt-consumer", self.url)
+        self._pub = LoopConnection(self._publisher(), "mqtt-results", self.url)
+        self._sub.start()
+        self._pub.start()
+        log.info(
+            "MQTT consumer %s connecting to %s:%d", self.client_id, self.url.host, self.url.port
+        )
+
+    def _client(self, client_id: str, protocol: int = mqtt.MQTTv5, **kw: Any) -> mqtt.Client:
+        c = ReadAheadClient(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kw
+        )
+        c.username_pw_set(self.url.username, self.url.password)
+        if self.url.tls:
+            c.tls_set()
+        return c
+
+    def _subscriber(self) -> mqtt.Client:
+        """The readings connection: a persistent session under the fixed client id."""
+        if SUBSCRIBER_PROTOCOL == mqtt.MQTTv5:
+            c = self._client(self.client_id, manual_ack=True)
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY
+            props.ReceiveMaximum = self.inflight
+            c.connect_async(
+                self.url.host,
+                self.url.port,
+                keepalive=KEEPALIVE_S,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            # clean_session=false: the session, and what is queued in it, never expires
+            # (Mosquitto without persistent_client_expiration); the broker's
+            # max_inflight_messages bounds what it sends unacknowledged.
+            c = self._client(
+                self.client_id, protocol=SUBSCRIBER_PROTOCOL, manual_ack=True, clean_session=False
+            )
+            c.connect_async(self.url.host, self.url.port, keepalive=KEEPALIVE_S)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        return c
+
+    def _publisher(self) -> mqtt.Client:
+        """The results connection: QoS 1 out, nothing in, no session to keep.
+
+        MQTT 3.1.1, whose PUBACK paho decodes at a fraction of the cost of a v5 one, and no
+        in-flight limit (paho rescans every message in flight on each PUBACK when there is
+        one; the broker acknowledges QoS 1 at once anyway).
+        """
+        c = self._client(f"{self.client_id}-results", protocol=mqtt.MQTTv311, clean_session=True)
+        c.max_inflight_messages_set(0)
+        # Results wait in memory while the broker is away; beyond this they are dropped
+        # (the readings are stored whatever happens to their results).
+        c.max_queued_messages_set(RESULTS_QUEUED)
+        c.on_connect = self._on_results_connect
+        c.on_disconnect = lambda *a: self._pub and self._pub.lost()
+        c.on_publish = self._on_results_puback
+        c.connect_async(self.url.host, self.url.port, keepalive=KEEPALIVE_S)
+        return c
+
+    async def stop(self) -> None:
+        """Finish what is being ingested (bounded), then disconnect; the rest waits in the
+        broker for the next start."""
+        self._closing = True
+        self._recovered.set()  # wakes the messages waiting to retry: they stop now
+        if self._reconcile_task:
+            self._reconcile_task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+        for conn in (self._sub, self._pub):
+            if conn is not None:
+                await conn.stop()
+        self._subscribed = False
+        metrics.MQTT_BACKLOG.set_function(lambda: 0)
+        self._id_lock.release()
+        log.info(
+            "MQTT consumer %s stopped (%d received, %d acknowledged)",
+            self.client_id,
+            self.received,
+            self.acknowledged,
+        )
+
+    def is_connected(self) -> bool:
+        """Connected and subscribed: what /readyz reports for the broker."""
+        return self._sub is not None and self._sub.connected and self._subscribed
+
+    # -- paho callbacks (on this loop) --------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the consumer: %s", reason)
+            return
+        assert self._sub is not None
+        self._generation += 1
+        self._sub.connected = True
+        self._subscribed = False
+        # Always, even when the session is present: Mosquitto 2.0 restores shared
+        # subscriptions from persistence in a state that delivers nothing.
+        client.subscribe(shared_subscription(self.prefix), qos=1)
+        if not self._closing:
+            self._schedule_reconcile()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list, properties: Any
+    ) -> None:
+        if reasons and not reasons[0].is_failure:
+            self._subscribed = True
+            log.info("MQTT consumer %s subscribed", self.client_id)
+        else:
+            log.error(
+                "broker refused the subscription %s: %s (the platform role needs "
+                "subscribePattern on it)",
+                shared_subscription(self.prefix),
+                reasons[0] if reasons else "?",
+            )
+            if not self._closing:
+                self._schedule_reconcile(True)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._generation += 1
+        self._subscribed = False
+        if self._sub is not None:
+            self._sub.lost()
+        if not self._closing:
+            log.warning("MQTT consumer %s disconnected (%s); reconnecting", self.client_id, reason)
+
+    def _on_results_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the results connection: %s", reason)
+        elif self._pub is not None:
+            self._pub.connected = True
+
+    def _on_results_puback(self, *args: Any) -> None:
+        if self._pub is not None:
+            self._pub.packets += 1
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        sub = self._sub
+        assert sub is not None
+        sub.packets += 1
+        if self._closing:
+            return  # left unacknowledged: the broker hands it over next session
+        self.received += 1
+        self._backlog += 1
+        if self._backlog >= self.inflight:
+            sub.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._handle(self._generation, msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one message --------------------------------------------------------------------
+
+    async def _handle(self, generation: int, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if self._closing:
+                return
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = ""
+            device_id = device_from_topic(topic, self.prefix)
+            result = await self._ingest(msg.payload, device_id, topic)
+            if result is None:  # stopping: leave it to the next session
+                return
+            if device_id is not None:
+                self._publish_result(device_id, result)
+            self._ack(generation, msg.mid)
+        finally:
+            self._backlog -= 1
+            sub = self._sub
+            if sub is not None and not sub.reading and self._backlog < self.inflight:
+                sub.resume_reading()
+
+    async def _ingest(self, payload: bytes, device_id: str | None, topic: str) -> Any:
+        """The pipeline's result once committed (or quarantined); None if stopping first."""
+        delay = RETRY_MIN_S
+        while not self._closing:
+            try:
+                if device_id is None:
+                    # The subscription only matches readings topics; anything else is kept.
+                    await self.pipeline.quarantine(
+                        source="mqtt",
+                        reason=f"not a readings topic: {topic[:200]!r}",
+                        raw=payload,
+                        topic=topic or None,
+                    )
+                    result: Any = _Quarantined()
+                else:
+                    result = await self.pipeline.ingest(
+                        payload, device_id=device_id, source="mqtt", topic=topic
+                    )
+            except Exception as e:  # noqa: BLE001 (sorted below)
+                if not self._retryable(e):
+                    return await self._give_up(e, payload, device_id, topic)
+                self._outage(e)
+            else:
+                if self._down_since is not None:
+                    self._back()
+                return result
+            # Wait, but wake at once when another message gets through.
+            recovered = self._recovered
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recovered.wait(), delay * (0.5 + random.random()))  # noqa: S311
+            delay = min(delay * 2, RETRY_MAX_S)
+        return None
+
+    def _outage(self, error: Exception) -> None:
+        """Log an outage once when it starts and then every half minute, not per message."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._down_logged = now
+            log.warning(
+                "ingest failing (%s: %s): messages stay unacknowledged and are retried",
+                type(error).__name__,
+                str(error)[:200],
+            )
+        elif now - self._down_logged > 30:
+            self._down_logged = now
+            log.warning(
+                "ingest failing for %.0f s; %d messages unacknowledged",
+                now - self._down_since,
+                len(self._tasks),
+            )
+
+    def _back(self) -> None:
+        assert self._down_since is not None
+        log.warning("ingest works again after %.1f s", time.monotonic() - self._down_since)
+        self._down_since = None
+        self._recovered.set()
+        self._recovered = asyncio.Event()
+
+    @staticmethod
+    def _retryable(e: Exception) -> bool:
+        return isinstance(e, RETRYABLE)
+
+    async def _give_up(
+        self, error: Exception, payload: bytes, device_id: str | None, topic: str
+    ) -> Any:
+        """A bug, not an outage: keep the message in quarantine so it does not loop."""
+        # Where it failed, but not the exception's text, which may quote the reading.
+        where = "".join(traceback.format_tb(error.__traceback__)[-3:])
+        log.error(
+            "ingest raised %s; the message goes to quarantine\n%s", type(error).__name__, where
+        )
+        delay = RETRY_MIN_S
+        while not self._closing:
+            try:
+                await self.pipeline.quarantine(
+                    source="mqtt",
+                    reason=f"internal error: {type(error).__name__}",
+                    raw=payload,
+                    device_id=device_id,
+                    topic=topic or None,
+                )
+                return _Quarantined()
+            except Exception as e:  # noqa: BLE001
+                log.warning("quarantine failed, retry in %.1f s: %s", delay, type(e).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+        return None
+
+    def _publish_result(self, device_id: str, result: Any) -> None:
+        if isinstance(result, _Quarantined) or self._pub is None:
+            return
+        topic = f"{self.prefix}/devices/{device_id}/results"
+        info = self._pub.client.publish(topic, result_payload(result), qos=1)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self._results_dropped += 1
+            if self._results_dropped in (1, 10, 100) or self._results_dropped % 10000 == 0:
+                log.warning(
+                    "%d results not sent: the results connection is backed up",
+                    self._results_dropped,
+                )
+
+    def _ack(self, generation: int, mid: int) -> None:
+        if generation != self._generation or self._sub is None:
+            # The connection it came on is gone: the broker hands it over again and the
+            # dedup key absorbs the repeat.
+            return
+        self._sub.client.ack(mid, 1)
+        self.acknowledged += 1
+
+    def _schedule_reconcile(self, acls: bool = False) -> None:
+        if self._closing or (self._reconcile_task and not self._reconcile_task.done()):
+            return
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile(acls))
+
+    async def _reconcile(self, acls: bool) -> None:
+        try:
+            if acls:
+                await asyncio.to_thread(reconcile.ensure_platform_acls, self.url, self.prefix)
+            if self.pool is not None:
+                await reconcile.disable_revoked(self.pool, self.url)
+        except Exception as e:  # noqa: BLE001 (retried at the next connect)
+            log.warning("broker reconcile failed: %s", e)
+
+
+class _Quarantined:
+    """Stands for a message kept in quarantine by the consumer itself: ack, no result."""
+
+
+def create_consumer(runtime: Runtime) -> MqttConsumer | None:
+    """The MQTT consumer service, or None when EGENMON_MQTT_URL is not set."""
+    if runtime.settings.mqtt is None:
+        return None
+    pipeline = runtime.service("pipeline")
+    if pipeline is None:
+        raise RuntimeError("the MQTT consumer needs the ingest pipeline service")
+    return MqttConsumer(runtime.settings, pipeline, pool=runtime.pool)

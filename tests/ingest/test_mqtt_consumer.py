@@ -1,0 +1,301 @@
+"""The consumer's flow control and acknowledgement rules, with a stand-in pipeline.
+
+The broker is a real Mosquitto of this test's own (a shared subscription's members would
+otherwise outlive the test); only the pipeline, which has its own tests, is a fake here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from egenmon.devices.dynsec import DynsecClient
+from egenmon.devices.mosquitto import Mosquitto
+from egenmon.ingest.mqtt import ClientIdLock, MqttConsumer, device_from_topic, result_payload
+from egenmon.ingest.simulate_mqtt import DevicePublisher
+from egenmon.ingest.writer import WriteError
+from egenmon.settings import MqttUrl, load_settings
+
+PREFIX = "egenmon/v1"
+
+
+@pytest.fixture
+def broker(tmp_path) -> Iterator[Mosquitto]:  # noqa: ANN001
+    m = Mosquitto(tmp_path / "mqtt")
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def device(broker: Mosquitto) -> tuple[str, str]:
+    device_id, secret = f"dev-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with DynsecClient(MqttUrl(broker.mqtt_url)) as dyn:
+        dyn.add_device(device_id, secret, PREFIX)
+    return device_id, secret
+
+
+@dataclass
+class Result:
+    status: int = 200
+    accepted: int = 1
+    duplicates: int = 0
+    rejected: list = field(default_factory=list)
+    error: str | None = None
+    message_id: str | None = None
+
+    def body(self) -> dict:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+class FakePipeline:
+    """Counts calls; can hold them at a gate or fail the first `failures` of them."""
+
+    def __init__(self, failures: int = 0, always_fail: bool = False) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.calls: list[bytes] = []
+        self.committed: list[bytes] = []
+        self.active = 0
+        self.peak = 0
+        self.failures = failures
+        self.always_fail = always_fail
+
+    async def ingest(
+        self,
+        body: bytes,
+        *,
+        device_id: str,
+        source: str,
+        topic: str | None = None,
+        received_at: object = None,
+    ) -> Result:
+        assert source == "mqtt" and topic == f"{PREFIX}/devices/{device_id}/readings"
+        self.calls.append(body)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self.gate.wait()
+            if self.always_fail or self.failures > 0:
+                self.failures -= 1
+                raise WriteError("database down")
+            self.committed.append(body)
+            return Result(message_id=body.decode())
+        finally:
+            self.active -= 1
+
+    async def quarantine(self, **kw: object) -> None:
+        raise AssertionError("nothing here should be quarantined")
+
+
+def consumer(
+    broker: Mosquitto, pipeline: FakePipeline, client_id: str, inflight: int = 100
+) -> MqttConsumer:
+    settings = load_settings(mqtt_url=broker.mqtt_url, environment="test")
+    return MqttConsumer(settings, pipeline, inflight=inflight, client_id=client_id)
+
+
+async def until(predicate, limit: float = 10.0) -> None:  # noqa: ANN001
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def publish(
+    broker: Mosquitto, device: tuple[str, str], payloads: list[bytes], results: bool = False
+) -> DevicePublisher:
+    pub = DevicePublisher("127.0.0.1", broker.port, *device, results=results)
+    await asyncio.to_thread(pub.connect)
+    for p in payloads:
+        pub.publish(p)
+    assert await asyncio.to_thread(pub.wait_published, 10)
+    return pub
+
+
+def test_device_from_topic_takes_the_id_from_a_readings_topic_only():
+    assert device_from_topic("egenmon/v1/devices/omron-1/readings", PREFIX) == "omron-1"
+    assert device_from_topic("egenmon/v1/devices/omron-1/results", PREFIX) is None
+    assert device_from_topic("egenmon/v1/devices//readings", PREFIX) is None
+    assert device_from_topic("egenmon/v1/devices/a/b/readings", PREFIX) is None
+    assert device_from_topic("other/v1/devices/omron-1/readings", PREFIX) is None
+
+
+def test_result_payload_is_the_http_body_plus_the_message_id():
+    r = Result(accepted=2, duplicates=1, rejected=[{"index": 2, "error": "x"}], message_id="m-1")
+    assert result_payload(r) == (
+        b'{"accepted":2,"duplicates":1,"rejected":[{"index":2,"error":"x"}],"message_id":"m-1"}'
+    )
+
+
+def test_a_waiting_pipeline_holds_messages_back_in_the_broker(broker, device):
+    async def run() -> None:
+        pipeline = FakePipeline()
+        pipeline.gate.clear()
+        c = consumer(broker, pipeline, "c-flow", inflight=5)
+        await c.start()
+        await until(c.is_connected)
+        pub = await publish(broker, device, [str(i).encode() for i in range(40)])
+        await until(lambda: len(pipeline.calls) == 5)
+        await asyncio.sleep(0.5)  # give the broker every chance to overrun the bound
+        assert len(pipeline.calls) == 5 and c.received == 5 and pipeline.peak == 5
+        pipeline.gate.set()
+        await until(lambda: len(pipeline.committed) == 40)
+        assert sorted(int(b) for b in pipeline.committed) == list(range(40))
+        assert pipeline.peak <= 5
+        await until(lambda: c.acknowledged == 40)
+        await c.stop()
+        pub.close()
+
+    asyncio.run(run())
+
+
+def test_a_failed_write_is_retried_and_acknowledged_only_after_commit(broker, device):
+    async def run() -> None:
+        pipeline = FakePipeline(failures=3)
+        c = consumer(broker, pipeline, "c-retry")
+        await c.start()
+        await until(c.is_connected)
+        pub = await publish(broker, device, [b"only"], results=True)
+        await until(lambda: len(pipeline.committed) == 1)
+        assert len(pipeline.calls) == 4
+        await until(lambda: len(pub.results) == 1)
+        assert pub.results == [
+            {"accepted": 1, "duplicates": 0, "rejected": [], "message_id": "only"}
+        ]
+        await until(lambda: c.acknowledged == 1)
+        await c.stop()
+        # The same session again: the broker has nothing left to hand over.
+        again = FakePipeline()
+        c2 = consumer(broker, again, "c-retry")
+        await c2.start()
+        await until(c2.is_connected)
+        await asyncio.sleep(0.5)
+        assert again.calls == []
+        await c2.stop()
+        pub.close()
+
+    asyncio.run(run())
+
+
+def test_a_message_not_committed_when_the_consumer_stops_is_handed_over_again(broker, device):
+    async def run() -> None:
+        down = FakePipeline(always_fail=True)
+        c = consumer(broker, down, "c-redeliver")
+        await c.start()
+        await until(c.is_connected)
+        pub = await publish(broker, device, [b"a", b"b", b"c"])
+        await until(lambda: len(down.calls) >= 3)
+        await c.stop()
+        assert c.acknowledged == 0
+        up = FakePipeline()
+        c2 = consumer(broker, up, "c-redeliver")
+        await c2.start()
+        await until(lambda: len(up.committed) == 3)
+        assert sorted(up.committed) == [b"a", b"b", b"c"]
+        await until(lambda: c2.acknowledged == 3)
+        await c2.stop()
+        pub.close()
+
+    asyncio.run(run())
+
+
+def test_two_consumers_share_the_subscription(broker, device):
+    async def run() -> None:
+        p1, p2 = FakePipeline(), FakePipeline()
+        c1, c2 = consumer(broker, p1, "c-share-1"), consumer(broker, p2, "c-share-2")
+        await c1.start()
+        await c2.start()
+        await until(lambda: c1.is_connected() and c2.is_connected())
+        pub = await publish(broker, device, [str(i).encode() for i in range(20)])
+        await until(lambda: len(p1.committed) + len(p2.committed) == 20)
+        assert p1.committed and p2.committed
+        assert sorted(int(b) for b in p1.committed + p2.committed) == list(range(20))
+        await c1.stop()
+        await c2.stop()
+        pub.close()
+
+    asyncio.run(run())
+
+
+def test_derived_client_ids_are_stable_slots_per_host_and_broker(broker):
+    settings = load_settings(mqtt_url=broker.mqtt_url, environment="test")
+    a, b = ClientIdLock(settings), ClientIdLock(settings)
+    first, second = a.acquire(), b.acquire()
+    assert first.startswith("egenmon-consumer-") and first.endswith("-0")
+    assert second.endswith("-1")
+    a.release()
+    c = ClientIdLock(settings)
+    assert c.acquire() == first  # a restarted consumer resumes the same session
+    b.release()
+    c.release()
+
+
+def test_read_ahead_socket_hands_out_small_pieces_of_one_large_read():
+    import socket
+
+    from egenmon.ingest.mqtt import ReadAheadSocket
+
+    a, b = socket.socketpair()
+    try:
+        b.setblocking(False)
+        sock = ReadAheadSocket(b)
+        a.sendall(b"\x30\x05hello\x40\x02\x00\x01")
+        # paho's way: one byte of header, then the rest in pieces.
+        assert sock.recv(1) == b"\x30"
+        assert sock.pending() == 10
+        assert sock.recv(1) == b"\x05"
+        assert sock.recv(5) == b"hello"
+        assert sock.recv(1) == b"\x40" and sock.recv(3) == b"\x02\x00\x01"
+        assert sock.pending() == 0
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)  # nothing buffered, nothing on the socket
+        a.close()
+        assert sock.recv(1) == b""  # the peer closed
+        assert sock.fileno() == b.fileno()
+    finally:
+        b.close()
+
+
+class BuggyPipeline(FakePipeline):
+    """Fails with a bug (not an outage) on every message; keeps what is quarantined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quarantined: list[dict] = []
+
+    async def ingest(self, body: bytes, **kw: object) -> Result:
+        raise ValueError("a bug")
+
+    async def quarantine(self, **kw: object) -> None:
+        self.quarantined.append(kw)
+
+
+def test_a_message_the_pipeline_fails_on_is_quarantined_and_acknowledged(broker, device):
+    async def run() -> None:
+        buggy = BuggyPipeline()
+        c = consumer(broker, buggy, "c-bug")
+        await c.start()
+        await until(c.is_connected)
+        pub = await publish(broker, device, [b"poison"])
+        await until(lambda: c.acknowledged == 1)
+        [entry] = buggy.quarantined
+        assert entry["raw"] == b"poison" and entry["reason"] == "internal error: ValueError"
+        assert entry["device_id"] == device[0] and entry["source"] == "mqtt"
+        await c.stop()
+        # Acknowledged, so it does not come back to loop again.
+        again = FakePipeline()
+        c2 = consumer(broker, again, "c-bug")
+        await c2.start()
+        await until(c2.is_connected)
+        await asyncio.sleep(0.5)
+        assert again.calls == []
+        await c2.stop()
+        pub.close()
+
+    asyncio.run(run())
