@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     )
     mqtt_url: str | None = Field(default=None, description="mqtt://user:pass@host:port")
     mqtt_topic_prefix: str = "egenmon/v1"
+    # The consumer's MQTT client id (its persistent session); default: from the host name.
+    mqtt_client_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
     timezone: str = "Europe/Stockholm"
     log_level: str = "INFO"
     # Signing key for access tokens (HS256) and paging cursors; refused if a placeholder
@@ -68,8 +72,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, v: str | None) -> str | None:
-        if v is not None and not (v.startswith("postgresql://") or v.startswith("postgres://")
-                                  or "=" in v):
+        if v is not None and not (
+            v.startswith("postgresql://") or v.startswith("postgres://") or "=" in v
+        ):
             raise ValueError("must be a libpq URL (postgresql://...) or key=value string")
         return v
 

@@ -40,6 +40,7 @@ def test_values_are_read_from_egenmon_variables(monkeypatch):
         ("EGENMON_MQTT_TOPIC_PREFIX", "egenmon/#", "EGENMON_MQTT_TOPIC_PREFIX"),
         ("EGENMON_POOL_MAX", "many", "EGENMON_POOL_MAX"),
         ("EGENMON_ENVIRONMENT", "staging", "EGENMON_ENVIRONMENT"),
+        ("EGENMON_MQTT_CLIENT_ID", "has space", "EGENMON_MQTT_CLIENT_ID"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(monkeypatch, var, value, named):

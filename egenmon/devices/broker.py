@@ -58,8 +58,13 @@ def platform_acls(prefix: str) -> list[dict]:
     control = "$CONTROL/dynamic-security/#"
     return [
         {"acltype": "subscribePattern", "topic": f"{prefix}/devices/+/readings", "allow": True},
-        {"acltype": "publishClientReceive", "topic": f"{prefix}/devices/+/readings",
-         "allow": True},
+        # Mosquitto checks a shared subscription against its full $share/... filter.
+        {
+            "acltype": "subscribePattern",
+            "topic": f"$share/egenmon/{prefix}/devices/+/readings",
+            "allow": True,
+        },
+        {"acltype": "publishClientReceive", "topic": f"{prefix}/devices/+/readings", "allow": True},
         {"acltype": "publishClientSend", "topic": f"{prefix}/devices/+/results", "allow": True},
         {"acltype": "publishClientSend", "topic": control, "allow": True},
         {"acltype": "publishClientReceive", "topic": control, "allow": True},
@@ -88,10 +93,18 @@ class BrokerConfig:
     mqtt_url: str
 
 
-def write_config(out: Path, *, port: int = 1883, host: str = "localhost",
-                 bind: str | None = None, prefix: str = "egenmon/v1", plugin: str | None = None,
-                 mount_dir: str | None = None, user: str | None = None,
-                 log_file: bool = False) -> BrokerConfig:
+def write_config(
+    out: Path,
+    *,
+    port: int = 1883,
+    host: str = "localhost",
+    bind: str | None = None,
+    prefix: str = "egenmon/v1",
+    plugin: str | None = None,
+    mount_dir: str | None = None,
+    user: str | None = None,
+    log_file: bool = False,
+) -> BrokerConfig:
     """Write `out/mosquitto.conf` and the files it needs; idempotent.
 
     An existing dynamic-security.json (with the devices added since) and the platform
@@ -108,12 +121,14 @@ def write_config(out: Path, *, port: int = 1883, host: str = "localhost",
         password = secrets.token_urlsafe(24)
         _write_private(secret_file, password + "\n")
         dynsec = {
-            "clients": [{
-                "username": PLATFORM_USER,
-                "textName": "egenmon platform",
-                **dynsec_password(password),
-                "roles": [{"rolename": "platform"}],
-            }],
+            "clients": [
+                {
+                    "username": PLATFORM_USER,
+                    "textName": "egenmon platform",
+                    **dynsec_password(password),
+                    "roles": [{"rolename": "platform"}],
+                }
+            ],
             "roles": [{"rolename": "platform", "acls": platform_acls(prefix)}],
             "groups": [],
             "defaultACLAccess": {

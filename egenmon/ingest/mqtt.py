@@ -115,7 +115,7 @@ class ClientIdLock:
         self.client_id = ""
 
     def acquire(self) -> str:
-        fixed = getattr(self.settings, "mqtt_client_id", None)
+        fixed = self.settings.mqtt_client_id
         if fixed:
             self.client_id = fixed
             return fixed

@@ -7,7 +7,6 @@ Transports stay thin: they authenticate, hand over the body and answer with the 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import gc
 import logging
@@ -197,16 +196,13 @@ class Pipeline:
             if quarantine
             else []
         )
+        written = await self.writer.write(rows)
         if rejects:
-            written, stored = await asyncio.gather(
-                self.writer.write(rows), self.store_quarantine(rejects), return_exceptions=True
-            )
-            for outcome in (written, stored):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        else:
-            written = await self.writer.write(rows)
-        assert isinstance(written, WriteResult)
+            # After the write, not beside it: a failed write is retried by the sender (503,
+            # or no MQTT ack), and its rejects must not be quarantined twice. A failed
+            # quarantine fails the message too, so the retry keeps them (the readings it
+            # wrote are then duplicates, which dedup absorbs).
+            await self.store_quarantine(rejects)
         self._count(source, written.accepted, written.duplicates, len(errors))
         self._observe(source, started)
         return IngestResult(

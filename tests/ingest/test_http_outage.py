@@ -102,3 +102,41 @@ def test_an_outage_answers_503_and_loses_nothing_acknowledged(
     missing = [n for n in acknowledged if f"m{n}" not in ids]
     assert missing == []  # every reading acknowledged is stored
     assert total[0] == total[1]  # and none twice
+
+
+def test_a_message_retried_after_an_outage_quarantines_its_rejects_once(
+    serve, device, pg_cluster, database_url
+):
+    base, _ = serve("--no-mqtt", "--no-scheduler")
+    name = database_url.rsplit("/", 1)[1]
+    body = orjson.dumps(
+        {
+            "message_id": "retry-me",
+            "readings": [
+                {"type": "heart_rate", "time": T0.isoformat(), "value": 70, "unit": "/min"},
+                {"type": "heart_rate", "time": T0.isoformat(), "value": 999, "unit": "/min"},
+            ],
+        }
+    )
+    with httpx.Client(base_url=base, timeout=10) as client:
+        # Warm the device caches, then cut the database away.
+        assert client.post(URL, content=b"{}", headers=auth(device["secret"])).status_code == 400
+        _cut(pg_cluster, name, allow=False)
+        try:
+            refused = client.post(URL, content=body, headers=auth(device["secret"]))
+            assert refused.status_code == 503
+        finally:
+            _cut(pg_cluster, name, allow=True)
+        deadline = time.monotonic() + 20
+        while True:
+            r = client.post(URL, content=body, headers=auth(device["secret"]))
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1 and len(r.json()["rejected"]) == 1
+    with psycopg.connect(database_url) as conn:  # the outage ended earlier connections
+        rows = conn.execute(
+            "SELECT reading_index FROM quarantine WHERE message_id = 'retry-me'"
+        ).fetchall()
+    assert rows == [(1,)]
