@@ -328,19 +328,9 @@ async def search_patients(ctx: Context, params: Params) -> dict[str, Any]:
             "restrict": restrict,
         }
         async with ctx.pool.connection() as conn:
-            if not count_only:
-                found = await store.search_patients(conn, **args, after=after, limit=q.count + 1)
-                assert isinstance(found, list)
-                more = len(found) > q.count
-                rows = found[: q.count]
-            if count_only or total_mode == "accurate":
-                counted = await store.search_patients(
-                    conn, **args, after=None, limit=None, count_only=True
-                )
-                assert isinstance(counted, int)
-                total = counted
-            elif after is None and not more:
-                total = len(rows)
+            rows, total, more = await _page(
+                store.search_patients, conn, args, after, q.count, count_only, total_mode
+            )
     await _log(
         ctx,
         "search",
@@ -382,6 +372,31 @@ async def read_device(ctx: Context, device_id: str) -> dict[str, Any]:
     return render_device(row)
 
 
+async def _page(
+    search: Any,
+    conn: Any,
+    args: dict[str, Any],
+    after: Any,
+    count: int,
+    count_only: bool,
+    total_mode: str | None,
+) -> tuple[list[dict[str, Any]], int | None, bool]:
+    """One keyset page (count + 1 rows tell whether there is more) and the total where
+    it is free or asked for: (rows, total, more)."""
+    rows: list[dict[str, Any]] = []
+    total: int | None = None
+    more = False
+    if not count_only:
+        found = await search(conn, **args, after=after, limit=count + 1)
+        more = len(found) > count
+        rows = found[:count]
+    if count_only or total_mode == "accurate":
+        total = await search(conn, **args, after=None, limit=None, count_only=True)
+    elif after is None and not more:
+        total = len(rows)
+    return rows, total, more
+
+
 async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
     ctx.principal.require("Device", "s")
     rest, total_mode = _pop_total(params)
@@ -399,19 +414,9 @@ async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
             total = 0
         else:
             args = {"patient_id": q.patient, "device_id": q.device_id, "restrict": restrict}
-            if not count_only:
-                found = await store.search_devices(conn, **args, after=after, limit=q.count + 1)
-                assert isinstance(found, list)
-                more = len(found) > q.count
-                rows = found[: q.count]
-            if count_only or total_mode == "accurate":
-                counted = await store.search_devices(
-                    conn, **args, after=None, limit=None, count_only=True
-                )
-                assert isinstance(counted, int)
-                total = counted
-            elif after is None and not more:
-                total = len(rows)
+            rows, total, more = await _page(
+                store.search_devices, conn, args, after, q.count, count_only, total_mode
+            )
     patients = {r["patient_id"] for r in rows if r["patient_id"]}
     if q.patient is not None:
         patients.add(q.patient)
@@ -472,19 +477,9 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
             total = 0
         else:
             args = {"patient_id": q.patient, "statuses": q.statuses, "restrict": restrict}
-            if not count_only:
-                found = await store.search_alerts(conn, **args, after=after, limit=q.count + 1)
-                assert isinstance(found, list)
-                more = len(found) > q.count
-                rows = found[: q.count]
-            if count_only or total_mode == "accurate":
-                counted = await store.search_alerts(
-                    conn, **args, after=None, limit=None, count_only=True
-                )
-                assert isinstance(counted, int)
-                total = counted
-            elif after is None and not more:
-                total = len(rows)
+            rows, total, more = await _page(
+                store.search_alerts, conn, args, after, q.count, count_only, total_mode
+            )
     patients = {r["patient_id"] for r in rows}
     if q.patient is not None:
         patients.add(q.patient)
