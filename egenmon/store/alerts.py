@@ -194,9 +194,13 @@ def load_devices(
 
     A device's last message is `devices.last_seen`; where that is missing or older than
     `stale_before`, its newest reading received since `since` is looked up instead.
+    Silence is counted from the binding's start, but never from before the device was
+    registered: a binding dated back (to take in a device's stored history) does not make
+    a device registered an hour ago inactive.
     """
     query = sql.SQL(
-        "SELECT b.patient_id::text, d.id, GREATEST(d.last_seen, x.seen), lower(b.during)"
+        "SELECT b.patient_id::text, d.id, GREATEST(d.last_seen, x.seen),"
+        " GREATEST(lower(b.during), d.created_at)"
         " FROM device_bindings b JOIN devices d ON d.id = b.device_id"
         " LEFT JOIN LATERAL (SELECT max(r.received_at) AS seen FROM readings r"
         "   WHERE (d.last_seen IS NULL OR d.last_seen < {stale})"

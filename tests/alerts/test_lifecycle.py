@@ -243,9 +243,12 @@ def test_patient_without_a_plan_is_watched_with_the_general_protocol(store, devi
     assert [(a["rule"], a["severity"]) for a in r.opened] == [("threshold", "high")]
 
 
-def test_silent_device_is_a_technical_deviation_not_a_clinical_one(store, cli, device, now):
+def test_silent_device_is_a_technical_deviation_not_a_clinical_one(
+    store, cli, device, now, conn
+):
     p, dev = device["patient"], device["id"]
     assert cli("plan", "set", "--patient", p, "--protocol", "heart_failure").code == 0
+    conn.execute("UPDATE devices SET created_at = %s WHERE id = %s", (now - 30 * 24 * H, dev))
     # The plan expects weight and blood pressure daily; the device's last readings came
     # four days ago.
     old = now - 96 * H
@@ -263,6 +266,17 @@ def test_silent_device_is_a_technical_deviation_not_a_clinical_one(store, cli, d
     # Still silent: no second alert, even after it is resolved.
     act(store.url, a["id"], "resolve")
     assert store.cycle(now + H).opened == []
+
+
+def test_a_device_registered_just_now_is_not_inactive_for_its_backdated_binding(
+    store, cli, device, now
+):
+    # Bound since 2020 (to take in stored history) but registered a moment ago: it has not
+    # been silent for 72 hours of anyone's observation.
+    p = device["patient"]
+    assert cli("plan", "set", "--patient", p, "--protocol", "heart_failure").code == 0
+    r = store.cycle(now)
+    assert r.opened == []  # neither inactive nor (with a plan set just now) missing data
 
 
 def test_missing_measurement_with_a_working_device_is_clinical(store, cli, device, now):

@@ -115,7 +115,12 @@ def test_deteriorating_patient_to_alert_care_contact_and_signed_webhook(
 ):
     worse, worse_dev = _patient(cli, care_unit, "heart_failure")
     stable, stable_dev = _patient(cli, care_unit, "heart_failure")
-    silent, _ = _patient(cli, care_unit, "heart_failure")  # bound since 2020, never sent
+    silent, silent_dev = _patient(cli, care_unit, "heart_failure")  # never sent anything
+    with psycopg.connect(database_url, autocommit=True) as conn:  # registered a month ago
+        conn.execute(
+            "UPDATE devices SET created_at = now() - interval '30 days' WHERE id = %s",
+            (silent_dev,),
+        )
     r = cli("webhook", "add", "--url", receiver.url, "--json")
     assert r.code == 0 and "secret" not in r.json  # EGENMON_WEBHOOK_SECRET signs
     receiver.script = [500]  # the first delivery fails and must be retried

@@ -203,6 +203,11 @@ def ward(cli, care_unit: str, database_url: str) -> Ward:  # noqa: ANN001
         )
         assert r.code == 0, r.err
         devices[pid] = r.json["id"]
+        with psycopg.connect(database_url, autocommit=True) as conn:  # in use for a month
+            conn.execute(
+                "UPDATE devices SET created_at = now() - interval '30 days' WHERE id = %s",
+                (r.json["id"],),
+            )
         simulate_patient(
             database_url, r.json["id"], pid, scenario, protocol, silent_hours=silent_hours
         )
