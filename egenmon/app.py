@@ -91,9 +91,10 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
             await pool.close()
 
     app = FastAPI(
-        title="egenmon", version="0.1.0", lifespan=lifespan,
-        description="Patient self-monitoring: device readings to FHIR R4, rules to care "
-                    "contacts.",
+        title="egenmon",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Patient self-monitoring: device readings to FHIR R4, rules to care contacts.",
     )
     for module, attr in ROUTERS:
         app.include_router(_load(module, attr))
@@ -107,10 +108,13 @@ async def auth_error(request: Request, exc: AuthError) -> Response:
     path = request.url.path
     if path.startswith("/fhir"):
         code = "login" if exc.status == 401 else "forbidden"
-        body = {"resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": code, "diagnostics": exc.message}]}
-        return JSONResponse(body, status_code=exc.status, headers=headers,
-                            media_type="application/fhir+json")
+        body = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": exc.message}],
+        }
+        return JSONResponse(
+            body, status_code=exc.status, headers=headers, media_type="application/fhir+json"
+        )
     if path.startswith("/ui") and exc.status == 401:
         return RedirectResponse("/login?next=" + path, status_code=303)
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)

@@ -72,9 +72,7 @@ class Principal:
 
     def allows(self, resource: str, action: str) -> bool:
         """Does a scope grant `action` (c, r, u, d or s) on `resource`?"""
-        return any(
-            (s.resource in ("*", resource)) and action in s.actions for s in self.scopes
-        )
+        return any((s.resource in ("*", resource)) and action in s.actions for s in self.scopes)
 
     def require(self, resource: str, action: str) -> None:
         if not self.allows(resource, action):
@@ -94,11 +92,13 @@ class Principal:
     def patient_filter(self) -> tuple[str, uuid.UUID] | None:
         """The restriction searches must apply: ('care_unit', id), ('patient', id) or None."""
         if self.role == "clinician":
-            return ("care_unit", self.care_unit_id) if self.care_unit_id else ("none",
-                                                                              uuid.UUID(int=0))
+            return (
+                ("care_unit", self.care_unit_id)
+                if self.care_unit_id
+                else ("none", uuid.UUID(int=0))
+            )
         if self.role == "patient":
-            return ("patient", self.patient_id) if self.patient_id else ("none",
-                                                                        uuid.UUID(int=0))
+            return ("patient", self.patient_id) if self.patient_id else ("none", uuid.UUID(int=0))
         return None
 
 
@@ -111,9 +111,16 @@ def parse_scopes(text: str) -> tuple[Scope, ...]:
     return tuple(out)
 
 
-def issue_token(settings: Settings, *, role: str, subject: str | None = None,
-                care_unit_id: uuid.UUID | None = None, patient_id: uuid.UUID | None = None,
-                scope: str | None = None, ttl_seconds: int | None = None) -> str:
+def issue_token(
+    settings: Settings,
+    *,
+    role: str,
+    subject: str | None = None,
+    care_unit_id: uuid.UUID | None = None,
+    patient_id: uuid.UUID | None = None,
+    scope: str | None = None,
+    ttl_seconds: int | None = None,
+) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "clinician" and not care_unit_id:
@@ -156,17 +163,26 @@ def decode_token(settings: Settings, token: str) -> Principal:
         raise AuthError(401, "the access token is malformed") from None
     try:
         if header.get("alg") == "HS256":
-            claims = jwt.decode(token, settings.signing_secret, algorithms=["HS256"],
-                                audience=AUDIENCE, issuer=ISSUER)
+            claims = jwt.decode(
+                token,
+                settings.signing_secret,
+                algorithms=["HS256"],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+            )
         elif settings.auth_jwks_file and settings.auth_issuer:
             keys = _jwks(settings.auth_jwks_file)
             kid = header.get("kid")
             key = next((k for k in keys.keys if kid is None or k.key_id == kid), None)
             if key is None:
                 raise AuthError(401, "the access token's key is unknown")
-            claims = jwt.decode(token, key.key, algorithms=["RS256", "ES256"],
-                                issuer=settings.auth_issuer,
-                                options={"verify_aud": False})
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256", "ES256"],
+                issuer=settings.auth_issuer,
+                options={"verify_aud": False},
+            )
         else:
             raise AuthError(401, "the access token's algorithm is not accepted")
     except jwt.ExpiredSignatureError:
@@ -185,8 +201,13 @@ def principal_from_claims(claims: dict) -> Principal:
         patient = uuid.UUID(claims["patient"]) if claims.get("patient") else None
     except ValueError:
         raise AuthError(401, "the access token's care_unit or patient is not an id") from None
-    return Principal(subject=str(claims.get("sub", "?")), role=role, care_unit_id=unit,
-                     patient_id=patient, scopes=parse_scopes(claims.get("scope", "")))
+    return Principal(
+        subject=str(claims.get("sub", "?")),
+        role=role,
+        care_unit_id=unit,
+        patient_id=patient,
+        scopes=parse_scopes(claims.get("scope", "")),
+    )
 
 
 def _role_from_scopes(scope: str) -> str | None:

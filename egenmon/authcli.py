@@ -13,8 +13,7 @@ from egenmon.store.cli import db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    tk = sub.add_parser("token", help="access tokens").add_subparsers(dest="action",
-                                                                        required=True)
+    tk = sub.add_parser("token", help="access tokens").add_subparsers(dest="action", required=True)
     p = command(tk, "issue", cmd_token_issue, "issue a signed access token")
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--care-unit", help="care unit id, HSA-id or name (clinician)")
@@ -36,9 +35,15 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> None:
             except admin.NotFound as e:
                 raise CommandError(str(e)) from None
     try:
-        token = issue_token(settings, role=args.role, subject=args.subject,
-                            care_unit_id=unit_id, patient_id=patient_id, scope=args.scope,
-                            ttl_seconds=args.ttl)
+        token = issue_token(
+            settings,
+            role=args.role,
+            subject=args.subject,
+            care_unit_id=unit_id,
+            patient_id=patient_id,
+            scope=args.scope,
+            ttl_seconds=args.ttl,
+        )
     except ValueError as e:
         raise CommandError(str(e)) from None
     emit(args, {"token": token}, token)

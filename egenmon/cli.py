@@ -52,8 +52,13 @@ def parse_time(value: str) -> dt.datetime:
     return t
 
 
-def command(sub: argparse._SubParsersAction, name: str, func: Callable[..., int | None],
-            help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+def command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[..., int | None],
+    help: str,
+    json_flag: bool = True,
+) -> argparse.ArgumentParser:
     """Add a sub-command whose handler is `func(args, settings)`."""
     p = sub.add_parser(name, help=help, description=help)
     if json_flag:

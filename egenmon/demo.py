@@ -56,16 +56,24 @@ def seed(conn: psycopg.Connection, settings: Settings, state_dir: Path) -> list[
     devices = []
     for i, (name, birth, serial, scenario, protocol) in enumerate(DEMO_PATIENTS):
         pnr = personnummer(birth, serial)
-        existing = conn.execute("SELECT id FROM patients WHERE personnummer = %s",
-                                (pnr,)).fetchone()
-        patient_id = existing[0] if existing else admin.add_patient(
-            conn, pnr, "personnummer", unit_id, name)
-        added = registry.add_device(
-            conn, settings, patient_id=str(patient_id), model="Demo Hub", since=since,
-            manufacturer="egenmon", device_id=f"demo-hub-{i + 1:02d}-{os.urandom(2).hex()}",
+        existing = conn.execute(
+            "SELECT id FROM patients WHERE personnummer = %s", (pnr,)
+        ).fetchone()
+        patient_id = (
+            existing[0] if existing else admin.add_patient(conn, pnr, "personnummer", unit_id, name)
         )
-        devices.append(DemoDevice(added.device_id, added.secret, str(patient_id), scenario,
-                                  protocol))
+        added = registry.add_device(
+            conn,
+            settings,
+            patient_id=str(patient_id),
+            model="Demo Hub",
+            since=since,
+            manufacturer="egenmon",
+            device_id=f"demo-hub-{i + 1:02d}-{os.urandom(2).hex()}",
+        )
+        devices.append(
+            DemoDevice(added.device_id, added.secret, str(patient_id), scenario, protocol)
+        )
         set_plan(conn, patient_id, make_plan(protocol), set_by="egenmon dev (demo)")
     fd = os.open(devices_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -102,8 +110,15 @@ def seed_clinician(conn: psycopg.Connection, state_dir: Path) -> tuple[str, str]
             unit_id = admin.find_care_unit(conn, DEMO_HSA_ID)
         except admin.NotFound:
             unit_id = admin.add_care_unit(conn, DEMO_UNIT, DEMO_HSA_ID)
-        web_store.add_user(conn, username, accounts.hash_password(password), "clinician",
-                           unit_id, DEMO_CLINICIAN_NAME, "sv")
+        web_store.add_user(
+            conn,
+            username,
+            accounts.hash_password(password),
+            "clinician",
+            unit_id,
+            DEMO_CLINICIAN_NAME,
+            "sv",
+        )
     elif new_password:
         # The database outlived the state folder: the printed password must work.
         web_store.set_password(conn, username, accounts.hash_password(password))

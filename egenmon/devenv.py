@@ -25,10 +25,15 @@ DB_NAME = "egenmon"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = command(sub, "dev", cmd_dev, "run the platform with a private database and broker",
-                json_flag=False)
-    p.add_argument("--state-dir", type=Path, default=Path(".egenmon"),
-                   help="where the private cluster, broker and demo state live")
+    p = command(
+        sub, "dev", cmd_dev, "run the platform with a private database and broker", json_flag=False
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".egenmon"),
+        help="where the private cluster, broker and demo state live",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-simulator", action="store_true", help="do not simulate devices")
 
@@ -95,8 +100,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
             say("starting the private PostgreSQL+TimescaleDB cluster")
             cluster.start()
             with connect(cluster.url(), autocommit=True) as conn:
-                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                    (DB_NAME,)).fetchone():
+                if not conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
+                ).fetchone():
                     conn.execute(f"CREATE DATABASE {DB_NAME}")
             env["EGENMON_DATABASE_URL"] = cluster.url(DB_NAME)
         if not settings.mqtt_url:
@@ -104,9 +110,18 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
             say("starting the private Mosquitto broker")
             broker.start()
             env["EGENMON_MQTT_URL"] = broker.mqtt_url
-        os.environ.update({k: env[k] for k in ("EGENMON_DATABASE_URL", "EGENMON_MQTT_URL",
-                                               "EGENMON_ENVIRONMENT", "EGENMON_AUTH_SECRET")
-                           if k in env})
+        os.environ.update(
+            {
+                k: env[k]
+                for k in (
+                    "EGENMON_DATABASE_URL",
+                    "EGENMON_MQTT_URL",
+                    "EGENMON_ENVIRONMENT",
+                    "EGENMON_AUTH_SECRET",
+                )
+                if k in env
+            }
+        )
         run_settings = load_settings()
         with connect(run_settings.require_database(), autocommit=True) as conn:
             ran = migrate(conn)
@@ -114,7 +129,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
                 say(f"applied {len(ran)} migration(s)")
             devices = seed(conn, run_settings, state)
         serve = subprocess.Popen(
-            [sys.executable, "-m", "egenmon", "serve", "--port", str(args.port)], env=env)
+            [sys.executable, "-m", "egenmon", "serve", "--port", str(args.port)], env=env
+        )
         children.append(serve)
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", serve)
         if not args.no_simulator:
@@ -159,13 +175,30 @@ def start_simulators(env: dict, state: Path, port: int, devices: list) -> list[s
     devices_file = state / "demo-devices.json"
     if not devices or not devices_file.exists():
         return []
-    say(f"simulating {len(devices)} demo devices ({SIMULATOR_DAYS} days of history, then "
-        "live)")
-    return [subprocess.Popen(
-        [sys.executable, "-m", "egenmon", "simulate", "--via", "http",
-         "--url", f"http://127.0.0.1:{port}", "--devices-file", str(devices_file),
-         "--days", str(SIMULATOR_DAYS), "--rate", str(SIMULATOR_RATE), "--json"],
-        env=env, stdout=subprocess.DEVNULL)]
+    say(f"simulating {len(devices)} demo devices ({SIMULATOR_DAYS} days of history, then live)")
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "egenmon",
+                "simulate",
+                "--via",
+                "http",
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--devices-file",
+                str(devices_file),
+                "--days",
+                str(SIMULATOR_DAYS),
+                "--rate",
+                str(SIMULATOR_RATE),
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+    ]
 
 
 def demo_logins(state: Path) -> list[str]:
@@ -176,5 +209,7 @@ def demo_logins(state: Path) -> list[str]:
     if login is None:
         return []
     username, password = login
-    return [f"clinician UI: log in as {username} with password {password} "
-            f"(kept in {state / 'demo-login.json'})"]
+    return [
+        f"clinician UI: log in as {username} with password {password} "
+        f"(kept in {state / 'demo-login.json'})"
+    ]

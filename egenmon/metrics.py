@@ -5,15 +5,19 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 READINGS = Counter(
-    "egenmon_readings_total", "Readings received, by source and outcome",
+    "egenmon_readings_total",
+    "Readings received, by source and outcome",
     ["source", "outcome"],  # outcome: accepted, rejected, duplicate
 )
 INGEST_LATENCY = Histogram(
-    "egenmon_ingest_latency_seconds", "From request or message to committed answer",
-    ["source"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    "egenmon_ingest_latency_seconds",
+    "From request or message to committed answer",
+    ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BATCH_ROWS = Histogram(
-    "egenmon_batch_rows", "Rows per committed batch",
+    "egenmon_batch_rows",
+    "Rows per committed batch",
     buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000),
 )
 MQTT_BACKLOG = Gauge("egenmon_mqtt_backlog", "MQTT messages received but not yet acknowledged")

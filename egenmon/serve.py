@@ -37,13 +37,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         check_database(settings)
     except DatabaseError as e:
         raise CommandError(str(e)) from None
-    roles = Roles(http=not args.no_http, mqtt=not args.no_mqtt,
-                  scheduler=not args.no_scheduler)
+    roles = Roles(http=not args.no_http, mqtt=not args.no_mqtt, scheduler=not args.no_scheduler)
     app = create_app(settings, roles)
     if roles.http:
-        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                access_log=False, lifespan="on", loop="uvloop",
-                                http="httptools", timeout_graceful_shutdown=10)
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=10,
+        )
         uvicorn.Server(config).run()
     else:
         asyncio.run(run_without_http(app))

@@ -47,9 +47,11 @@ def service_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_cluster(service_dir: Path) -> Iterator[Cluster]:
-    cluster = Cluster(service_dir / "pg", fsync=False,
-                      extra_conf={"timescaledb.max_background_workers": "0",
-                                  "max_locks_per_transaction": "256"})
+    cluster = Cluster(
+        service_dir / "pg",
+        fsync=False,
+        extra_conf={"timescaledb.max_background_workers": "0", "max_locks_per_transaction": "256"},
+    )
     cluster.start()
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
@@ -151,8 +153,15 @@ def cli(env: dict):  # noqa: ANN201
 
 @pytest.fixture
 def care_unit(cli) -> str:  # noqa: ANN001
-    r = cli("care-unit", "add", "--name", "Vårdcentralen Test", "--hsa-id",
-            f"SE2321000016-{uuid.uuid4().hex[:6]}", "--json")
+    r = cli(
+        "care-unit",
+        "add",
+        "--name",
+        "Vårdcentralen Test",
+        "--hsa-id",
+        f"SE2321000016-{uuid.uuid4().hex[:6]}",
+        "--json",
+    )
     assert r.code == 0, r.err
     return r.json["id"]
 
@@ -169,8 +178,9 @@ def make_personnummer(birth: str = "19800101") -> str:
 
 @pytest.fixture
 def patient(cli, care_unit: str) -> str:  # noqa: ANN001
-    r = cli("patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit,
-            "--json")
+    r = cli(
+        "patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit, "--json"
+    )
     assert r.code == 0, r.err
     return r.json["id"]
 
@@ -178,9 +188,19 @@ def patient(cli, care_unit: str) -> str:  # noqa: ANN001
 @pytest.fixture
 def device(cli, patient: str) -> dict:  # noqa: ANN001
     """A device bound to `patient` since 30 days ago: {"id", "secret", "patient"}."""
-    r = cli("device", "add", "--patient", patient, "--model", "Omron M7",
-            "--id", f"omron-{uuid.uuid4().hex[:10]}", "--since", "2020-01-01T00:00:00Z",
-            "--json")
+    r = cli(
+        "device",
+        "add",
+        "--patient",
+        patient,
+        "--model",
+        "Omron M7",
+        "--id",
+        f"omron-{uuid.uuid4().hex[:10]}",
+        "--since",
+        "2020-01-01T00:00:00Z",
+        "--json",
+    )
     assert r.code == 0, r.err
     return {**r.json, "patient": patient}
 
@@ -210,8 +230,9 @@ def serve(env: dict) -> Iterator:  # noqa: ANN201
         cmd = [sys.executable, "-m", "egenmon", "serve", *args]
         if http:
             cmd += ["--port", str(port)]
-        proc = subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
         if http:

@@ -20,8 +20,12 @@ def s(monkeypatch):
 def test_a_clinician_token_round_trips(s):
     token = issue_token(s, role="clinician", subject="nurse.anna", care_unit_id=UNIT)
     p = decode_token(s, token)
-    assert (p.subject, p.role, p.care_unit_id, p.patient_id) == ("nurse.anna", "clinician",
-                                                                UNIT, None)
+    assert (p.subject, p.role, p.care_unit_id, p.patient_id) == (
+        "nurse.anna",
+        "clinician",
+        UNIT,
+        None,
+    )
     assert p.allows("Observation", "r") and p.allows("Observation", "s")
     assert not p.allows("Observation", "c")
 
@@ -52,8 +56,9 @@ def test_expired_token_is_401(s):
 
 def test_token_signed_with_another_key_is_401(s):
     token = issue_token(s, role="admin")
-    forged = jwt.encode(jwt.decode(token, options={"verify_signature": False}), "y" * 40,
-                        algorithm="HS256")
+    forged = jwt.encode(
+        jwt.decode(token, options={"verify_signature": False}), "y" * 40, algorithm="HS256"
+    )
     with pytest.raises(AuthError) as e:
         decode_token(s, forged)
     assert e.value.status == 401

@@ -31,9 +31,21 @@ def dev_env() -> dict:
 
 def start_dev(state: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "egenmon", "dev", "--state-dir", str(state), "--port", str(port),
-         "--no-simulator"],
-        env=dev_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "egenmon",
+            "dev",
+            "--state-dir",
+            str(state),
+            "--port",
+            str(port),
+            "--no-simulator",
+        ],
+        env=dev_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -55,9 +67,21 @@ def test_dev_runs_refuses_a_second_copy_stops_cleanly_and_keeps_data(state_dir):
         devices = json.loads((state_dir / "demo-devices.json").read_text())
         assert len(devices) >= 3
         second = subprocess.run(
-            [sys.executable, "-m", "egenmon", "dev", "--state-dir", str(state_dir), "--port",
-             str(free_port()), "--no-simulator"],
-            env=dev_env(), capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "egenmon",
+                "dev",
+                "--state-dir",
+                str(state_dir),
+                "--port",
+                str(free_port()),
+                "--no-simulator",
+            ],
+            env=dev_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert second.returncode == 2
         assert "already running" in second.stderr

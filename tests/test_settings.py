@@ -24,7 +24,11 @@ def test_values_are_read_from_egenmon_variables(monkeypatch):
     monkeypatch.setenv("EGENMON_TIMEZONE", "UTC")
     s = load_settings()
     assert (s.mqtt.host, s.mqtt.port, s.mqtt.username, s.mqtt.password) == (
-        "broker", 1884, "dev", "pw@x")
+        "broker",
+        1884,
+        "dev",
+        "pw@x",
+    )
     assert s.tz.key == "UTC"
     assert "pw@x" not in repr(s.mqtt)
 

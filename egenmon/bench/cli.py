@@ -19,7 +19,8 @@ BENCHMARKS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks; one JSON object per line").add_subparsers(
-        dest="bench", metavar="NAME", required=True)
+        dest="bench", metavar="NAME", required=True
+    )
     for name, module in BENCHMARKS.items():
         try:
             mod = importlib.import_module(module)

@@ -42,9 +42,11 @@ class DynsecClient:
         self.close()
 
     def connect(self) -> None:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2,
-                        client_id=f"egenmon-admin-{uuid.uuid4().hex[:12]}",
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"egenmon-admin-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv311,
+        )
         c.username_pw_set(self.url.username, self.url.password)
         if self.url.tls:
             c.tls_set()
@@ -64,8 +66,9 @@ class DynsecClient:
         try:
             c.connect(self.url.host, self.url.port, keepalive=30)
         except OSError as e:
-            raise BrokerUnavailable(f"broker unreachable at {self.url.host}:{self.url.port}: "
-                                    f"{e}") from None
+            raise BrokerUnavailable(
+                f"broker unreachable at {self.url.host}:{self.url.port}: {e}"
+            ) from None
         c.loop_start()
         if not connected.wait(self.timeout) or result[0].is_failure:
             c.loop_stop()
@@ -90,8 +93,7 @@ class DynsecClient:
         assert self._client
         with self._lock:
             self._reply.clear()
-            info = self._client.publish(CONTROL, json.dumps({"commands": list(commands)}),
-                                        qos=1)
+            info = self._client.publish(CONTROL, json.dumps({"commands": list(commands)}), qos=1)
             info.wait_for_publish(self.timeout)
             if not self._reply.wait(self.timeout):
                 raise BrokerUnavailable("no answer from the broker's dynamic-security plugin")
@@ -109,20 +111,23 @@ class DynsecClient:
             ok_errors=("already exists",),
         )
         self.run(
-            {"command": "createClient", "username": device_id, "password": secret,
-             "roles": [{"rolename": role}]},
+            {
+                "command": "createClient",
+                "username": device_id,
+                "password": secret,
+                "roles": [{"rolename": role}],
+            },
         )
 
     def disable_device(self, device_id: str) -> None:
         """Locks the device out and drops a connected session at once."""
-        self.run({"command": "disableClient", "username": device_id},
-                 ok_errors=("not found",))
+        self.run({"command": "disableClient", "username": device_id}, ok_errors=("not found",))
 
     def delete_device(self, device_id: str) -> None:
-        self.run({"command": "deleteClient", "username": device_id},
-                 ok_errors=("not found",))
-        self.run({"command": "deleteRole", "rolename": device_role(device_id)},
-                 ok_errors=("not found",))
+        self.run({"command": "deleteClient", "username": device_id}, ok_errors=("not found",))
+        self.run(
+            {"command": "deleteRole", "rolename": device_role(device_id)}, ok_errors=("not found",)
+        )
 
     def list_clients(self) -> list[str]:
         r = self.run({"command": "listClients", "verbose": False})

@@ -30,8 +30,7 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, port: int | None = None,
-                 prefix: str = "egenmon/v1") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, prefix: str = "egenmon/v1") -> None:
         self.workdir = Path(workdir).absolute()
         self.port = port or free_port()
         self.prefix = prefix
@@ -47,9 +46,15 @@ class Mosquitto:
         # Mosquitto started as root drops to the 'mosquitto' user unless told otherwise;
         # our files belong to whoever runs us, so it stays that user.
         user = pwd.getpwuid(os.geteuid()).pw_name
-        self.config = write_config(self.workdir, port=self.port, host="127.0.0.1",
-                                   bind="127.0.0.1", prefix=self.prefix, user=user,
-                                   log_file=True)
+        self.config = write_config(
+            self.workdir,
+            port=self.port,
+            host="127.0.0.1",
+            bind="127.0.0.1",
+            prefix=self.prefix,
+            user=user,
+            log_file=True,
+        )
         return self.config
 
     def start(self, timeout: float = 10.0) -> None:
@@ -58,13 +63,16 @@ class Mosquitto:
         assert self.config
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.config.conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise MosquittoError(f"mosquitto exited with {self.proc.returncode}: "
-                                     f"{self.log_tail()}")
+                raise MosquittoError(
+                    f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return

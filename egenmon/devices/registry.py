@@ -32,9 +32,17 @@ def default_device_id(model: str) -> str:
     return f"{slug}-{secrets.token_hex(4)}"
 
 
-def add_device(conn: psycopg.Connection, settings: Settings, *, patient_id: str, model: str,
-               since: dt.datetime, manufacturer: str | None = None,
-               device_id: str | None = None, acquisition: str = "prescribed") -> AddedDevice:
+def add_device(
+    conn: psycopg.Connection,
+    settings: Settings,
+    *,
+    patient_id: str,
+    model: str,
+    since: dt.datetime,
+    manufacturer: str | None = None,
+    device_id: str | None = None,
+    acquisition: str = "prescribed",
+) -> AddedDevice:
     """Register a device bound to a patient from `since`, with broker credentials.
 
     The database row and the broker client are created together: if the broker is
@@ -48,9 +56,16 @@ def add_device(conn: psycopg.Connection, settings: Settings, *, patient_id: str,
     secret = new_secret()
     try:
         with conn.transaction():
-            admin.add_device(conn, device_id, model, secret_digest(secret),
-                             patient_id=uuid.UUID(str(patient["id"])), since=since,
-                             manufacturer=manufacturer, acquisition=acquisition)
+            admin.add_device(
+                conn,
+                device_id,
+                model,
+                secret_digest(secret),
+                patient_id=uuid.UUID(str(patient["id"])),
+                since=since,
+                manufacturer=manufacturer,
+                acquisition=acquisition,
+            )
             mqtt = "not configured"
             if settings.mqtt:
                 try:

@@ -37,12 +37,42 @@ from egenmon import metrics
 log = logging.getLogger("egenmon.writer")
 
 COLUMNS = (
-    "time", "patient_id", "device_id", "type", "code", "mdc", "value", "value2", "value3",
-    "unit", "on_oxygen", "note", "source", "dedup_key", "received_at", "message_id", "extra",
+    "time",
+    "patient_id",
+    "device_id",
+    "type",
+    "code",
+    "mdc",
+    "value",
+    "value2",
+    "value3",
+    "unit",
+    "on_oxygen",
+    "note",
+    "source",
+    "dedup_key",
+    "received_at",
+    "message_id",
+    "extra",
 )
 _TYPES = (
-    "timestamptz", "uuid", "text", "text", "text", "text", "float8", "float8", "float8",
-    "text", "bool", "text", "text", "text", "timestamptz", "text", "jsonb",
+    "timestamptz",
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "text",
+    "float8",
+    "float8",
+    "float8",
+    "text",
+    "bool",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
+    "jsonb",
 )
 _DEDUP = COLUMNS.index("dedup_key")
 _TIME = COLUMNS.index("time")
@@ -99,8 +129,14 @@ class BatchWriter:
 
     name = "writer"
 
-    def __init__(self, database_url: str, *, max_rows: int = 5000, max_delay_ms: float = 5.0,
-                 connections: int = 2) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        max_rows: int = 5000,
+        max_delay_ms: float = 5.0,
+        connections: int = 2,
+    ) -> None:
         self.url = database_url
         self.max_rows = max_rows
         self.max_delay = max_delay_ms / 1000.0
@@ -112,8 +148,9 @@ class BatchWriter:
 
     async def start(self) -> None:
         self._stopping = False
-        self._tasks = [asyncio.create_task(self._run(i), name=f"writer-{i}")
-                       for i in range(self.connections)]
+        self._tasks = [
+            asyncio.create_task(self._run(i), name=f"writer-{i}") for i in range(self.connections)
+        ]
 
     async def stop(self) -> None:
         """Write what is queued, then close."""
@@ -177,12 +214,16 @@ class BatchWriter:
                     results = await self._flush(conn, live)
                     backoff = 0.1
                 except (psycopg.Error, OSError) as e:
-                    log.warning("batch of %d rows failed: %s", sum(len(p.rows) for p in live),
-                                type(e).__name__)
+                    log.warning(
+                        "batch of %d rows failed: %s",
+                        sum(len(p.rows) for p in live),
+                        type(e).__name__,
+                    )
                     for p in live:
                         if not p.future.done():
-                            p.future.set_exception(WriteError(str(e).splitlines()[0]
-                                                              if str(e) else repr(e)))
+                            p.future.set_exception(
+                                WriteError(str(e).splitlines()[0] if str(e) else repr(e))
+                            )
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             await conn.close()
@@ -198,8 +239,9 @@ class BatchWriter:
         if conn is not None:
             await conn.close()
 
-    async def _flush(self, conn: psycopg.AsyncConnection,
-                     batch: list[_Pending]) -> list[WriteResult]:
+    async def _flush(
+        self, conn: psycopg.AsyncConnection, batch: list[_Pending]
+    ) -> list[WriteResult]:
         # Duplicates inside the batch are settled here (first one wins), so each caller's
         # count is exact; duplicates of stored rows are settled by the unique index.
         # A repeated dedup key is the only sign of a possible duplicate, and str hashes are
@@ -236,8 +278,10 @@ class BatchWriter:
         metrics.BATCH_ROWS.observe(len(rows_out))
         if len(rows_out) > SMALL_BATCH and time.monotonic() >= self._direct_after:
             if await self._copy_direct(conn, rows_out):
-                return [WriteResult(len(mine), dups)
-                        for mine, dups in zip(owners, dup_in_batch, strict=True)]
+                return [
+                    WriteResult(len(mine), dups)
+                    for mine, dups in zip(owners, dup_in_batch, strict=True)
+                ]
             self._direct_after = time.monotonic() + _DIRECT_BACKOFF_S
         for attempt in range(3):
             try:
@@ -251,8 +295,11 @@ class BatchWriter:
         results = []
         all_inserted = len(inserted) == len(rows_out)
         for mine, dups in zip(owners, dup_in_batch, strict=True):
-            ok = len(mine) if all_inserted else sum(
-                1 for row in mine if (row[_DEDUP], row[_TIME]) in inserted)
+            ok = (
+                len(mine)
+                if all_inserted
+                else sum(1 for row in mine if (row[_DEDUP], row[_TIME]) in inserted)
+            )
             results.append(WriteResult(ok, dups + len(mine) - ok))
         return results
 
@@ -267,20 +314,20 @@ class BatchWriter:
             return False
         return True
 
-    async def _insert_new(self, conn: psycopg.AsyncConnection,
-                          rows: list[tuple]) -> set[tuple]:
+    async def _insert_new(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> set[tuple]:
         """Insert the rows not stored yet; returns the (dedup key, time) of those."""
         async with conn.cursor() as cur:
             if len(rows) == 1:
                 [row] = rows
                 if row[_EXTRA] is not None and not isinstance(row[_EXTRA], Jsonb):
-                    row = (*row[:_EXTRA], Jsonb(row[_EXTRA]), *row[_EXTRA + 1:])
+                    row = (*row[:_EXTRA], Jsonb(row[_EXTRA]), *row[_EXTRA + 1 :])
                 await cur.execute(_INSERT_ONE, row, prepare=True)
             elif len(rows) <= SMALL_BATCH:
                 columns = [list(c) for c in zip(*rows, strict=True)]
                 # COPY takes dicts for jsonb as they are; an array parameter needs Jsonb.
-                columns[_EXTRA] = [None if x is None or isinstance(x, Jsonb) else Jsonb(x)
-                                   for x in columns[_EXTRA]]
+                columns[_EXTRA] = [
+                    None if x is None or isinstance(x, Jsonb) else Jsonb(x) for x in columns[_EXTRA]
+                ]
                 await cur.execute(_INSERT_SMALL, columns, prepare=True)
             else:
                 async with conn.transaction():

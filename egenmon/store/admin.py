@@ -45,8 +45,13 @@ def find_care_unit(conn: psycopg.Connection, ref: str) -> uuid.UUID:
     return row[0][0]
 
 
-def add_patient(conn: psycopg.Connection, number: str, kind: str, care_unit_id: uuid.UUID,
-                display_name: str | None = None) -> uuid.UUID:
+def add_patient(
+    conn: psycopg.Connection,
+    number: str,
+    kind: str,
+    care_unit_id: uuid.UUID,
+    display_name: str | None = None,
+) -> uuid.UUID:
     try:
         row = conn.execute(
             "INSERT INTO patients (personnummer, identifier_kind, care_unit_id, display_name)"
@@ -71,9 +76,17 @@ def get_patient(conn: psycopg.Connection, patient_id: uuid.UUID | str) -> dict[s
     return row
 
 
-def add_device(conn: psycopg.Connection, device_id: str, model: str, secret_sha256: bytes, *,
-               patient_id: uuid.UUID, since: dt.datetime, manufacturer: str | None = None,
-               acquisition: str = "prescribed") -> None:
+def add_device(
+    conn: psycopg.Connection,
+    device_id: str,
+    model: str,
+    secret_sha256: bytes,
+    *,
+    patient_id: uuid.UUID,
+    since: dt.datetime,
+    manufacturer: str | None = None,
+    acquisition: str = "prescribed",
+) -> None:
     """A device and its first binding, in one transaction."""
     with conn.transaction():
         try:
@@ -92,8 +105,13 @@ def add_device(conn: psycopg.Connection, device_id: str, model: str, secret_sha2
         bind_device(conn, device_id, patient_id, since)
 
 
-def bind_device(conn: psycopg.Connection, device_id: str, patient_id: uuid.UUID,
-                since: dt.datetime, until: dt.datetime | None = None) -> int:
+def bind_device(
+    conn: psycopg.Connection,
+    device_id: str,
+    patient_id: uuid.UUID,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+) -> int:
     """Bind a device to a patient over [since, until); the database refuses overlaps."""
     try:
         with conn.transaction():
@@ -123,7 +141,8 @@ def end_binding(conn: psycopg.Connection, device_id: str, at: dt.datetime) -> in
 def revoke_device(conn: psycopg.Connection, device_id: str) -> None:
     cur = conn.execute(
         "UPDATE devices SET status = 'revoked', revoked_at = coalesce(revoked_at, now())"
-        " WHERE id = %s", (device_id,),
+        " WHERE id = %s",
+        (device_id,),
     )
     if cur.rowcount == 0:
         raise NotFound(f"unknown device {device_id!r}")
@@ -133,20 +152,36 @@ def get_device(conn: psycopg.Connection, device_id: str) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "SELECT id, model, manufacturer, acquisition, status, created_at, revoked_at,"
-            " last_seen, battery FROM devices WHERE id = %s", (device_id,),
+            " last_seen, battery FROM devices WHERE id = %s",
+            (device_id,),
         ).fetchone()
     if not row:
         raise NotFound(f"unknown device {device_id!r}")
     return row
 
 
-def record_access(conn: psycopg.Connection, *, actor: str, role: str, action: str,
-                  resource: str, patient_ids: list[uuid.UUID] | None = None,
-                  care_unit_id: uuid.UUID | None = None, detail: Any = None) -> None:
+def record_access(
+    conn: psycopg.Connection,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    resource: str,
+    patient_ids: list[uuid.UUID] | None = None,
+    care_unit_id: uuid.UUID | None = None,
+    detail: Any = None,
+) -> None:
     """Append to the access log (patientdatalagen 4:3)."""
     conn.execute(
         "INSERT INTO access_log (actor, role, care_unit_id, action, resource, patient_ids,"
         " detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (actor, role, care_unit_id, action, resource, patient_ids or [],
-         psycopg.types.json.Jsonb(detail) if detail is not None else None),
+        (
+            actor,
+            role,
+            care_unit_id,
+            action,
+            resource,
+            patient_ids or [],
+            psycopg.types.json.Jsonb(detail) if detail is not None else None,
+        ),
     )

@@ -16,15 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     command(sub, "migrate", cmd_migrate, "apply schema migrations (idempotent)")
 
     cu = sub.add_parser("care-unit", help="care units (vårdenheter)").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     p = command(cu, "add", cmd_care_unit_add, "register a care unit")
     p.add_argument("--name", required=True)
     p.add_argument("--hsa-id", required=True, help="the unit's HSA-id")
 
     pa = sub.add_parser("patient", help="patients").add_subparsers(dest="action", required=True)
     p = command(pa, "add", cmd_patient_add, "register a patient")
-    p.add_argument("--personnummer", required=True,
-                   help="personnummer or samordningsnummer, twelve digits")
+    p.add_argument(
+        "--personnummer", required=True, help="personnummer or samordningsnummer, twelve digits"
+    )
     p.add_argument("--care-unit", required=True, help="care unit id, HSA-id or name")
     p.add_argument("--name", help="display name for the clinician UI")
 
@@ -44,9 +46,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
         except DatabaseError as e:
             raise CommandError(str(e)) from None
     names = [f"{m.version:04d}_{m.name}" for m in ran]
-    emit(args, {"applied": names, "timescaledb": version},
-         f"applied {len(names)} migration(s){': ' + ', '.join(names) if names else ''}"
-         f" (TimescaleDB {version})")
+    emit(
+        args,
+        {"applied": names, "timescaledb": version},
+        f"applied {len(names)} migration(s){': ' + ', '.join(names) if names else ''}"
+        f" (TimescaleDB {version})",
+    )
 
 
 def cmd_care_unit_add(args: argparse.Namespace, settings: Settings) -> None:

@@ -54,8 +54,14 @@ def _run_as() -> str | None:
 class Cluster:
     """A PostgreSQL cluster in `datadir`, started on 127.0.0.1:`port`."""
 
-    def __init__(self, datadir: Path, port: int | None = None, *, fsync: bool = True,
-                 extra_conf: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        datadir: Path,
+        port: int | None = None,
+        *,
+        fsync: bool = True,
+        extra_conf: dict[str, str] | None = None,
+    ) -> None:
         self.datadir = Path(datadir).absolute()
         self.port = port or free_port()
         self.fsync = fsync
@@ -88,10 +94,15 @@ class Cluster:
     def init(self) -> None:
         """initdb with TimescaleDB preloaded; local trust auth, listening on loopback only."""
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        if self.user and subprocess.run(
-            ["runuser", "-u", self.user, "--", "test", "-x", str(self.datadir.parent)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ).returncode != 0:
+        if (
+            self.user
+            and subprocess.run(
+                ["runuser", "-u", self.user, "--", "test", "-x", str(self.datadir.parent)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            != 0
+        ):
             raise ClusterError(
                 f"as root, PostgreSQL runs as '{self.user}', which cannot reach "
                 f"{self.datadir.parent}: make its parent folders traversable (chmod o+x) "
@@ -102,9 +113,20 @@ class Cluster:
         self.logfile.touch()
         self._chown(self.logfile)
         subprocess.run(
-            self._cmd(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
-                      "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            self._cmd(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.superuser,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         conf = {
             "listen_addresses": "'127.0.0.1'",
@@ -128,9 +150,20 @@ class Cluster:
             self.init()
         self._set_port()
         proc = subprocess.run(
-            self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l",
-                      str(self.logfile), "-w", "-t", str(int(timeout)), "start"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            self._cmd(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         if proc.returncode != 0:
             tail = self.log_tail()
@@ -150,15 +183,18 @@ class Cluster:
         if not (self.datadir / "postmaster.pid").exists():
             return
         subprocess.run(
-            self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w",
-                      "stop"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            self._cmd(
+                str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def is_running(self) -> bool:
         return (self.datadir / "postmaster.pid").exists() and subprocess.run(
             self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         ).returncode == 0
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -50,8 +50,13 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
 def make_pool(url: str, min_size: int = 2, max_size: int = 10) -> AsyncConnectionPool:
     """The service's pool; opened by the app at start-up, never at import time."""
     return AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, open=False, configure=_configure,
-        kwargs={"autocommit": True}, name="egenmon",
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        configure=_configure,
+        kwargs={"autocommit": True},
+        name="egenmon",
     )
 
 

@@ -243,9 +243,7 @@ def test_patient_without_a_plan_is_watched_with_the_general_protocol(store, devi
     assert [(a["rule"], a["severity"]) for a in r.opened] == [("threshold", "high")]
 
 
-def test_silent_device_is_a_technical_deviation_not_a_clinical_one(
-    store, cli, device, now, conn
-):
+def test_silent_device_is_a_technical_deviation_not_a_clinical_one(store, cli, device, now, conn):
     p, dev = device["patient"], device["id"]
     assert cli("plan", "set", "--patient", p, "--protocol", "heart_failure").code == 0
     conn.execute("UPDATE devices SET created_at = %s WHERE id = %s", (now - 30 * 24 * H, dev))

@@ -10,8 +10,11 @@ from egenmon.devices.broker import write_config
 
 
 def connect(port: int, username: str, password: str) -> tuple[mqtt.Client, object]:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{username}-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{username}-{time.monotonic_ns()}",
+        protocol=mqtt.MQTTv5,
+    )
     c.username_pw_set(username, password)
     done = threading.Event()
     result = {}

@@ -13,11 +13,23 @@ T0 = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)
 def row(patient, i: int, *, key: str | None = None, extra=None) -> tuple:
     t = T0 + dt.timedelta(minutes=i)
     values = {
-        "time": t, "patient_id": patient, "device_id": "dev-1", "type": "heart_rate",
-        "code": "8867-4", "mdc": "149546", "value": 60.0 + i, "value2": None, "value3": None,
-        "unit": "/min", "on_oxygen": None, "note": None, "source": "http",
-        "dedup_key": key or f"dev-1|heart_rate|{t.isoformat()}", "received_at": T0,
-        "message_id": None, "extra": extra,
+        "time": t,
+        "patient_id": patient,
+        "device_id": "dev-1",
+        "type": "heart_rate",
+        "code": "8867-4",
+        "mdc": "149546",
+        "value": 60.0 + i,
+        "value2": None,
+        "value3": None,
+        "unit": "/min",
+        "on_oxygen": None,
+        "note": None,
+        "source": "http",
+        "dedup_key": key or f"dev-1|heart_rate|{t.isoformat()}",
+        "received_at": T0,
+        "message_id": None,
+        "extra": extra,
     }
     return tuple(values[c] for c in COLUMNS)
 
@@ -26,6 +38,7 @@ def row(patient, i: int, *, key: str | None = None, extra=None) -> tuple:
 def stored(conn):
     def count() -> int:
         return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+
     return count
 
 
@@ -102,7 +115,8 @@ def test_extra_json_is_stored(database_url, conn):
 
     assert run(go()).accepted == 1
     assert conn.execute("SELECT extra FROM readings").fetchone()[0] == {
-        "interpretation": [{"text": "H"}]}
+        "interpretation": [{"text": "H"}]
+    }
 
 
 def test_a_database_error_fails_the_batch_and_stores_nothing(database_url, stored):
@@ -114,8 +128,9 @@ def test_a_database_error_fails_the_batch_and_stores_nothing(database_url, store
         w = BatchWriter(database_url, max_delay_ms=50, connections=1)
         await w.start()
         try:
-            results = await asyncio.gather(w.write([row(patient, 0)]), w.write([tuple(bad)]),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                w.write([row(patient, 0)]), w.write([tuple(bad)]), return_exceptions=True
+            )
             later = await w.write([row(patient, 2)])  # the writer recovers
             return results, later
         finally:

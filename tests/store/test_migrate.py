@@ -58,7 +58,11 @@ def test_start_up_refuses_a_database_without_timescaledb(pg_cluster, monkeypatch
 
 
 def test_readings_index_serves_patient_code_time(conn):
-    indexes = {r[0]: r[1] for r in conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'")}
-    assert "(patient_id, code, \"time\" DESC)" in indexes["readings_patient_code_time"]
+    indexes = {
+        r[0]: r[1]
+        for r in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'"
+        )
+    }
+    assert '(patient_id, code, "time" DESC)' in indexes["readings_patient_code_time"]
     assert "UNIQUE" in indexes["readings_dedup"]

@@ -14,8 +14,10 @@ def two_patients(conn, care_unit):
     from tests.conftest import make_personnummer
 
     unit = uuid.UUID(care_unit)
-    return (admin.add_patient(conn, make_personnummer(), "personnummer", unit),
-            admin.add_patient(conn, make_personnummer(), "personnummer", unit))
+    return (
+        admin.add_patient(conn, make_personnummer(), "personnummer", unit),
+        admin.add_patient(conn, make_personnummer(), "personnummer", unit),
+    )
 
 
 def test_overlapping_bindings_are_refused_by_the_database(conn, two_patients):
@@ -25,7 +27,9 @@ def test_overlapping_bindings_are_refused_by_the_database(conn, two_patients):
     with pytest.raises(psycopg.errors.ExclusionViolation):
         conn.execute(
             "INSERT INTO device_bindings (device_id, patient_id, during)"
-            " VALUES ('cuff-1', %s, tstzrange(%s, NULL))", (b, T0 + dt.timedelta(days=3)))
+            " VALUES ('cuff-1', %s, tstzrange(%s, NULL))",
+            (b, T0 + dt.timedelta(days=3)),
+        )
 
 
 def test_a_device_moves_between_patients_without_overlap(conn, two_patients):
@@ -36,7 +40,8 @@ def test_a_device_moves_between_patients_without_overlap(conn, two_patients):
     admin.bind_device(conn, "cuff-2", b, moved)
     rows = conn.execute(
         "SELECT patient_id, lower(during), upper(during) FROM device_bindings"
-        " WHERE device_id = 'cuff-2' ORDER BY lower(during)").fetchall()
+        " WHERE device_id = 'cuff-2' ORDER BY lower(during)"
+    ).fetchall()
     assert rows == [(a, T0, moved), (b, moved, None)]
 
 
@@ -44,16 +49,26 @@ def test_binding_the_same_time_twice_is_a_conflict(conn, two_patients):
     a, b = two_patients
     admin.add_device(conn, "cuff-3", "M7", b"x" * 32, patient_id=a, since=T0)
     with pytest.raises(admin.Conflict, match="already bound"):
-        admin.bind_device(conn, "cuff-3", b, T0 - dt.timedelta(days=1),
-                          T0 + dt.timedelta(seconds=1))
+        admin.bind_device(
+            conn, "cuff-3", b, T0 - dt.timedelta(days=1), T0 + dt.timedelta(seconds=1)
+        )
 
 
 def test_access_log_is_append_only(conn, two_patients):
-    admin.record_access(conn, actor="nurse", role="clinician", action="read",
-                        resource="Observation", patient_ids=[two_patients[0]])
+    admin.record_access(
+        conn,
+        actor="nurse",
+        role="clinician",
+        action="read",
+        resource="Observation",
+        patient_ids=[two_patients[0]],
+    )
     assert conn.execute("SELECT count(*) FROM access_log").fetchone()[0] == 1
-    for sql in ("UPDATE access_log SET actor = 'x'", "DELETE FROM access_log",
-                "TRUNCATE access_log"):
+    for sql in (
+        "UPDATE access_log SET actor = 'x'",
+        "DELETE FROM access_log",
+        "TRUNCATE access_log",
+    ):
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             conn.execute(sql)
     assert conn.execute("SELECT actor FROM access_log").fetchone()[0] == "nurse"
@@ -65,5 +80,8 @@ def test_personnummer_is_unique_and_twelve_digits(conn, care_unit):
     with pytest.raises(admin.Conflict):
         admin.add_patient(conn, "191212121212", "personnummer", unit)
     with pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("INSERT INTO patients (personnummer, identifier_kind, care_unit_id)"
-                     " VALUES ('1912121212', 'personnummer', %s)", (unit,))
+        conn.execute(
+            "INSERT INTO patients (personnummer, identifier_kind, care_unit_id)"
+            " VALUES ('1912121212', 'personnummer', %s)",
+            (unit,),
+        )
