@@ -80,7 +80,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
     state: Path = args.state_dir.absolute()
     state.mkdir(parents=True, exist_ok=True)
+    # Also for SIGINT: a shell that starts us in the background ignores it by default.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     lock_fd = _lock(state)
     cluster: Cluster | None = None
     broker: Mosquitto | None = None
