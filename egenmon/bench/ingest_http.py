@@ -32,10 +32,8 @@ import gc
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,7 +50,7 @@ from egenmon.ingest.normalise import Binding, normalise
 from egenmon.ingest.writer import _TYPES, COLUMNS
 from egenmon.settings import Settings
 from egenmon.store import admin
-from egenmon.store.cluster import Cluster, free_port
+from egenmon.store.cluster import free_port, throwaway_database
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon_bench"
@@ -98,7 +96,9 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
     if args.readings < 1 or args.clients < 1 or not 1 <= args.batch <= 1000:
         raise ValueError("--readings and --clients must be positive, --batch 1 to 1000")
     with contextlib.ExitStack() as stack:
-        url = settings.database_url or stack.enter_context(_throwaway_database())
+        url = settings.database_url or stack.enter_context(
+            throwaway_database("egenmon-bench-http-", dbname=DB_NAME)
+        )
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
             devices = _register(conn, args.devices)
@@ -107,23 +107,6 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
 
 
 # -- environment ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _throwaway_database() -> Iterator[str]:
-    folder = Path(tempfile.mkdtemp(prefix="egenmon-bench-"))
-    os.chmod(folder, 0o755)  # noqa: S103 (the postgres user must reach its data folder)
-    cluster = Cluster(
-        folder / "pg", fsync=True, extra_conf={"timescaledb.max_background_workers": "0"}
-    )
-    try:
-        cluster.start()
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-        yield cluster.url(DB_NAME)
-    finally:
-        cluster.destroy()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _register(conn: psycopg.Connection, n: int) -> list[Device]:

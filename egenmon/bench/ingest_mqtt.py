@@ -54,7 +54,7 @@ from egenmon.ingest.mqtt import SUBSCRIBER_PROTOCOL
 from egenmon.ingest.simulate_mqtt import DevicePublisher
 from egenmon.settings import MqttUrl, Settings, load_settings
 from egenmon.store import admin
-from egenmon.store.cluster import Cluster
+from egenmon.store.cluster import throwaway_database
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon_bench"
@@ -125,7 +125,9 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
         workdir = Path(tempfile.mkdtemp(prefix="egenmon-bench-mqtt-"))
         os.chmod(workdir, 0o755)  # noqa: S103 (the postgres user must reach its data folder)
         stack.callback(shutil.rmtree, workdir, True)
-        db_url = settings.database_url or stack.enter_context(_throwaway_database(workdir))
+        db_url = settings.database_url or stack.enter_context(
+            throwaway_database("egenmon-bench-mqtt-", dbname=DB_NAME)
+        )
         mqtt_url = settings.mqtt_url or stack.enter_context(_private_broker(workdir))
         bench_settings = load_settings(
             database_url=db_url, mqtt_url=mqtt_url, mqtt_topic_prefix=settings.mqtt_topic_prefix
@@ -166,20 +168,6 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
 
 
 # -- environment ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _throwaway_database(workdir: Path) -> Iterator[str]:
-    cluster = Cluster(
-        workdir / "pg", fsync=True, extra_conf={"timescaledb.max_background_workers": "0"}
-    )
-    try:
-        cluster.start()
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-        yield cluster.url(DB_NAME)
-    finally:
-        cluster.destroy()
 
 
 @contextlib.contextmanager

@@ -33,28 +33,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from egenmon import metrics
+from egenmon.ingest.normalise import COLUMNS
 
 log = logging.getLogger("egenmon.writer")
 
-COLUMNS = (
-    "time",
-    "patient_id",
-    "device_id",
-    "type",
-    "code",
-    "mdc",
-    "value",
-    "value2",
-    "value3",
-    "unit",
-    "on_oxygen",
-    "note",
-    "source",
-    "dedup_key",
-    "received_at",
-    "message_id",
-    "extra",
-)
+# The row shape is the pure normaliser's; the writer only adds the COPY types.
 _TYPES = (
     "timestamptz",
     "uuid",

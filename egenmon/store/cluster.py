@@ -7,13 +7,16 @@ PostgreSQL refuses to run as root, so as root the cluster is owned by and run as
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -217,3 +220,26 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
         self.logfile.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def throwaway_database(
+    prefix: str = "egenmon-", *, fsync: bool = True, dbname: str = "egenmon"
+) -> Iterator[str]:
+    """A private cluster in a temporary folder with one empty database; yields its URL and
+    removes everything afterwards (benchmarks)."""
+    import psycopg
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(folder, 0o755)  # noqa: S103 (the postgres user must reach its data folder)
+    cluster = Cluster(
+        folder / "pg", fsync=fsync, extra_conf={"timescaledb.max_background_workers": "0"}
+    )
+    try:
+        cluster.start()
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {dbname}")
+        yield cluster.url(dbname)
+    finally:
+        cluster.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
