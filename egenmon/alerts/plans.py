@@ -1,7 +1,7 @@
 """Monitoring plans: what a patient is expected to measure, how often, and which limits
 make a reading a deviation.
 
-Facts come from /work/shared/design/clinical.md ("Home-monitoring rules in practice" and
+Facts come from the design notes, clinical.md ("Home-monitoring rules in practice" and
 the NEWS2 table); each default below names its source. A plan stores only what a
 clinician set for the patient (protocol, individual limits, scale 2); the protocol
 defaults are applied when the plan is read (`Plan.effective_thresholds`), so a corrected
