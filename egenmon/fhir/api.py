@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -155,19 +156,27 @@ async def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request), _STARTED))
 
 
+# What each resource's read and search call; Flag and Task share the alert functions.
+_READ: dict[str, Any] = {
+    "Observation": reads.read_observation,
+    "Patient": reads.read_patient,
+    "Device": reads.read_device,
+    "Flag": lambda ctx, ident: reads.read_alert(ctx, "Flag", ident),
+    "Task": lambda ctx, ident: reads.read_alert(ctx, "Task", ident),
+}
+_SEARCH: dict[str, Any] = {
+    "Observation": reads.search_observations,
+    "Patient": reads.search_patients,
+    "Device": reads.search_devices,
+    "Flag": lambda ctx, params: reads.search_alerts(ctx, "Flag", params),
+    "Task": lambda ctx, params: reads.search_alerts(ctx, "Task", params),
+}
+
+
 def _reader(resource: str) -> Handler:
     async def read(request: Request) -> Response:
         ctx = await _context(request)
-        ident = request.path_params["id"]
-        if resource == "Observation":
-            body = await reads.read_observation(ctx, ident)
-        elif resource == "Patient":
-            body = await reads.read_patient(ctx, ident)
-        elif resource == "Device":
-            body = await reads.read_device(ctx, ident)
-        else:
-            body = await reads.read_alert(ctx, resource, ident)
-        return fhir_response(body)
+        return fhir_response(await _READ[resource](ctx, request.path_params["id"]))
 
     read.__name__ = f"read_{resource.lower()}"
     return read
@@ -176,16 +185,7 @@ def _reader(resource: str) -> Handler:
 def _searcher(resource: str) -> Handler:
     async def search(request: Request) -> Response:
         ctx = await _context(request)
-        params = await _search_params(request)
-        if resource == "Observation":
-            body = await reads.search_observations(ctx, params)
-        elif resource == "Patient":
-            body = await reads.search_patients(ctx, params)
-        elif resource == "Device":
-            body = await reads.search_devices(ctx, params)
-        else:
-            body = await reads.search_alerts(ctx, resource, params)
-        return fhir_response(body)
+        return fhir_response(await _SEARCH[resource](ctx, await _search_params(request)))
 
     search.__name__ = f"search_{resource.lower()}"
     return search
