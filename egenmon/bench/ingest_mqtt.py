@@ -434,7 +434,9 @@ def _ingest(
             exited = any(c.poll() is not None for c in consumers)
             if "error" in box or exited or time.monotonic() > deadline:
                 break
-            time.sleep(0.05)
+            # Counting scans what is stored and takes CPU from the run it measures: poll
+            # seldom while most is still to come, often near the end, which decides the time.
+            time.sleep(0.02 if stored >= run.readings * 0.9 else 0.25)
             stored = conn.execute(
                 "SELECT count(*) FROM readings WHERE device_id = ANY(%s)", (ids,)
             ).fetchone()[0]

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import IO, Any
 
 import orjson
@@ -74,6 +75,7 @@ RECONNECT_MAX_S = 30.0
 READS_PER_WAKEUP = 200
 RESULTS_QUEUED = 20_000
 READ_AHEAD = 65536
+CORK = hasattr(socket, "TCP_CORK")  # Linux
 # The batch did not commit, or the database is unreachable: keep the message
 # unacknowledged and try again.
 RETRYABLE = (WriteError, psycopg.Error, PoolTimeout, OSError, TimeoutError)
@@ -94,8 +96,9 @@ def device_from_topic(topic: str, prefix: str) -> str | None:
 
 def result_payload(result: Any) -> bytes:
     """The contract's result object: the HTTP body plus the message_id."""
-    body = dict(result.body())
-    body.setdefault("message_id", result.message_id)
+    body = result.body()  # a new dict each time
+    if "message_id" not in body:
+        body["message_id"] = result.message_id
     return orjson.dumps(body)
 
 
@@ -153,6 +156,7 @@ class LoopConnection:
         self.url = url
         self.connected = False  # CONNACK received on the current socket
         self.reading = False
+        self._deferred = False  # inside writing_together()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._sock: Any = None
@@ -263,7 +267,7 @@ class LoopConnection:
         # A write registration paho made before this ran (CONNECT, or a publish from this
         # loop while the connect ran in its thread) found no socket here: catch up.
         if self.client.want_write():
-            self._loop.add_writer(sock, self.client.loop_write)
+            self._loop.add_writer(sock, self._writable)
 
     def _forget_socket(self, sock: Any) -> None:
         if self._sock is sock:
@@ -277,9 +281,39 @@ class LoopConnection:
             self._wake.set()
             self._gone.set()
 
+    @contextlib.contextmanager
+    def writing_together(self) -> Iterator[None]:
+        """Packets queued inside (a batch's PUBACKs) are written together at the end."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+            sock = self._sock
+            if sock is not None and self.client.want_write():
+                self._writable()
+                if self._sock is sock and self.client.want_write():
+                    self._loop.add_writer(sock, self._writable)  # the rest when it drains
+
     def _want_write(self, sock: Any) -> None:
-        if self._sock is sock:
-            self._loop.add_writer(sock, self.client.loop_write)
+        if self._sock is sock and not self._deferred:
+            self._loop.add_writer(sock, self._writable)
+
+    def _writable(self) -> None:
+        # paho sends each queued packet (a PUBACK per message) with its own send(); corked,
+        # the kernel sends them as one segment when uncorked, and the broker wakes once.
+        sock = self._sock
+        if sock is None or not CORK:
+            self.client.loop_write()
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        try:
+            self.client.loop_write()
+        finally:
+            if self._sock is sock:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     def _done_writing(self, sock: Any) -> None:
         if self._sock is sock:
@@ -384,6 +418,9 @@ class MqttConsumer:
         self._closing = False
         self._backlog = 0
         self._tasks: set[asyncio.Task] = set()
+        # Messages read since the loop last handed them to the pipeline, each with the
+        # generation of the connection it came on.
+        self._arrived: list[tuple[int, mqtt.MQTTMessage]] = []
         self._reconcile_task: asyncio.Task | None = None
         self._down_since: float | None = None
         self._down_logged = 0.0
@@ -564,54 +601,84 @@ class MqttConsumer:
         self._backlog += 1
         if self._backlog >= self.inflight:
             sub.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._handle(self._generation, msg))
+        self._arrived.append((self._generation, msg))
+        if len(self._arrived) == 1:
+            # Once the socket's readable bytes are read: everything that came together
+            # goes to the pipeline as one batch.
+            asyncio.get_running_loop().call_soon(self._take_arrived)
+
+    def _take_arrived(self) -> None:
+        batch, self._arrived = self._arrived, []
+        task = asyncio.get_running_loop().create_task(self._handle(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- one message --------------------------------------------------------------------
+    # -- messages -----------------------------------------------------------------------
 
-    async def _handle(self, generation: int, msg: mqtt.MQTTMessage) -> None:
+    async def _handle(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
+        """Ingest a batch, then publish each message's result and acknowledge it."""
         try:
             if self._closing:
                 return
-            try:
-                topic = msg.topic
-            except UnicodeDecodeError:
-                topic = ""
-            device_id = device_from_topic(topic, self.prefix)
-            result = await self._ingest(msg.payload, device_id, topic)
-            if result is None:  # stopping: leave it to the next session
+            messages = []
+            for generation, msg in batch:
+                try:
+                    topic = msg.topic
+                except UnicodeDecodeError:
+                    topic = ""
+                messages.append((generation, msg, topic, device_from_topic(topic, self.prefix)))
+            readings = [(m.payload, d, t) for _, m, t, d in messages if d is not None]
+            outcomes = await self._ingest(readings) if readings else []
+            if len(outcomes) < len(readings):  # stopping: all wait for the next session
                 return
-            if device_id is not None:
-                self._publish_result(device_id, result)
-            self._ack(generation, msg.mid)
+            results = iter(outcomes)
+            done = []
+            for generation, msg, topic, device_id in messages:
+                if device_id is None:
+                    # The subscription only matches readings topics; anything else is kept.
+                    reason = f"not a readings topic: {topic[:200]!r}"
+                    result = await self._keep(reason, msg.payload, None, topic)
+                else:
+                    result = next(results)
+                    if isinstance(result, Exception):
+                        result = await self._keep(self._bug(result), msg.payload, device_id, topic)
+                if result is None:  # stopping: this and the rest wait for the next session
+                    break
+                done.append((generation, msg.mid, device_id, result))
+            sub = self._sub
+            with sub.writing_together() if sub is not None else contextlib.nullcontext():
+                for generation, mid, device_id, result in done:
+                    if device_id is not None:
+                        self._publish_result(device_id, result)
+                    self._ack(generation, mid)
         finally:
-            self._backlog -= 1
+            self._backlog -= len(batch)
             sub = self._sub
             if sub is not None and not sub.reading and self._backlog < self.inflight:
                 sub.resume_reading()
 
-    async def _ingest(self, payload: bytes, device_id: str | None, topic: str) -> Any:
-        """The pipeline's result once committed (or quarantined); None if stopping first."""
+    async def _ingest(self, readings: list[tuple[bytes, str, str]]) -> list[Any]:
+        """Each message's result (or the exception only it raised) once committed; an empty
+        list when stopping first. A batch the pipeline fails as a whole for a reason other
+        than an outage gives that exception for each message."""
+        try:
+            results = await self._until_done(
+                lambda: self.pipeline.ingest_many(readings, source="mqtt")
+            )
+        except Exception as e:  # noqa: BLE001 (a bug: each message goes to quarantine)
+            return [e] * len(readings)
+        return [] if results is None else results
+
+    async def _until_done(self, attempt: Any) -> Any:
+        """attempt()'s result, retried while the database is away; None if stopping first.
+        Exceptions other than an outage's are raised."""
         delay = RETRY_MIN_S
         while not self._closing:
             try:
-                if device_id is None:
-                    # The subscription only matches readings topics; anything else is kept.
-                    await self.pipeline.quarantine(
-                        source="mqtt",
-                        reason=f"not a readings topic: {topic[:200]!r}",
-                        raw=payload,
-                        topic=topic or None,
-                    )
-                    result: Any = _Quarantined()
-                else:
-                    result = await self.pipeline.ingest(
-                        payload, device_id=device_id, source="mqtt", topic=topic
-                    )
-            except Exception as e:  # noqa: BLE001 (sorted below)
+                result = await attempt()
+            except Exception as e:
                 if not self._retryable(e):
-                    return await self._give_up(e, payload, device_id, topic)
+                    raise
                 self._outage(e)
             else:
                 if self._down_since is not None:
@@ -653,31 +720,33 @@ class MqttConsumer:
     def _retryable(e: Exception) -> bool:
         return isinstance(e, RETRYABLE)
 
-    async def _give_up(
-        self, error: Exception, payload: bytes, device_id: str | None, topic: str
-    ) -> Any:
-        """A bug, not an outage: keep the message in quarantine so it does not loop."""
+    async def _keep(
+        self, reason: str, payload: bytes, device_id: str | None, topic: str
+    ) -> _Quarantined | None:
+        """Keep a message in quarantine so it does not loop; None if stopping first."""
+
+        async def quarantine() -> _Quarantined:
+            await self.pipeline.quarantine(
+                source="mqtt", reason=reason, raw=payload, device_id=device_id, topic=topic or None
+            )
+            return _Quarantined()
+
+        while True:
+            try:
+                return await self._until_done(quarantine)
+            except Exception as e:  # noqa: BLE001 (not an outage, but try again)
+                log.warning("quarantine failed, retry in %.1f s: %s", RETRY_MAX_S, type(e).__name__)
+                await asyncio.sleep(RETRY_MAX_S)
+
+    @staticmethod
+    def _bug(error: Exception) -> str:
+        """Log an exception ingest raised (a bug, not an outage); the quarantine reason."""
         # Where it failed, but not the exception's text, which may quote the reading.
         where = "".join(traceback.format_tb(error.__traceback__)[-3:])
         log.error(
             "ingest raised %s; the message goes to quarantine\n%s", type(error).__name__, where
         )
-        delay = RETRY_MIN_S
-        while not self._closing:
-            try:
-                await self.pipeline.quarantine(
-                    source="mqtt",
-                    reason=f"internal error: {type(error).__name__}",
-                    raw=payload,
-                    device_id=device_id,
-                    topic=topic or None,
-                )
-                return _Quarantined()
-            except Exception as e:  # noqa: BLE001
-                log.warning("quarantine failed, retry in %.1f s: %s", delay, type(e).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-        return None
+        return f"internal error: {type(error).__name__}"
 
     def _publish_result(self, device_id: str, result: Any) -> None:
         if isinstance(result, _Quarantined) or self._pub is None:

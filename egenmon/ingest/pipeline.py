@@ -51,6 +51,16 @@ class IngestResult:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
 
 
+@dataclass
+class _Prepared:
+    """One message checked and normalised: its rows, its quarantine entries, its result
+    (accepted and duplicates filled in once the rows are committed)."""
+
+    result: IngestResult
+    rows: list[tuple]
+    entries: list[QuarantineEntry]
+
+
 class TokenBucket:
     """At most `rate` events a second on average, `burst` at once."""
 
@@ -148,6 +158,47 @@ class Pipeline:
         `quarantine` is false (a replay of an entry that is in quarantine already).
         """
         started = time.perf_counter()
+        bindings = await self.bindings(device_id)
+        prepared = self._prepare(body, device_id, bindings, source, topic, received_at, quarantine)
+        [result] = await self._commit([prepared], source, started)
+        return result
+
+    async def ingest_many(
+        self, messages: Sequence[tuple[bytes, str, str | None]], *, source: str
+    ) -> list[IngestResult | Exception]:
+        """Store many Reading messages at once: (body, device id, topic) each.
+
+        What `ingest` does for each, with one hand-over to the writer and one quarantine
+        insert for all of them, and without a coroutine per message (MQTT takes what
+        arrived together this way). Raises WriteError when the batch is not stored, and
+        then nothing of it is; an exception that only one message raised (a bug) is
+        returned in its place, and the others are stored.
+        """
+        started = time.perf_counter()
+        bindings = {d: await self.bindings(d) for d in {device for _, device, _ in messages}}
+        prepared: list[_Prepared | Exception] = []
+        for body, device_id, topic in messages:
+            try:
+                prepared.append(
+                    self._prepare(body, device_id, bindings[device_id], source, topic, None, True)
+                )
+            except Exception as e:  # noqa: BLE001 (handed back; the caller keeps the message)
+                prepared.append(e)
+        good = [p for p in prepared if isinstance(p, _Prepared)]
+        results = iter(await self._commit(good, source, started))
+        return [p if isinstance(p, Exception) else next(results) for p in prepared]
+
+    def _prepare(
+        self,
+        body: bytes,
+        device_id: str,
+        bindings: list[Binding],
+        source: str,
+        topic: str | None,
+        received_at: dt.datetime | None,
+        quarantine: bool,
+    ) -> _Prepared:
+        """Parse, check and normalise one message: its rows and quarantine entries."""
         now = dt.datetime.now(dt.UTC)
         received_at = received_at or now
         live = source != "replay"  # a replay says nothing about the device now
@@ -156,14 +207,14 @@ class Pipeline:
         try:
             message = parse_message(body)
         except MessageError as e:
-            return await self._refuse(
+            return self._refusal(
                 400, str(e), body, device_id, source, topic, received_at, quarantine
             )
         if message.device_id is not None and message.device_id != device_id:
             reason = (
                 f"device_id {_short(message.device_id)} is not the authenticated device {device_id}"
             )
-            return await self._refuse(
+            return self._refusal(
                 403,
                 reason,
                 body,
@@ -176,9 +227,8 @@ class Pipeline:
             )
         if live and message.battery is not None:
             self.health.seen(device_id, now, message.battery)
-        bindings = await self.bindings(device_id)
         rows, errors = normalise(message, device_id, bindings, now, source, received_at)
-        rejects = (
+        entries = (
             [
                 QuarantineEntry(
                     received_at,
@@ -196,22 +246,56 @@ class Pipeline:
             if quarantine
             else []
         )
-        written = await self.writer.write(rows)
-        if rejects:
-            # After the write, not beside it: a failed write is retried by the sender (503,
-            # or no MQTT ack), and its rejects must not be quarantined twice. A failed
-            # quarantine fails the message too, so the retry keeps them (the readings it
-            # wrote are then duplicates, which dedup absorbs).
-            await self.store_quarantine(rejects)
-        self._count(source, written.accepted, written.duplicates, len(errors))
-        self._observe(source, started)
-        return IngestResult(
+        result = IngestResult(
             status=200 if rows else 422,
-            accepted=written.accepted,
-            duplicates=written.duplicates,
             rejected=[{"index": i, "error": reason} for i, reason in errors],
             message_id=message.message_id,
         )
+        return _Prepared(result, rows, entries)
+
+    def _refusal(
+        self,
+        status: int,
+        reason: str,
+        body: bytes,
+        device_id: str,
+        source: str,
+        topic: str | None,
+        received_at: dt.datetime,
+        quarantine: bool,
+        message_id: str | None = None,
+    ) -> _Prepared:
+        """The whole body refused: kept in quarantine, whole (up to 1 MiB), with the reason."""
+        entries = (
+            [QuarantineEntry(received_at, source, reason, bytes(body[:MAX_BODY]), device_id, topic)]
+            if quarantine
+            else []
+        )
+        return _Prepared(
+            IngestResult(status=status, error=reason, message_id=message_id), [], entries
+        )
+
+    async def _commit(
+        self, prepared: Sequence[_Prepared], source: str, started: float
+    ) -> list[IngestResult]:
+        """Write the rows, then keep the rejects; the results once both are committed."""
+        written = await self.writer.write_many([p.rows for p in prepared])
+        entries = [e for p in prepared for e in p.entries]
+        if entries:
+            # After the write, not beside it: a failed write is retried by the sender (503,
+            # or no MQTT ack), and its rejects must not be quarantined twice. A failed
+            # quarantine fails the messages too, so the retry keeps them (the readings
+            # written are then duplicates, which dedup absorbs).
+            await self.store_quarantine(entries)
+        accepted = duplicates = rejected = 0
+        for p, w in zip(prepared, written, strict=True):
+            p.result.accepted, p.result.duplicates = w.accepted, w.duplicates
+            accepted += w.accepted
+            duplicates += w.duplicates
+            rejected += len(p.result.rejected)
+        self._count(source, accepted, duplicates, rejected)
+        self._observe(source, started, len(prepared))
+        return [p.result for p in prepared]
 
     async def ingest_rows(self, rows: Sequence[tuple], *, source: str) -> WriteResult:
         """Store rows normalised elsewhere (FHIR ingest), in writer.COLUMNS order."""
@@ -247,29 +331,6 @@ class Pipeline:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _refuse(
-        self,
-        status: int,
-        reason: str,
-        body: bytes,
-        device_id: str,
-        source: str,
-        topic: str | None,
-        received_at: dt.datetime,
-        quarantine: bool,
-        message_id: str | None = None,
-    ) -> IngestResult:
-        if quarantine:
-            await self.quarantine(
-                source=source,
-                reason=reason,
-                raw=body,
-                device_id=device_id,
-                topic=topic,
-                received_at=received_at,
-            )
-        return IngestResult(status=status, error=reason, message_id=message_id)
-
     async def store_quarantine(self, entries: list[QuarantineEntry]) -> list[int]:
         try:
             async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
@@ -296,11 +357,13 @@ class Pipeline:
     def _quarantined(self, source: str, n: int) -> None:
         metrics.QUARANTINED.labels(source).inc(n)
 
-    def _observe(self, source: str, started: float) -> None:
+    def _observe(self, source: str, started: float, messages: int = 1) -> None:
         hist = self._latency.get(source)
         if hist is None:
             hist = self._latency[source] = metrics.INGEST_LATENCY.labels(source)
-        hist.observe(time.perf_counter() - started)  # type: ignore[attr-defined]
+        took = time.perf_counter() - started
+        for _ in range(messages):
+            hist.observe(took)  # type: ignore[attr-defined]
 
 
 _gc_tuned = False

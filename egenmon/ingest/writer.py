@@ -153,6 +153,26 @@ class BatchWriter:
         self._queue.put_nowait(_Pending(rows, fut))
         return await fut
 
+    async def write_many(self, groups: Sequence[Sequence[tuple]]) -> list[WriteResult]:
+        """Store the rows of several callers at once; a result for each group, in order.
+
+        One future per group and no coroutine: the groups go into the same batches as
+        they would one by one, and are answered together after the commit.
+        """
+        if not any(groups):
+            return [WriteResult(0, 0) for _ in groups]
+        if self._stopping or not self._tasks:
+            raise WriteError("the writer is not running")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for rows in groups:
+            if rows:
+                fut = loop.create_future()
+                self._queue.put_nowait(_Pending(rows, fut))
+                futures.append(fut)
+        done = iter(await asyncio.gather(*futures))
+        return [next(done) if rows else WriteResult(0, 0) for rows in groups]
+
     async def _collect(self, linger: bool) -> list[_Pending]:
         first = await self._queue.get()
         batch = [first]

@@ -65,28 +65,28 @@ class FakePipeline:
         self.failures = failures
         self.always_fail = always_fail
 
-    async def ingest(
-        self,
-        body: bytes,
-        *,
-        device_id: str,
-        source: str,
-        topic: str | None = None,
-        received_at: object = None,
-    ) -> Result:
-        assert source == "mqtt" and topic == f"{PREFIX}/devices/{device_id}/readings"
-        self.calls.append(body)
-        self.active += 1
+    async def ingest_many(
+        self, messages: list[tuple[bytes, str, str]], *, source: str
+    ) -> list[Result | Exception]:
+        bodies = []
+        for body, device_id, topic in messages:
+            assert source == "mqtt" and topic == f"{PREFIX}/devices/{device_id}/readings"
+            bodies.append(body)
+        self.calls.extend(bodies)
+        self.active += len(bodies)
         self.peak = max(self.peak, self.active)
         try:
             await self.gate.wait()
             if self.always_fail or self.failures > 0:
                 self.failures -= 1
                 raise WriteError("database down")
-            self.committed.append(body)
-            return Result(message_id=body.decode())
+            return [self.commit(body) for body in bodies]
         finally:
-            self.active -= 1
+            self.active -= len(bodies)
+
+    def commit(self, body: bytes) -> Result | Exception:
+        self.committed.append(body)
+        return Result(message_id=body.decode())
 
     async def quarantine(self, **kw: object) -> None:
         raise AssertionError("nothing here should be quarantined")
@@ -269,7 +269,7 @@ class BuggyPipeline(FakePipeline):
         super().__init__()
         self.quarantined: list[dict] = []
 
-    async def ingest(self, body: bytes, **kw: object) -> Result:
+    async def ingest_many(self, messages: list, *, source: str) -> list:
         raise ValueError("a bug")
 
     async def quarantine(self, **kw: object) -> None:
@@ -296,6 +296,42 @@ def test_a_message_the_pipeline_fails_on_is_quarantined_and_acknowledged(broker,
         await asyncio.sleep(0.5)
         assert again.calls == []
         await c2.stop()
+        pub.close()
+
+    asyncio.run(run())
+
+
+class OneBadMessage(FakePipeline):
+    """Stores every message but `poison`, for which it hands back the exception it raised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quarantined: list[dict] = []
+
+    def commit(self, body: bytes) -> Result | Exception:
+        if body == b"poison":
+            return KeyError("a bug for this message only")
+        return super().commit(body)
+
+    async def quarantine(self, **kw: object) -> None:
+        self.quarantined.append(kw)
+
+
+def test_a_bug_in_one_message_of_a_batch_quarantines_that_one_and_stores_the_rest(broker, device):
+    async def run() -> None:
+        pipeline = OneBadMessage()
+        pipeline.gate.clear()  # held until all three are in (one batch or more)
+        c = consumer(broker, pipeline, "c-batch-bug")
+        await c.start()
+        await until(c.is_connected)
+        pub = await publish(broker, device, [b"1", b"poison", b"2"])
+        await until(lambda: len(pipeline.calls) == 3)
+        pipeline.gate.set()
+        await until(lambda: c.acknowledged == 3)
+        assert sorted(pipeline.committed) == [b"1", b"2"]
+        [entry] = pipeline.quarantined
+        assert entry["raw"] == b"poison" and entry["reason"] == "internal error: KeyError"
+        await c.stop()
         pub.close()
 
     asyncio.run(run())
