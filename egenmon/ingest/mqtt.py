@@ -2,10 +2,11 @@
 
 paho runs on the service's asyncio loop (its socket is watched with add_reader, no network
 thread), so receiving, ingesting and acknowledging share one thread without hand-offs.
-Each message becomes one pipeline call, and the calls of everything that arrived together
-run concurrently so the batch writer puts them into one COPY. A message is acknowledged
-(PUBACK) only after its readings are committed, and only on the connection it came in
-on: a consumer that dies, or loses its connection, before that leaves the message in its
+What one read of the socket brings goes to the pipeline as one batch (one hand-over to the
+batch writer, one quarantine insert), and the batch's PUBACKs go out together. Results go
+out on a second connection (mqtt_publisher says why that one is not paho). A message is
+acknowledged (PUBACK) only after its readings are committed, and only on the connection
+it came in on: a consumer that dies, or loses its connection, before that leaves the message in its
 persistent session, the broker hands it over again, and the dedup key absorbs the repeat
 (at least once + dedup = exactly once in the store).
 
@@ -45,6 +46,7 @@ from psycopg_pool import PoolTimeout
 from egenmon import metrics
 from egenmon.devices import reconcile
 from egenmon.devices.reconcile import SHARE_GROUP
+from egenmon.ingest.mqtt_publisher import ResultsPublisher
 from egenmon.ingest.writer import WriteError
 from egenmon.runtime import Runtime
 from egenmon.settings import MqttUrl, Settings
@@ -410,7 +412,7 @@ class MqttConsumer:
         self._fixed_id = client_id
         self.client_id = client_id or ""
         self._sub: LoopConnection | None = None
-        self._pub: LoopConnection | None = None
+        self._pub: ResultsPublisher | None = None
         # Bumped on every connect and disconnect: an acknowledgement is only valid on the
         # connection its message came in on (packet ids are reused by the next one).
         self._generation = 0
@@ -425,7 +427,6 @@ class MqttConsumer:
         self._down_since: float | None = None
         self._down_logged = 0.0
         self._recovered = asyncio.Event()
-        self._results_dropped = 0
         self.received = 0
         self.acknowledged = 0
 
@@ -445,7 +446,9 @@ class MqttConsumer:
         # Read when scraped, not counted per message (one consumer per process).
         metrics.MQTT_BACKLOG.set_function(lambda: self._backlog)
         self._sub = LoopConnection(self._subscriber(), "mqtt-consumer", self.url)
-        self._pub = LoopConnection(self._publisher(), "mqtt-results", self.url)
+        self._pub = ResultsPublisher(
+            self.url, f"{self.client_id}-results", keepalive=KEEPALIVE_S, max_queued=RESULTS_QUEUED
+        )
         self._sub.start()
         self._pub.start()
         log.info(
@@ -489,24 +492,6 @@ class MqttConsumer:
         c.on_subscribe = self._on_subscribe
         return c
 
-    def _publisher(self) -> mqtt.Client:
-        """The results connection: QoS 1 out, nothing in, no session to keep.
-
-        MQTT 3.1.1, whose PUBACK paho decodes at a fraction of the cost of a v5 one, and no
-        in-flight limit (paho rescans every message in flight on each PUBACK when there is
-        one; the broker acknowledges QoS 1 at once anyway).
-        """
-        c = self._client(f"{self.client_id}-results", protocol=mqtt.MQTTv311, clean_session=True)
-        c.max_inflight_messages_set(0)
-        # Results wait in memory while the broker is away; beyond this they are dropped
-        # (the readings are stored whatever happens to their results).
-        c.max_queued_messages_set(RESULTS_QUEUED)
-        c.on_connect = self._on_results_connect
-        c.on_disconnect = lambda *a: self._pub and self._pub.lost()
-        c.on_publish = self._on_results_puback
-        c.connect_async(self.url.host, self.url.port, keepalive=KEEPALIVE_S)
-        return c
-
     async def stop(self) -> None:
         """Finish what is being ingested (bounded), then disconnect; the rest waits in the
         broker for the next start."""
@@ -518,9 +503,10 @@ class MqttConsumer:
             _, pending = await asyncio.wait(list(self._tasks), timeout=STOP_TIMEOUT_S)
             for task in pending:
                 task.cancel()
-        for conn in (self._sub, self._pub):
-            if conn is not None:
-                await conn.stop()
+        if self._pub is not None:
+            await self._pub.stop()
+        if self._sub is not None:
+            await self._sub.stop()
         self._subscribed = False
         metrics.MQTT_BACKLOG.set_function(lambda: 0)
         self._id_lock.release()
@@ -578,18 +564,6 @@ class MqttConsumer:
             self._sub.lost()
         if not self._closing:
             log.warning("MQTT consumer %s disconnected (%s); reconnecting", self.client_id, reason)
-
-    def _on_results_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            log.warning("broker refused the results connection: %s", reason)
-        elif self._pub is not None:
-            self._pub.connected = True
-
-    def _on_results_puback(self, *args: Any) -> None:
-        if self._pub is not None:
-            self._pub.packets += 1
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         sub = self._sub
@@ -749,17 +723,15 @@ class MqttConsumer:
         return f"internal error: {type(error).__name__}"
 
     def _publish_result(self, device_id: str, result: Any) -> None:
-        if isinstance(result, _Quarantined) or self._pub is None:
+        pub = self._pub
+        if isinstance(result, _Quarantined) or pub is None:
             return
         topic = f"{self.prefix}/devices/{device_id}/results"
-        info = self._pub.client.publish(topic, result_payload(result), qos=1)
-        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self._results_dropped += 1
-            if self._results_dropped in (1, 10, 100) or self._results_dropped % 10000 == 0:
-                log.warning(
-                    "%d results not sent: the results connection is backed up",
-                    self._results_dropped,
-                )
+        if not pub.publish(topic, result_payload(result)):
+            # The broker has been away long enough to fill the queue: the readings are
+            # stored; only their results are not sent.
+            if pub.dropped in (1, 10, 100) or pub.dropped % 10000 == 0:
+                log.warning("%d results not sent: the results connection is backed up", pub.dropped)
 
     def _ack(self, generation: int, mid: int) -> None:
         if generation != self._generation or self._sub is None:
