@@ -108,8 +108,11 @@ class WriteResult:
 
 @dataclass
 class _Pending:
-    rows: Sequence[tuple]
+    """One caller's rows in one or more groups, a result for each, answered together."""
+
+    groups: Sequence[Sequence[tuple]]
     future: asyncio.Future
+    rows: int
 
 
 class BatchWriter:
@@ -144,46 +147,34 @@ class BatchWriter:
         """Write what is queued, then close."""
         self._stopping = True
         for _ in self._tasks:
-            self._queue.put_nowait(_Pending((), asyncio.get_running_loop().create_future()))
+            self._queue.put_nowait(_Pending((), asyncio.get_running_loop().create_future(), 0))
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
     async def write(self, rows: Sequence[tuple]) -> WriteResult:
         """Store rows (in COLUMNS order); returns once they are committed."""
-        if not rows:
-            return WriteResult(0, 0)
-        if self._stopping or not self._tasks:
-            raise WriteError("the writer is not running")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(rows, fut))
-        return await fut
+        [result] = await self.write_many([rows])
+        return result
 
     async def write_many(self, groups: Sequence[Sequence[tuple]]) -> list[WriteResult]:
-        """Store the rows of several callers at once; a result for each group, in order.
-
-        One future per group and no coroutine: the groups go into the same batches as
-        they would one by one, and are answered together after the commit.
-        """
-        if not any(groups):
+        """Store the rows of several groups at once (the messages MQTT took in together);
+        a result for each group, in order, once all of them are committed."""
+        live = [rows for rows in groups if rows]
+        if not live:
             return [WriteResult(0, 0) for _ in groups]
         if self._stopping or not self._tasks:
             raise WriteError("the writer is not running")
-        loop = asyncio.get_running_loop()
-        futures = []
-        for rows in groups:
-            if rows:
-                fut = loop.create_future()
-                self._queue.put_nowait(_Pending(rows, fut))
-                futures.append(fut)
-        done = iter(await asyncio.gather(*futures))
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(live, fut, sum(len(rows) for rows in live)))
+        done = iter(await fut)
         return [next(done) if rows else WriteResult(0, 0) for rows in groups]
 
     async def _collect(self, linger: bool) -> list[_Pending]:
         first = await self._queue.get()
         batch = [first]
-        count = len(first.rows)
+        count = first.rows
         deadline = time.monotonic() + (self.max_delay if linger else 0.0)
-        while count < self.max_rows and batch[-1].rows:
+        while count < self.max_rows and batch[-1].groups:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -195,7 +186,7 @@ class BatchWriter:
                 except TimeoutError:
                     break
             batch.append(item)
-            count += len(item.rows)
+            count += item.rows
         return batch
 
     async def _connect(self) -> psycopg.AsyncConnection:
@@ -214,18 +205,18 @@ class BatchWriter:
             # trickle of single readings is written at once (batches still form from
             # whatever arrived while the connections were busy).
             batch = await self._collect(linger=last >= LINGER_FROM)
-            live = [p for p in batch if p.rows]
-            last = sum(len(p.rows) for p in live)
+            live = [p for p in batch if p.groups]
+            last = sum(p.rows for p in live)
             if live:
                 try:
                     if conn is None or conn.closed:
                         conn = await self._connect()
-                    results = await self._flush(conn, live)
+                    results = await self._flush(conn, [g for p in live for g in p.groups])
                     backoff = 0.1
                 except (psycopg.Error, OSError) as e:
                     log.warning(
                         "batch of %d rows failed: %s",
-                        sum(len(p.rows) for p in live),
+                        sum(p.rows for p in live),
                         type(e).__name__,
                     )
                     for p in live:
@@ -240,16 +231,18 @@ class BatchWriter:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                 else:
-                    for p, r in zip(live, results, strict=True):
+                    answers = iter(results)
+                    for p in live:
+                        mine = [next(answers) for _ in p.groups]
                         if not p.future.done():
-                            p.future.set_result(r)
-            if self._stopping and any(not p.rows for p in batch):
+                            p.future.set_result(mine)
+            if self._stopping and any(not p.groups for p in batch):
                 break
         if conn is not None:
             await conn.close()
 
     async def _flush(
-        self, conn: psycopg.AsyncConnection, batch: list[_Pending]
+        self, conn: psycopg.AsyncConnection, groups: list[Sequence[tuple]]
     ) -> list[WriteResult]:
         # Duplicates inside the batch are settled here (first one wins), so each caller's
         # count is exact; duplicates of stored rows are settled by the unique index.
@@ -260,20 +253,20 @@ class BatchWriter:
         owners: list[Sequence[tuple]] = []
         rows_out: list[tuple] = []
         dup_in_batch = []
-        for p in batch:
-            keys = [row[_DEDUP] for row in p.rows]
+        for group in groups:
+            keys = [row[_DEDUP] for row in group]
             distinct = set(keys)
             if len(distinct) == len(keys) and seen_keys.isdisjoint(distinct):
                 seen_keys |= distinct  # the usual case, settled for the whole request
-                owners.append(p.rows)
+                owners.append(group)
                 dup_in_batch.append(0)
-                rows_out.extend(p.rows)
+                rows_out.extend(group)
                 continue
             if seen_pairs is None:
                 seen_pairs = {(row[_DEDUP], row[_TIME]) for row in rows_out}
             mine = []
             dups = 0
-            for row in p.rows:
+            for row in group:
                 pair = (row[_DEDUP], row[_TIME])
                 if pair in seen_pairs:
                     dups += 1

@@ -62,3 +62,27 @@ def test_each_way_stores_json_extras_and_counts_duplicates_exactly(database_url,
         " FROM readings"
     ).fetchone()
     assert (n, extras_ok) == (2 * big + 3, True)
+
+
+def test_write_many_answers_each_group_with_its_own_counts(database_url, conn):
+    patient = uuid.uuid4()
+
+    async def go():
+        w = BatchWriter(database_url, connections=1)
+        await w.start()
+        try:
+            await w.write([row(patient, 0)])
+            return await w.write_many(
+                [
+                    [row(patient, 0), row(patient, 1)],  # one stored before
+                    [],  # a message with no good readings
+                    [row(patient, 1), row(patient, 2)],  # one in the group before
+                    [row(patient, i) for i in range(3, 3 + SMALL_BATCH)],
+                ]
+            )
+        finally:
+            await w.stop()
+
+    results = asyncio.run(go())
+    assert [(r.accepted, r.duplicates) for r in results] == [(1, 1), (0, 0), (1, 1), (8, 0)]
+    assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 3 + SMALL_BATCH
