@@ -59,6 +59,7 @@ class FakePipeline:
         self.gate = asyncio.Event()
         self.gate.set()
         self.calls: list[bytes] = []
+        self.batches: list[int] = []  # messages per pipeline call
         self.committed: list[bytes] = []
         self.active = 0
         self.peak = 0
@@ -73,6 +74,7 @@ class FakePipeline:
             assert source == "mqtt" and topic == f"{PREFIX}/devices/{device_id}/readings"
             bodies.append(body)
         self.calls.extend(bodies)
+        self.batches.append(len(bodies))
         self.active += len(bodies)
         self.peak = max(self.peak, self.active)
         try:
@@ -331,6 +333,31 @@ def test_a_bug_in_one_message_of_a_batch_quarantines_that_one_and_stores_the_res
         assert sorted(pipeline.committed) == [b"1", b"2"]
         [entry] = pipeline.quarantined
         assert entry["raw"] == b"poison" and entry["reason"] == "internal error: KeyError"
+        await c.stop()
+        pub.close()
+
+    asyncio.run(run())
+
+
+def test_messages_that_arrive_together_go_to_the_pipeline_in_batches(broker, device):
+    async def run() -> None:
+        # Queued in the consumer's session while it is away, so they arrive in a stream.
+        first = FakePipeline()
+        c = consumer(broker, first, "c-batches", inflight=1000)
+        await c.start()
+        await until(c.is_connected)
+        await c.stop()
+        pub = await publish(broker, device, [str(i).encode() for i in range(300)])
+        pipeline = FakePipeline()
+        c = consumer(broker, pipeline, "c-batches", inflight=1000)
+        await c.start()
+        await until(lambda: c.acknowledged == 300)
+        assert sorted(int(b) for b in pipeline.committed) == list(range(300))
+        assert len(pipeline.batches) <= 30, pipeline.batches  # 10 or more a batch on average
+        assert max(pipeline.batches) <= 500
+        # A message on its own is not held back for long.
+        await publish(broker, device, [b"300"])
+        await until(lambda: c.acknowledged == 301, limit=2.0)
         await c.stop()
         pub.close()
 
