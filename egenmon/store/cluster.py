@@ -224,16 +224,22 @@ class Cluster:
 
 @contextlib.contextmanager
 def throwaway_database(
-    prefix: str = "egenmon-", *, fsync: bool = True, dbname: str = "egenmon"
+    prefix: str = "egenmon-",
+    *,
+    fsync: bool = True,
+    dbname: str = "egenmon",
+    conf: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """A private cluster in a temporary folder with one empty database; yields its URL and
-    removes everything afterwards (benchmarks)."""
+    removes everything afterwards (benchmarks). `conf`: more server settings."""
     import psycopg
 
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(folder, 0o755)  # noqa: S103 (the postgres user must reach its data folder)
     cluster = Cluster(
-        folder / "pg", fsync=fsync, extra_conf={"timescaledb.max_background_workers": "0"}
+        folder / "pg",
+        fsync=fsync,
+        extra_conf={"timescaledb.max_background_workers": "0", **(conf or {})},
     )
     try:
         cluster.start()
