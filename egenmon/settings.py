@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     pool_max: int = Field(default=10, ge=1, le=200)
     # Batch writer: flush when this many rows wait, or after this many milliseconds.
     batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
-    batch_max_delay_ms: float = Field(default=5.0, ge=0, le=1000)
+    batch_max_delay_ms: float = Field(default=10.0, ge=0, le=1000)
     scheduler_interval_s: float = Field(default=60.0, gt=0, le=3600)
     retention_days: int = Field(default=3650, ge=1)
     webhook_secret: str | None = None

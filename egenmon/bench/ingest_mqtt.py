@@ -75,7 +75,7 @@ PUBLISHER_NICE = 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--readings", type=int, default=30_000, help="readings published per run (default 30000)"
+        "--readings", type=int, default=100_000, help="readings published per run (default 100000)"
     )
     parser.add_argument(
         "--per-message",

@@ -125,7 +125,7 @@ class BatchWriter:
         database_url: str,
         *,
         max_rows: int = 5000,
-        max_delay_ms: float = 5.0,
+        max_delay_ms: float = 10.0,
         connections: int = 2,
     ) -> None:
         self.url = database_url
