@@ -20,10 +20,6 @@ broker credentials), and then, for each readings-per-message size:
 3. `lost` (sent minus stored) and `duplicates_stored` (rows sharing a dedup key), by
    querying the store.
 
-The publishers are the load, not what is measured: they run at a lower CPU priority
-(nice 10) in both measurements, so that on a small machine the broker and the
-subscriber or consumer get the CPU first, as they would with the devices elsewhere.
-
 By default it reports one message per reading (the goal: at least 70% of the ceiling)
 and then 50 readings per message; `--per-message K` runs only K. `--consumers N` runs N
 consumer processes on the shared subscription (scaling out, as in production).
@@ -70,7 +66,6 @@ BATCHED = 50
 # Publisher flow: PUBLISH packets in flight per device connection.
 PUBLISH_INFLIGHT = 200
 CEILING_RUNS = 2
-PUBLISHER_NICE = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -297,7 +292,6 @@ def _publisher(
     done: mp.Queue,
 ) -> None:
     """One device's process: connect, prepare, wait for the start, publish, wait for acks."""
-    os.nice(PUBLISHER_NICE)  # the load yields to what is measured (see the module's text)
     payloads = _messages(device.id, 0, readings, per_message)
     pub = DevicePublisher(
         host,
