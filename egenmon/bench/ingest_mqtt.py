@@ -172,6 +172,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
                 "publishers": len(devices),
                 "consumers": len(consumers),
                 "seconds": round(result["seconds"], 3),
+                "ended_by": result["ended_by"],
                 "readings_per_s": round(rate),
                 "ceiling_broker_per_s": round(ceiling),
                 "ceiling_runs_per_s": [round(c) for c in runs],
@@ -471,7 +472,13 @@ def _ingest(
             + " FROM readings WHERE device_id = ANY(%s)",
             (ids,),
         ).fetchone()
+    ended_by = "poll"
     if last_commit is not None and stored >= run.readings:
-        end = last_commit.timestamp()
+        end, ended_by = last_commit.timestamp(), "last commit"
     first, _ = box["times"]
-    return {"seconds": end - first, "lost": run.readings - distinct, "duplicates": total - distinct}
+    return {
+        "seconds": end - first,
+        "ended_by": ended_by,
+        "lost": run.readings - distinct,
+        "duplicates": total - distinct,
+    }
