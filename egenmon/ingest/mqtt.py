@@ -502,6 +502,12 @@ class MqttConsumer:
         broker for the next start."""
         self._closing = True
         self._recovered.set()  # wakes the messages waiting to retry: they stop now
+        if self._take_timer is not None:
+            # Read but not yet ingested: unacknowledged, so the broker hands them over again.
+            self._take_timer.cancel()
+            self._take_timer = None
+            self._backlog -= len(self._arrived)
+            self._arrived = []
         if self._reconcile_task:
             self._reconcile_task.cancel()
         if self._tasks:
