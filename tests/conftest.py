@@ -97,6 +97,16 @@ def broker(service_dir: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of the test's own, with egenmon's configuration, to stop, freeze or
+    restart without disturbing the session's."""
+    m = Mosquitto(tmp_path / "mqtt")
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, database_url: str, broker: Mosquitto) -> dict:
     """The EGENMON_ environment of a test, pointing at its database and the broker."""
     for key in list(os.environ):

@@ -20,12 +20,9 @@ from egenmon.devices.mosquitto import Mosquitto
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def broker(own_broker: Mosquitto) -> Mosquitto:
     """A Mosquitto of this test's own, with egenmon's configuration (overrides the suite's)."""
-    m = Mosquitto(tmp_path / "mqtt")
-    m.start()
-    yield m
-    m.stop()
+    return own_broker
 
 
 @pytest.fixture

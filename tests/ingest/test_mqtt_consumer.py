@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -24,11 +23,9 @@ PREFIX = "egenmon/v1"
 
 
 @pytest.fixture
-def broker(tmp_path) -> Iterator[Mosquitto]:  # noqa: ANN001
-    m = Mosquitto(tmp_path / "mqtt")
-    m.start()
-    yield m
-    m.stop()
+def broker(own_broker: Mosquitto) -> Mosquitto:
+    """A Mosquitto of this test's own (overrides the suite's)."""
+    return own_broker
 
 
 @pytest.fixture

@@ -170,15 +170,6 @@ def observer_account(broker: Mosquitto) -> tuple[str, str]:
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A Mosquitto of this test's own, to stop, freeze or restart."""
-    m = Mosquitto(tmp_path / "mqtt")
-    m.start()
-    yield m
-    m.stop()
-
-
-@pytest.fixture
 def big_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A Mosquitto of this test's own that takes packets beyond egenmon's 2 MiB limit."""
     m = Mosquitto(tmp_path / "mqtt")
