@@ -267,7 +267,17 @@ class Pipeline:
     ) -> _Prepared:
         """The whole body refused: kept in quarantine, whole (up to 1 MiB), with the reason."""
         entries = (
-            [QuarantineEntry(received_at, source, reason, bytes(body[:MAX_BODY]), device_id, topic)]
+            [
+                QuarantineEntry(
+                    received_at,
+                    source,
+                    reason,
+                    bytes(body[:MAX_BODY]),
+                    device_id,
+                    topic,
+                    message_id=message_id,
+                )
+            ]
             if quarantine
             else []
         )

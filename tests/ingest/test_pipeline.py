@@ -181,3 +181,48 @@ def test_ingest_rows_and_quarantine_serve_other_transports(in_app, device, conn)
         "egenmon/v1/devices/x/other",
         None,
     )
+
+
+def test_ingest_many_answers_each_message_as_ingest_would(in_app, device, conn, cli, patient):
+    since = ("--since", "2020-01-01T00:00:00Z")
+    added = cli("device", "add", "--patient", patient, "--model", "Nonin", *since, "--json")
+    other = added.json["id"]
+    topic = "egenmon/v1/devices/{}/readings".format
+
+    def message(mid: str, *readings: dict, **extra: object) -> bytes:
+        return orjson.dumps({"message_id": mid, "readings": list(readings), **extra})
+
+    batch = [
+        (message("a", reading(minutes=1)), device["id"], topic(device["id"])),
+        (b"{not json", device["id"], topic(device["id"])),
+        (message("c", reading(minutes=2), device_id=other), device["id"], topic(device["id"])),
+        (
+            message("d", reading(minutes=3), reading(minutes=4, value=999, unit="/min")),
+            device["id"],
+            topic(device["id"]),
+        ),
+        (message("e", reading(minutes=1)), other, topic(other)),  # another device, same time
+        (message("a", reading(minutes=1)), device["id"], topic(device["id"])),  # "a" again
+    ]
+
+    async def go(client, app):
+        return await pipeline_of(app).ingest_many(batch, source="mqtt")
+
+    results = in_app(go)
+    got = [(r.status, r.message_id, r.body()) for r in results]
+    assert got[0] == (200, "a", {"accepted": 1, "duplicates": 0, "rejected": []})
+    assert got[1][0] == 400 and "not JSON" in got[1][2]["error"]
+    assert got[2][0] == 403 and "is not the authenticated device" in got[2][2]["error"]
+    assert got[3][0] == 200 and got[3][2]["accepted"] == 1
+    assert [r["index"] for r in got[3][2]["rejected"]] == [1]
+    assert got[4] == (200, "e", {"accepted": 1, "duplicates": 0, "rejected": []})
+    assert got[5] == (200, "a", {"accepted": 0, "duplicates": 1, "rejected": []})
+    assert len(stored(conn, device["id"])) == 2 and len(stored(conn, other)) == 1
+    kept = [(q["reading_index"], q["message_id"], q["topic"]) for q in quarantine_rows(conn)]
+    # The body that is not JSON, the one from the wrong device (its message_id kept), and
+    # the one bad reading of "d"; all with their topic.
+    assert kept == [
+        (None, None, topic(device["id"])),
+        (None, "c", topic(device["id"])),
+        (1, "d", topic(device["id"])),
+    ]
