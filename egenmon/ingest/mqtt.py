@@ -628,6 +628,7 @@ class MqttConsumer:
             if len(outcomes) < len(readings):  # stopping: all wait for the next session
                 return
             results = iter(outcomes)
+            bugs: dict[int, str] = {}  # one log line for a bug that failed the whole batch
             done = []
             for generation, msg, topic, device_id in messages:
                 if device_id is None:
@@ -637,7 +638,10 @@ class MqttConsumer:
                 else:
                     result = next(results)
                     if isinstance(result, Exception):
-                        result = await self._keep(self._bug(result), msg.payload, device_id, topic)
+                        if id(result) not in bugs:
+                            bugs[id(result)] = self._bug(result)
+                        reason = bugs[id(result)]
+                        result = await self._keep(reason, msg.payload, device_id, topic)
                 if result is None:  # stopping: this and the rest wait for the next session
                     break
                 done.append((generation, msg.mid, device_id, result))

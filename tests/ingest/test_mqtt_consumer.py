@@ -269,23 +269,28 @@ class BuggyPipeline(FakePipeline):
         self.quarantined: list[dict] = []
 
     async def ingest_many(self, messages: list, *, source: str) -> list:
+        self.batches.append(len(messages))
         raise ValueError("a bug")
 
     async def quarantine(self, **kw: object) -> None:
         self.quarantined.append(kw)
 
 
-def test_a_message_the_pipeline_fails_on_is_quarantined_and_acknowledged(broker, device):
+def test_a_message_the_pipeline_fails_on_is_quarantined_and_acknowledged(broker, device, caplog):
     async def run() -> None:
         buggy = BuggyPipeline()
         c = consumer(broker, buggy, "c-bug")
         await c.start()
         await until(c.is_connected)
-        pub = await publish(broker, device, [b"poison"])
-        await until(lambda: c.acknowledged == 1)
-        [entry] = buggy.quarantined
-        assert entry["raw"] == b"poison" and entry["reason"] == "internal error: ValueError"
-        assert entry["device_id"] == device[0] and entry["source"] == "mqtt"
+        pub = await publish(broker, device, [b"poison", b"poison 2", b"poison 3"])
+        await until(lambda: c.acknowledged == 3)
+        assert [e["raw"] for e in buggy.quarantined] == [b"poison", b"poison 2", b"poison 3"]
+        for entry in buggy.quarantined:
+            assert entry["reason"] == "internal error: ValueError"
+            assert entry["device_id"] == device[0] and entry["source"] == "mqtt"
+        # One error in the log for each batch the bug failed, not one for each message.
+        logged = [r for r in caplog.records if r.getMessage().startswith("ingest raised")]
+        assert len(logged) == len(buggy.batches)
         await c.stop()
         # Acknowledged, so it does not come back to loop again.
         again = FakePipeline()
