@@ -2,8 +2,8 @@
 
 paho runs on the service's asyncio loop (its socket is watched with add_reader, no network
 thread), so receiving, ingesting and acknowledging share one thread without hand-offs.
-What one read of the socket brings goes to the pipeline as one batch (one hand-over to the
-batch writer, one quarantine insert), and the batch's PUBACKs go out together. Results go
+What arrives within a few milliseconds goes to the pipeline as one batch (one hand-over to
+the batch writer, one quarantine insert), and the batch's PUBACKs go out together. Results go
 out on a second connection (mqtt_publisher says why that one is not paho). A message is
 acknowledged (PUBACK) only after its readings are committed, and only on the connection
 it came in on: a consumer that dies, or loses its connection, before that leaves the message in its

@@ -106,6 +106,17 @@ async def until(predicate, limit: float = 10.0) -> None:  # noqa: ANN001
         await asyncio.sleep(0.02)
 
 
+async def nothing_left(broker: Mosquitto, client_id: str) -> None:
+    """The session of `client_id` holds no message: a consumer taking it over gets none."""
+    again = FakePipeline()
+    c = consumer(broker, again, client_id)
+    await c.start()
+    await until(c.is_connected)
+    await asyncio.sleep(0.5)
+    assert again.calls == []
+    await c.stop()
+
+
 async def publish(
     broker: Mosquitto, device: tuple[str, str], payloads: list[bytes], results: bool = False
 ) -> DevicePublisher:
@@ -170,13 +181,7 @@ def test_a_failed_write_is_retried_and_acknowledged_only_after_commit(broker, de
         await until(lambda: c.acknowledged == 1)
         await c.stop()
         # The same session again: the broker has nothing left to hand over.
-        again = FakePipeline()
-        c2 = consumer(broker, again, "c-retry")
-        await c2.start()
-        await until(c2.is_connected)
-        await asyncio.sleep(0.5)
-        assert again.calls == []
-        await c2.stop()
+        await nothing_left(broker, "c-retry")
         pub.close()
 
     asyncio.run(run())
@@ -293,13 +298,7 @@ def test_a_message_the_pipeline_fails_on_is_quarantined_and_acknowledged(broker,
         assert len(logged) == len(buggy.batches)
         await c.stop()
         # Acknowledged, so it does not come back to loop again.
-        again = FakePipeline()
-        c2 = consumer(broker, again, "c-bug")
-        await c2.start()
-        await until(c2.is_connected)
-        await asyncio.sleep(0.5)
-        assert again.calls == []
-        await c2.stop()
+        await nothing_left(broker, "c-bug")
         pub.close()
 
     asyncio.run(run())
