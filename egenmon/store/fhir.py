@@ -305,17 +305,17 @@ async def search_patients(
         params["kind"] = identifier_kind
         where += " AND p.identifier_kind = %(kind)s"
     where += _restrict(restrict, "p.id", params)
-    if count_only:
-        cur = await conn.execute(f"SELECT count(*) AS n FROM patients p WHERE {where}", params)
-        row = await cur.fetchone()
-        return int(row["n"]) if row else 0  # type: ignore[index]
-    if after is not None:
-        params["at"], params["aid"] = after
-        where += " AND (p.created_at, p.id) > (%(at)s, %(aid)s::uuid)"
-    params["limit"] = limit
-    sql = f"{_PATIENT_SELECT} WHERE {where} ORDER BY p.created_at, p.id LIMIT %(limit)s"
-    cur = await conn.execute(sql, params)
-    return await cur.fetchall()  # type: ignore[return-value]
+    return await _keyset_page(
+        conn,
+        _PATIENT_SELECT,
+        where,
+        params,
+        key=("p.created_at", "p.id", "uuid"),
+        descending=False,
+        after=after,
+        limit=limit,
+        count_only=count_only,
+    )
 
 
 # --- devices --------------------------------------------------------------------------
@@ -355,18 +355,17 @@ async def search_devices(
         params["device"] = device_id
         where += " AND d.id = %(device)s"
     where += _restrict(restrict, "b.patient_id", params)
-    if count_only:
-        sql = f"SELECT count(*) AS n FROM ({_DEVICE_SELECT} WHERE {where}) AS x"
-        cur = await conn.execute(sql, params)
-        row = await cur.fetchone()
-        return int(row["n"]) if row else 0  # type: ignore[index]
-    if after is not None:
-        params["at"], params["aid"] = after
-        where += " AND (d.created_at, d.id) > (%(at)s, %(aid)s)"
-    params["limit"] = limit
-    sql = f"{_DEVICE_SELECT} WHERE {where} ORDER BY d.created_at, d.id LIMIT %(limit)s"
-    cur = await conn.execute(sql, params)
-    return await cur.fetchall()  # type: ignore[return-value]
+    return await _keyset_page(
+        conn,
+        _DEVICE_SELECT,
+        where,
+        params,
+        key=("d.created_at", "d.id", "text"),
+        descending=False,
+        after=after,
+        limit=limit,
+        count_only=count_only,
+    )
 
 
 # --- alerts (Flag, Task) --------------------------------------------------------------
@@ -415,14 +414,44 @@ async def search_alerts(
         params["statuses"] = sorted(statuses)
         where += " AND a.status = ANY(%(statuses)s)"
     where += _restrict(restrict, "a.patient_id", params)
+    return await _keyset_page(
+        conn,
+        _ALERT_SELECT,
+        where,
+        params,
+        key=("a.opened_at", "a.id", "uuid"),
+        descending=True,
+        after=after,
+        limit=limit,
+        count_only=count_only,
+    )
+
+
+async def _keyset_page(
+    conn: Conn,
+    select: str,
+    where: str,
+    params: dict[str, Any],
+    *,
+    key: tuple[str, str, str],
+    descending: bool,
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+    count_only: bool,
+) -> list[dict[str, Any]] | int:
+    """One page of `select WHERE where` in keyset order after `after`, or (count_only) how
+    many rows match in all. key: the time column, the id column and the id's SQL type."""
     if count_only:
-        cur = await conn.execute(f"SELECT count(*) AS n FROM alerts a WHERE {where}", params)
+        sql = f"SELECT count(*) AS n FROM ({select} WHERE {where}) AS x"
+        cur = await conn.execute(sql, params)
         row = await cur.fetchone()
         return int(row["n"]) if row else 0  # type: ignore[index]
+    at, ident, id_type = key
+    direction, past = ("DESC", "<") if descending else ("ASC", ">")
     if after is not None:
         params["at"], params["aid"] = after
-        where += " AND (a.opened_at, a.id) < (%(at)s, %(aid)s::uuid)"
+        where += f" AND ({at}, {ident}) {past} (%(at)s, %(aid)s::{id_type})"
     params["limit"] = limit
-    sql = f"{_ALERT_SELECT} WHERE {where} ORDER BY a.opened_at DESC, a.id DESC LIMIT %(limit)s"
+    sql = f"{select} WHERE {where} ORDER BY {at} {direction}, {ident} {direction} LIMIT %(limit)s"
     cur = await conn.execute(sql, params)
     return await cur.fetchall()  # type: ignore[return-value]
