@@ -237,11 +237,7 @@ async def search_observations(ctx: Context, params: Params) -> dict[str, Any]:
         {"params": _param_names(params), "returned": len(rows)},
     )
     pairs = _link_pairs(params, q.ignored)
-    next_pairs = None
-    if more:
-        last = rows[-1]
-        token = encode_cursor(last["time"], last["dedup_key"], ctx.cursor_key)
-        next_pairs = [*pairs, ("_cursor", token)]
+    next_pairs = _next_pairs(ctx, pairs, rows, more, "time", "dedup_key")
     self_pairs = [*pairs, *(("_cursor", v) for n, v in params if n == "_cursor")]
     notes = [f"code: {c} is not a code egenmon holds; it matches nothing" for c in q.unknown_codes]
     return _searchset(
@@ -340,13 +336,7 @@ async def search_patients(ctx: Context, params: Params) -> dict[str, Any]:
     )
     # The identity number stays out of every link; a search by it finds at most one.
     pairs = _link_pairs(params, (*q.ignored, "identifier"))
-    next_pairs = None
-    if more and q.personnummer is None:
-        last = rows[-1]
-        next_pairs = [
-            *pairs,
-            ("_cursor", encode_cursor(last["created_at"], str(last["id"]), ctx.cursor_key)),
-        ]
+    next_pairs = _next_pairs(ctx, pairs, rows, more and q.personnummer is None, "created_at")
     return _searchset(
         ctx,
         "Patient",
@@ -397,6 +387,22 @@ async def _page(
     return rows, total, more
 
 
+def _next_pairs(
+    ctx: Context,
+    pairs: Params,
+    rows: list[dict[str, Any]],
+    more: bool,
+    at: str,
+    ident: str = "id",
+) -> Params | None:
+    """The next link's parameters: these pairs and a cursor after the last row (its `at`
+    and `ident` columns), or None when there is no next page."""
+    if not more:
+        return None
+    last = rows[-1]
+    return [*pairs, ("_cursor", encode_cursor(last[at], str(last[ident]), ctx.cursor_key))]
+
+
 async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
     ctx.principal.require("Device", "s")
     rest, total_mode = _pop_total(params)
@@ -424,13 +430,7 @@ async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
         ctx, "search", "Device", patients, {"params": _param_names(params), "returned": len(rows)}
     )
     pairs = _link_pairs(params, q.ignored)
-    next_pairs = None
-    if more:
-        last = rows[-1]
-        next_pairs = [
-            *pairs,
-            ("_cursor", encode_cursor(last["created_at"], last["id"], ctx.cursor_key)),
-        ]
+    next_pairs = _next_pairs(ctx, pairs, rows, more, "created_at")
     return _searchset(
         ctx,
         "Device",
@@ -487,13 +487,7 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
         ctx, "search", resource, patients, {"params": _param_names(params), "returned": len(rows)}
     )
     pairs = _link_pairs(params, q.ignored)
-    next_pairs = None
-    if more:
-        last = rows[-1]
-        next_pairs = [
-            *pairs,
-            ("_cursor", encode_cursor(last["opened_at"], str(last["id"]), ctx.cursor_key)),
-        ]
+    next_pairs = _next_pairs(ctx, pairs, rows, more, "opened_at")
     render = _RENDER_ALERT[resource]
     return _searchset(
         ctx,
