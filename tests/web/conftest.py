@@ -143,15 +143,17 @@ def simulate_patient(
     days: int = 20,
     onset_days_ago: float = 5.0,
     silent_hours: float = 0.5,
+    every: dt.timedelta = dt.timedelta(hours=12),
 ) -> int:
-    """`days` of a simulated patient's readings up to `silent_hours` ago, stored."""
+    """`days` of a simulated patient's readings up to `silent_hours` ago, one session each
+    `every`, stored."""
     now = dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=days)
     end = now - dt.timedelta(hours=silent_hours)
     onset = now - dt.timedelta(days=onset_days_ago)
     device = SimDevice(device_id, scenario=scenario, protocol=protocol)
     rng = random.Random(device_id)  # noqa: S311 (simulation)
-    readings = list(generate(device, scenario, start, end, rng, onset=onset))
+    readings = list(generate(device, scenario, start, end, rng, every=every, onset=onset))
     return store_readings(
         url, device_id, patient_id, readings, dt.datetime(2020, 1, 1, tzinfo=dt.UTC), last_seen=end
     )
