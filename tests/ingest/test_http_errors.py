@@ -165,7 +165,8 @@ def test_a_revoked_device_is_refused_within_a_second(in_app, device, conn):
                 "type": "heart_rate",
                 "value": 70,
                 "unit": "/min",
-                "time": (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).isoformat(),
+                # A day ahead: the parameters are made at collection, minutes before the test runs.
+                "time": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat(),
             },
             "in the future",
         ),
