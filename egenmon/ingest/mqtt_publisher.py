@@ -19,6 +19,7 @@ import logging
 import random
 import ssl
 import time
+from typing import Any
 
 from egenmon.settings import MqttUrl
 
@@ -130,7 +131,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: ResultsPublisher, now: float) -> None:
         loop = asyncio.get_running_loop()
         self.owner = owner
-        self.transport: asyncio.Transport | None = None
+        # Whatever transport the running loop makes (asyncio's, uvloop's, TLS): only
+        # write, is_closing, close and abort are used, which every loop's transports have.
+        self.transport: Any = None
         # Broker packets are 2-byte bodies at most: anything longer is an error anyway.
         self.reader = PacketReader(max_length=2)
         self.connack: asyncio.Future[int | None] = loop.create_future()
@@ -139,7 +142,8 @@ class _Connection(asyncio.Protocol):
         self.ping_sent: float | None = None  # an unanswered PINGREQ
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not `isinstance(transport, asyncio.Transport)`: uvloop's TCPTransport is not one,
+        # and `egenmon serve` runs on uvloop.
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
