@@ -83,8 +83,17 @@ RESULTS_QUEUED = 20_000
 READ_AHEAD = 65536
 CORK = hasattr(socket, "TCP_CORK")  # Linux
 # The batch did not commit, or the database is unreachable: keep the message
-# unacknowledged and try again.
-RETRYABLE = (WriteError, psycopg.Error, PoolTimeout, OSError, TimeoutError)
+# unacknowledged and try again. Not retried: what the database refused (a WriteError with
+# `refused`, the pipeline's StoreRefused, a psycopg.DataError): it goes to quarantine and
+# is acknowledged, or it would block the consumer's in-flight window for ever.
+RETRYABLE = (
+    WriteError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+    OSError,
+    TimeoutError,
+)
 
 
 def shared_subscription(prefix: str) -> str:
@@ -665,8 +674,18 @@ class MqttConsumer:
             results = await self._until_done(
                 lambda: self.pipeline.ingest_many(readings, source="mqtt")
             )
-        except Exception as e:  # noqa: BLE001 (a bug: each message goes to quarantine)
-            return [e] * len(readings)
+        except Exception as e:  # noqa: BLE001 (refused, or a bug: not retried as it is)
+            if len(readings) == 1:
+                return [e]
+            # One message may have made the store refuse the whole batch: each alone, so
+            # that only what is refused goes to quarantine and the rest is stored.
+            out: list[Any] = []
+            for one in readings:
+                got = await self._ingest([one])
+                if not got:
+                    return []  # stopping
+                out += got
+            return out
         return [] if results is None else results
 
     async def _until_done(self, attempt: Any) -> Any:
@@ -718,7 +737,8 @@ class MqttConsumer:
 
     @staticmethod
     def _retryable(e: Exception) -> bool:
-        return isinstance(e, RETRYABLE)
+        """An outage (retry, no ack), not a message the store refused (quarantine, ack)."""
+        return isinstance(e, RETRYABLE) and not getattr(e, "refused", False)
 
     async def _keep(
         self, reason: str, payload: bytes, device_id: str | None, topic: str
@@ -741,6 +761,9 @@ class MqttConsumer:
     @staticmethod
     def _bug(error: Exception) -> str:
         """Log an exception ingest raised (a bug, not an outage); the quarantine reason."""
+        if getattr(error, "refused", False) or type(error).__name__ == "StoreRefused":
+            log.warning("the database refused a message; it goes to quarantine")
+            return f"refused by the database ({type(error).__name__})"
         # Where it failed, but not the exception's text, which may quote the reading.
         where = "".join(traceback.format_tb(error.__traceback__)[-3:])
         log.error(
