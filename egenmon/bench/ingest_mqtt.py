@@ -300,7 +300,7 @@ def _publisher(
         device.id,
         device.secret,
         prefix=prefix,
-        client_id=f"{device.id}-bench",
+        client_id=device.id,
         inflight=PUBLISH_INFLIGHT,
     ).connect()
     ready.put(device.id)

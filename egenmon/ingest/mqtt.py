@@ -45,6 +45,7 @@ from psycopg_pool import PoolTimeout
 
 from egenmon import metrics
 from egenmon.devices import reconcile
+from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.reconcile import SHARE_GROUP
 from egenmon.ingest.mqtt_publisher import ResultsPublisher
 from egenmon.ingest.writer import WriteError
@@ -455,6 +456,12 @@ class MqttConsumer:
             )
         except Exception as e:  # noqa: BLE001 (the broker may be down: retried on connect)
             log.warning("could not check the broker's platform ACLs: %s", e)
+        try:
+            bound = await asyncio.wait_for(asyncio.to_thread(_bind_client_ids, self.url), 10.0)
+            if bound:
+                log.warning("bound %d device clients to their own client ids", bound)
+        except Exception as e:  # noqa: BLE001 (retried at the next start)
+            log.warning("could not bind device clients to their client ids: %s", e)
         if not self._fixed_id:
             self.client_id = self._id_lock.acquire()
         # Read when scraped, not counted per message (one consumer per process).
@@ -803,6 +810,12 @@ class MqttConsumer:
                 await reconcile.disable_revoked(self.pool, self.url)
         except Exception as e:  # noqa: BLE001 (retried at the next connect)
             log.warning("broker reconcile failed: %s", e)
+
+
+def _bind_client_ids(url: MqttUrl) -> int:
+    """Devices registered before client ids were bound get bound in the running broker."""
+    with DynsecClient(url, timeout=5.0) as dyn:
+        return dyn.bind_client_ids()
 
 
 class _Quarantined:
