@@ -548,6 +548,15 @@ class MqttConsumer:
         """Connected and subscribed: what /readyz reports for the broker."""
         return self._sub is not None and self._sub.connected and self._subscribed
 
+    def results_connected(self) -> bool:
+        """The results connection is up (CONNACK accepted): what /readyz reports."""
+        return self._pub is not None and self._pub.connected
+
+    async def broker_answers(self, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+        """The broker answers a PINGREQ now (a frozen broker keeps the TCP connection up
+        and is noticed by keepalive only after 30 s or more)."""
+        return self._pub is not None and await self._pub.probe(timeout)
+
     # -- paho callbacks (on this loop) --------------------------------------------------
 
     def _on_connect(

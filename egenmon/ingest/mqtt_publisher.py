@@ -201,6 +201,7 @@ class ResultsPublisher:
         self._drained: asyncio.Future[None] | None = None
         self._warned_at = float("-inf")
         self._failures = 0
+        self._probe: asyncio.Future[bool] | None = None  # a PINGREQ of probe() in flight
 
     @property
     def in_flight(self) -> int:
@@ -235,6 +236,23 @@ class ResultsPublisher:
         else:
             self._waiting[pid] = packet
         return True
+
+    async def probe(self, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+        """Whether the broker answers now: a PINGREQ on the current connection and its
+        PINGRESP within `timeout` s. A frozen broker keeps its TCP connections open and
+        is noticed by keepalive only after 30 s or more; this notices it at once (for
+        /readyz). Concurrent callers share one PINGREQ."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return False
+        probe = self._probe
+        if probe is None or probe.done():
+            probe = self._probe = self._loop.create_future()
+            conn.write(PINGREQ_PACKET, self._loop.time())
+        try:
+            return await asyncio.wait_for(asyncio.shield(probe), timeout)
+        except TimeoutError:
+            return False
 
     # `timeout` bounds the wait for PUBACKs only; closing after it is quick.
     async def stop(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109
@@ -354,7 +372,8 @@ class ResultsPublisher:
                 if self._inflight.pop(int.from_bytes(body, "big"), None) is not None:
                     self.acknowledged += 1
             elif first == PINGRESP and not body:
-                pass
+                if self._probe is not None and not self._probe.done():
+                    self._probe.set_result(True)
             elif first == CONNACK and len(body) == 2 and not conn.connack.done():
                 conn.connack.set_result(body[1])
             else:
@@ -367,6 +386,8 @@ class ResultsPublisher:
             return
         self._conn = None
         self._out.clear()  # written again from _inflight after the next CONNACK
+        if self._probe is not None and not self._probe.done():
+            self._probe.set_result(False)
         if self.connected and not self._stopping:
             held = self.in_flight
             self._warn("%s: connection lost, %d messages unacknowledged", self.label, held)
