@@ -157,3 +157,26 @@ def test_a_make_run_instance_answers_http_mqtt_with_results_fhir_and_the_ui(
     log = served.text()
     assert "Traceback" not in log and "ERROR" not in log, log
     assert "mqtt-results: no connection" not in log, log
+
+
+def test_a_consumer_only_process_runs_on_uvloop_too(env: dict, tmp_path: Path):
+    """`serve --no-http` (the benchmark's and a scaled-out deployment's consumers) runs on
+    the loop the all-roles process runs, so what is measured and tested is what runs."""
+    log = tmp_path / "consumer.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "egenmon", "serve", "--no-http", "--no-scheduler"],
+            env={**os.environ, "EGENMON_LOG_LEVEL": "INFO"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "subscribed" not in log.read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            assert "uvloop" in Path(f"/proc/{proc.pid}/maps").read_text()
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    assert "Traceback" not in log.read_text(errors="replace")
