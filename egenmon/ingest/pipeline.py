@@ -42,7 +42,8 @@ MAX_BODY = 1024 * 1024  # 1 MiB, the contract's limit; quarantine keeps at most 
 class IngestResult:
     """What became of a message; `body()` is the contract's answer."""
 
-    status: int  # 200, 400, 403 or 422 (401 is decided by authenticate)
+    status: int  # 200, 400, 403 or 422 (401 is decided by authenticate; 422 with an error:
+    # the database refused the message)
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict] = field(default_factory=list)  # [{"index": i, "error": "..."}]
@@ -175,7 +176,24 @@ class Pipeline:
         started = time.perf_counter()
         bindings = await self.bindings(device_id)
         prepared = self._prepare(body, device_id, bindings, source, topic, received_at, quarantine)
-        [result] = await self._commit([prepared], source, started)
+        try:
+            [result] = await self._commit([prepared], source, started)
+        except WriteError as e:
+            if not e.refused:
+                raise  # an outage: the sender tries again
+            # The database refused this message's content: sending it again cannot help.
+            reason = f"refused by the database: {safe_reason(str(e))[:200]}"
+            log.warning("the database refused a message from %s; it goes to quarantine", source)
+            if quarantine:
+                await self.quarantine(
+                    source=source,
+                    reason=reason,
+                    raw=body,
+                    device_id=device_id,
+                    topic=topic,
+                    received_at=received_at,
+                )
+            return IngestResult(status=422, error=reason, message_id=prepared.result.message_id)
         return result
 
     async def ingest_many(

@@ -140,3 +140,35 @@ def test_poison_over_fhir_is_4xx_and_quarantined(in_app, settings, device, conn,
     assert "\x00" not in rows[0]["reason"]
     assert b"\\u0000" in bytes(rows[0]["raw"])
     assert stored(conn, device["id"]) == []
+
+
+def test_a_message_the_database_refuses_is_422_and_quarantined_not_503_for_ever(
+    in_app, device, conn
+):
+    # Content that gets past the checks but that the database refuses (a DataError in the
+    # batch writer's COPY), made here by a trigger: retrying cannot help, so not a 503.
+    conn.execute(
+        "CREATE FUNCTION refuse_123() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.value = 123 THEN RAISE EXCEPTION 'refused' USING ERRCODE = 'data_exception';"
+        " END IF; RETURN NEW; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse_123 BEFORE INSERT ON readings"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_123()"
+    )
+    raw = orjson.dumps({"message_id": "m-refused", "readings": [reading(value=123, unit="/min")]})
+
+    async def go(client, app):
+        refused = await client.post(URL, content=raw, headers=auth(device["secret"]))
+        good = await client.post(
+            URL, content=orjson.dumps({"readings": [reading()]}), headers=auth(device["secret"])
+        )
+        return refused, good
+
+    refused, good = in_app(go)
+    assert refused.status_code == 422, refused.text
+    assert "refused by the database" in refused.json()["error"]
+    assert good.status_code == 200
+    [q] = quarantine_rows(conn)
+    assert bytes(q["raw"]) == raw and "refused by the database" in q["reason"]
+    assert [r["value"] for r in stored(conn, device["id"])] == [72]
