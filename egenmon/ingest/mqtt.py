@@ -45,6 +45,7 @@ from psycopg_pool import PoolTimeout
 
 from egenmon import metrics
 from egenmon.devices import reconcile
+from egenmon.devices.broker import RESERVED_PREFIX, reserved_device_id
 from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.reconcile import SHARE_GROUP
 from egenmon.ingest.mqtt_publisher import ResultsPublisher
@@ -136,6 +137,15 @@ class ClientIdLock:
     def acquire(self) -> str:
         fixed = self.settings.mqtt_client_id
         if fixed:
+            if not reserved_device_id(fixed):
+                # Devices are bound to their device ids, and only ids starting with
+                # "egenmon" are kept from them: a device registered as `fixed` could take
+                # this consumer's id (and its session).
+                log.warning(
+                    "EGENMON_MQTT_CLIENT_ID does not start with %r: a device registered "
+                    "with that id could take the consumer's client id",
+                    RESERVED_PREFIX,
+                )
             self.client_id = fixed
             return fixed
         url = self.settings.mqtt

@@ -240,6 +240,19 @@ def test_derived_client_ids_are_stable_slots_per_host_and_broker(broker):
     c.release()
 
 
+def test_a_configured_client_id_outside_the_platforms_prefix_is_warned_about(broker, caplog):
+    # Only ids starting with "egenmon" are kept from devices (issue 12, finding 1).
+    for configured, warned in (("consumer-1", True), ("egenmon-eu-1", False)):
+        caplog.clear()
+        settings = load_settings(
+            mqtt_url=broker.mqtt_url, environment="test", mqtt_client_id=configured
+        )
+        lock = ClientIdLock(settings)
+        assert lock.acquire() == configured
+        lock.release()
+        assert ("could take the consumer's client id" in caplog.text) is warned
+
+
 def test_read_ahead_socket_hands_out_small_pieces_of_one_large_read():
     import socket
 
