@@ -29,27 +29,34 @@ async def database_ok(runtime: Runtime) -> bool:
         return False
 
 
-async def broker_ok(runtime: Runtime) -> bool:
+async def broker_ok(runtime: Runtime) -> list[str]:
+    """What is down of the broker side: "broker" (the readings subscription, or a broker
+    that does not answer within a second), "results" (the results connection)."""
     mqtt = runtime.settings.mqtt
     if mqtt is None:
-        return True
+        return []
     consumer = runtime.service("mqtt")
     if consumer is not None and hasattr(consumer, "is_connected"):
-        return bool(consumer.is_connected())
+        if not consumer.is_connected():
+            return ["broker"]
+        if not consumer.results_connected():
+            return ["results"]
+        # Connected is not answering: a frozen broker keeps its connections open.
+        return [] if await consumer.broker_answers(1.0) else ["broker"]
     try:
         async with asyncio.timeout(1):
             _, writer = await asyncio.open_connection(mqtt.host, mqtt.port)
         writer.close()
-        return True
+        return []
     except (OSError, TimeoutError):
-        return False
+        return ["broker"]
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     db, broker = await asyncio.gather(database_ok(runtime), broker_ok(runtime))
-    down = [name for name, ok in (("database", db), ("broker", broker)) if not ok]
+    down = ([] if db else ["database"]) + broker
     if down:
         return JSONResponse({"status": "unavailable", "down": down}, status_code=503)
     return JSONResponse({"status": "ready"})

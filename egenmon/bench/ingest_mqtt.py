@@ -12,7 +12,8 @@ broker credentials), and then, for each readings-per-message size:
    (`ceiling_runs_per_s` shows both): the speed of this machine wanders by a tenth or
    more between runs. The ceilings run before any consumer has joined the shared
    subscription, so nothing else takes the messages.
-2. ingest: a real `egenmon serve --no-http --no-scheduler` consumer; the same publishers
+2. ingest: a real `egenmon serve --no-http --no-scheduler` consumer (on uvloop, the loop
+   every serve process runs, as in production); the same publishers
    publish the same number of messages (other devices, so nothing is a duplicate);
    `seconds` runs from the first publish until the commit of the last reading (commit
    timestamps of the throwaway cluster; the poll that sees every reading stored, with
@@ -300,7 +301,7 @@ def _publisher(
         device.id,
         device.secret,
         prefix=prefix,
-        client_id=f"{device.id}-bench",
+        client_id=device.id,
         inflight=PUBLISH_INFLIGHT,
     ).connect()
     ready.put(device.id)

@@ -7,6 +7,13 @@ runs: a new device can connect at once, and disabling a client drops its connect
 once, without a restart (the classic acl_file reloads only on SIGHUP and keeps sessions).
 Debian's mosquitto 2.0.11 does not substitute %u/%c in role ACLs, so every device gets its
 own role with literal topics.
+
+Client ids: every device's client is bound to one client id, its device id (the plugin's
+`clientid`), so that no device can connect under another client's id: taking an id kicks
+whoever holds it and, with a clean session, wipes that client's persistent session, and
+the platform's consumer keeps the readings of every device in its session. The platform
+account is not bound (it runs several consumers and admin connections), and device ids
+that start with `egenmon` are refused, so no device can be bound to one of its ids.
 """
 
 from __future__ import annotations
@@ -87,6 +94,33 @@ def device_role(device_id: str) -> str:
     return f"device:{device_id}"
 
 
+# Client ids of the platform account start with this; no device id may.
+RESERVED_PREFIX = "egenmon"
+
+
+def device_client_id(device_id: str) -> str:
+    """The one MQTT client id a device may connect with: its device id."""
+    return device_id
+
+
+def reserved_device_id(device_id: str) -> bool:
+    return device_id.lower().startswith(RESERVED_PREFIX)
+
+
+def bind_client_ids(dynsec: dict) -> int:
+    """Bind every device client of a dynamic-security document to its own client id (a
+    file from before client ids were bound); returns how many were changed."""
+    changed = 0
+    for client in dynsec.get("clients", []):
+        username = client.get("username")
+        if not username or username == PLATFORM_USER:
+            continue
+        if client.get("clientid") != device_client_id(username):
+            client["clientid"] = device_client_id(username)
+            changed += 1
+    return changed
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     conf: Path
@@ -117,6 +151,11 @@ def write_config(
     dynsec_file = out / "dynamic-security.json"
     if secret_file.exists() and dynsec_file.exists():
         password = secret_file.read_text().strip()
+        # Devices added before client ids were bound: bind them now. (A running broker
+        # keeps its own copy; the consumer binds them there over the control topic.)
+        dynsec = json.loads(dynsec_file.read_text())
+        if bind_client_ids(dynsec):
+            _write_private(dynsec_file, json.dumps(dynsec, indent=2))
     else:
         password = secrets.token_urlsafe(24)
         _write_private(secret_file, password + "\n")

@@ -9,7 +9,13 @@ import uuid
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from egenmon.devices.broker import device_acls, device_role
+from egenmon.devices.broker import (
+    PLATFORM_USER,
+    device_acls,
+    device_client_id,
+    device_role,
+    reserved_device_id,
+)
 from egenmon.settings import MqttUrl
 
 CONTROL = "$CONTROL/dynamic-security/v1"
@@ -105,6 +111,11 @@ class DynsecClient:
         return responses
 
     def add_device(self, device_id: str, secret: str, prefix: str) -> None:
+        """A client for the device, bound to its own client id (its device id)."""
+        if reserved_device_id(device_id):
+            raise DynsecError(
+                f"device ids starting with {device_id[:7]!r} are reserved for the platform"
+            )
         role = device_role(device_id)
         self.run(
             {"command": "createRole", "rolename": role, "acls": device_acls(prefix, device_id)},
@@ -115,6 +126,7 @@ class DynsecClient:
                 "command": "createClient",
                 "username": device_id,
                 "password": secret,
+                "clientid": device_client_id(device_id),
                 "roles": [{"rolename": role}],
             },
         )
@@ -128,6 +140,29 @@ class DynsecClient:
         self.run(
             {"command": "deleteRole", "rolename": device_role(device_id)}, ok_errors=("not found",)
         )
+
+    def bind_client_ids(self, chunk: int = 100) -> int:
+        """Bind every device client that is not yet bound to its own client id (devices
+        added before client ids were bound); returns how many were bound. The plugin
+        drops a connection that used another id, and it cannot come back with it."""
+        listed = self.run({"command": "listClients", "verbose": True})
+        clients = listed[0].get("data", {}).get("clients", [])
+        todo = [
+            c["username"]
+            for c in clients
+            if c.get("username")
+            and c["username"] != PLATFORM_USER
+            and c.get("clientid") != device_client_id(c["username"])
+        ]
+        for i in range(0, len(todo), chunk):
+            self.run(
+                *(
+                    {"command": "setClientId", "username": u, "clientid": device_client_id(u)}
+                    for u in todo[i : i + chunk]
+                ),
+                ok_errors=("not found",),
+            )
+        return len(todo)
 
     def list_clients(self) -> list[str]:
         r = self.run({"command": "listClients", "verbose": False})

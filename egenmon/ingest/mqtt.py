@@ -45,6 +45,8 @@ from psycopg_pool import PoolTimeout
 
 from egenmon import metrics
 from egenmon.devices import reconcile
+from egenmon.devices.broker import RESERVED_PREFIX, reserved_device_id
+from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.reconcile import SHARE_GROUP
 from egenmon.ingest.mqtt_publisher import ResultsPublisher
 from egenmon.ingest.writer import WriteError
@@ -83,8 +85,17 @@ RESULTS_QUEUED = 20_000
 READ_AHEAD = 65536
 CORK = hasattr(socket, "TCP_CORK")  # Linux
 # The batch did not commit, or the database is unreachable: keep the message
-# unacknowledged and try again.
-RETRYABLE = (WriteError, psycopg.Error, PoolTimeout, OSError, TimeoutError)
+# unacknowledged and try again. Not retried: what the database refused (a WriteError with
+# `refused`, the pipeline's StoreRefused, a psycopg.DataError): it goes to quarantine and
+# is acknowledged, or it would block the consumer's in-flight window for ever.
+RETRYABLE = (
+    WriteError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+    OSError,
+    TimeoutError,
+)
 
 
 def shared_subscription(prefix: str) -> str:
@@ -126,6 +137,15 @@ class ClientIdLock:
     def acquire(self) -> str:
         fixed = self.settings.mqtt_client_id
         if fixed:
+            if not reserved_device_id(fixed):
+                # Devices are bound to their device ids, and only ids starting with
+                # "egenmon" are kept from them: a device registered as `fixed` could take
+                # this consumer's id (and its session).
+                log.warning(
+                    "EGENMON_MQTT_CLIENT_ID does not start with %r: a device registered "
+                    "with that id could take the consumer's client id",
+                    RESERVED_PREFIX,
+                )
             self.client_id = fixed
             return fixed
         url = self.settings.mqtt
@@ -446,6 +466,12 @@ class MqttConsumer:
             )
         except Exception as e:  # noqa: BLE001 (the broker may be down: retried on connect)
             log.warning("could not check the broker's platform ACLs: %s", e)
+        try:
+            bound = await asyncio.wait_for(asyncio.to_thread(_bind_client_ids, self.url), 10.0)
+            if bound:
+                log.warning("bound %d device clients to their own client ids", bound)
+        except Exception as e:  # noqa: BLE001 (retried at the next start)
+            log.warning("could not bind device clients to their client ids: %s", e)
         if not self._fixed_id:
             self.client_id = self._id_lock.acquire()
         # Read when scraped, not counted per message (one consumer per process).
@@ -531,6 +557,15 @@ class MqttConsumer:
     def is_connected(self) -> bool:
         """Connected and subscribed: what /readyz reports for the broker."""
         return self._sub is not None and self._sub.connected and self._subscribed
+
+    def results_connected(self) -> bool:
+        """The results connection is up (CONNACK accepted): what /readyz reports."""
+        return self._pub is not None and self._pub.connected
+
+    async def broker_answers(self, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+        """The broker answers a PINGREQ now (a frozen broker keeps the TCP connection up
+        and is noticed by keepalive only after 30 s or more)."""
+        return self._pub is not None and await self._pub.probe(timeout)
 
     # -- paho callbacks (on this loop) --------------------------------------------------
 
@@ -665,8 +700,18 @@ class MqttConsumer:
             results = await self._until_done(
                 lambda: self.pipeline.ingest_many(readings, source="mqtt")
             )
-        except Exception as e:  # noqa: BLE001 (a bug: each message goes to quarantine)
-            return [e] * len(readings)
+        except Exception as e:  # noqa: BLE001 (refused, or a bug: not retried as it is)
+            if len(readings) == 1:
+                return [e]
+            # One message may have made the store refuse the whole batch: each alone, so
+            # that only what is refused goes to quarantine and the rest is stored.
+            out: list[Any] = []
+            for one in readings:
+                got = await self._ingest([one])
+                if not got:
+                    return []  # stopping
+                out += got
+            return out
         return [] if results is None else results
 
     async def _until_done(self, attempt: Any) -> Any:
@@ -718,7 +763,8 @@ class MqttConsumer:
 
     @staticmethod
     def _retryable(e: Exception) -> bool:
-        return isinstance(e, RETRYABLE)
+        """An outage (retry, no ack), not a message the store refused (quarantine, ack)."""
+        return isinstance(e, RETRYABLE) and not getattr(e, "refused", False)
 
     async def _keep(
         self, reason: str, payload: bytes, device_id: str | None, topic: str
@@ -741,6 +787,9 @@ class MqttConsumer:
     @staticmethod
     def _bug(error: Exception) -> str:
         """Log an exception ingest raised (a bug, not an outage); the quarantine reason."""
+        if getattr(error, "refused", False) or type(error).__name__ == "StoreRefused":
+            log.warning("the database refused a message; it goes to quarantine")
+            return f"refused by the database ({type(error).__name__})"
         # Where it failed, but not the exception's text, which may quote the reading.
         where = "".join(traceback.format_tb(error.__traceback__)[-3:])
         log.error(
@@ -780,6 +829,12 @@ class MqttConsumer:
                 await reconcile.disable_revoked(self.pool, self.url)
         except Exception as e:  # noqa: BLE001 (retried at the next connect)
             log.warning("broker reconcile failed: %s", e)
+
+
+def _bind_client_ids(url: MqttUrl) -> int:
+    """Devices registered before client ids were bound get bound in the running broker."""
+    with DynsecClient(url, timeout=5.0) as dyn:
+        return dyn.bind_client_ids()
 
 
 class _Quarantined:

@@ -19,6 +19,7 @@ import logging
 import random
 import ssl
 import time
+from typing import Any
 
 from egenmon.settings import MqttUrl
 
@@ -130,7 +131,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: ResultsPublisher, now: float) -> None:
         loop = asyncio.get_running_loop()
         self.owner = owner
-        self.transport: asyncio.Transport | None = None
+        # Whatever transport the running loop makes (asyncio's, uvloop's, TLS): only
+        # write, is_closing, close and abort are used, which every loop's transports have.
+        self.transport: Any = None
         # Broker packets are 2-byte bodies at most: anything longer is an error anyway.
         self.reader = PacketReader(max_length=2)
         self.connack: asyncio.Future[int | None] = loop.create_future()
@@ -139,7 +142,8 @@ class _Connection(asyncio.Protocol):
         self.ping_sent: float | None = None  # an unanswered PINGREQ
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not `isinstance(transport, asyncio.Transport)`: uvloop's TCPTransport is not one,
+        # and `egenmon serve` runs on uvloop.
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -197,6 +201,7 @@ class ResultsPublisher:
         self._drained: asyncio.Future[None] | None = None
         self._warned_at = float("-inf")
         self._failures = 0
+        self._probe: asyncio.Future[bool] | None = None  # a PINGREQ of probe() in flight
 
     @property
     def in_flight(self) -> int:
@@ -231,6 +236,23 @@ class ResultsPublisher:
         else:
             self._waiting[pid] = packet
         return True
+
+    async def probe(self, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+        """Whether the broker answers now: a PINGREQ on the current connection and its
+        PINGRESP within `timeout` s. A frozen broker keeps its TCP connections open and
+        is noticed by keepalive only after 30 s or more; this notices it at once (for
+        /readyz). Concurrent callers share one PINGREQ."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return False
+        probe = self._probe
+        if probe is None or probe.done():
+            probe = self._probe = self._loop.create_future()
+            conn.write(PINGREQ_PACKET, self._loop.time())
+        try:
+            return await asyncio.wait_for(asyncio.shield(probe), timeout)
+        except TimeoutError:
+            return False
 
     # `timeout` bounds the wait for PUBACKs only; closing after it is quick.
     async def stop(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109
@@ -350,7 +372,8 @@ class ResultsPublisher:
                 if self._inflight.pop(int.from_bytes(body, "big"), None) is not None:
                     self.acknowledged += 1
             elif first == PINGRESP and not body:
-                pass
+                if self._probe is not None and not self._probe.done():
+                    self._probe.set_result(True)
             elif first == CONNACK and len(body) == 2 and not conn.connack.done():
                 conn.connack.set_result(body[1])
             else:
@@ -363,6 +386,8 @@ class ResultsPublisher:
             return
         self._conn = None
         self._out.clear()  # written again from _inflight after the next CONNACK
+        if self._probe is not None and not self._probe.done():
+            self._probe.set_result(False)
         if self.connected and not self._stopping:
             held = self.in_flight
             self._warn("%s: connection lost, %d messages unacknowledged", self.label, held)

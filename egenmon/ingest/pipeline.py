@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from egenmon import metrics
 from egenmon.devices.cache import Credentials, DeviceCache
@@ -26,7 +26,11 @@ from egenmon.ingest.normalise import Binding, normalise
 from egenmon.ingest.writer import COLUMNS, BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
 from egenmon.store import ingest as store
-from egenmon.store.ingest import POOL_WAIT_S, QuarantineEntry
+from egenmon.store.ingest import POOL_WAIT_S, QuarantineEntry, safe_text
+
+# Errors that mean the store is away (or too busy), not that it refused what it was given:
+# the sender tries again. Any other psycopg.Error (a DataError, say) is a refusal.
+OUTAGE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError, TimeoutError)
 
 log = logging.getLogger("egenmon.ingest")
 
@@ -38,7 +42,8 @@ MAX_BODY = 1024 * 1024  # 1 MiB, the contract's limit; quarantine keeps at most 
 class IngestResult:
     """What became of a message; `body()` is the contract's answer."""
 
-    status: int  # 200, 400, 403 or 422 (401 is decided by authenticate)
+    status: int  # 200, 400, 403 or 422 (401 is decided by authenticate; 422 with an error:
+    # the database refused the message)
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict] = field(default_factory=list)  # [{"index": i, "error": "..."}]
@@ -59,6 +64,17 @@ class _Prepared:
     result: IngestResult
     rows: list[tuple]
     entries: list[QuarantineEntry]
+
+
+def safe_reason(text: str) -> str:
+    """A refusal's reason as it is answered, published and kept: what is not printable in
+    it (NUL, lone surrogates, control characters from the input) escaped, at most 1000
+    characters. Reasons quote the input they refuse; this keeps that quoting harmless."""
+    return safe_text(text) or ""
+
+
+class StoreRefused(Exception):  # noqa: N818 (a refusal, not a failure of ours)
+    """The database refused what it was given (not an outage): retrying cannot help."""
 
 
 class TokenBucket:
@@ -160,7 +176,24 @@ class Pipeline:
         started = time.perf_counter()
         bindings = await self.bindings(device_id)
         prepared = self._prepare(body, device_id, bindings, source, topic, received_at, quarantine)
-        [result] = await self._commit([prepared], source, started)
+        try:
+            [result] = await self._commit([prepared], source, started)
+        except WriteError as e:
+            if not e.refused:
+                raise  # an outage: the sender tries again
+            # The database refused this message's content: sending it again cannot help.
+            reason = f"refused by the database: {safe_reason(str(e))[:200]}"
+            log.warning("the database refused a message from %s; it goes to quarantine", source)
+            if quarantine:
+                await self.quarantine(
+                    source=source,
+                    reason=reason,
+                    raw=body,
+                    device_id=device_id,
+                    topic=topic,
+                    received_at=received_at,
+                )
+            return IngestResult(status=422, error=reason, message_id=prepared.result.message_id)
         return result
 
     async def ingest_many(
@@ -228,6 +261,8 @@ class Pipeline:
         if live and message.battery is not None:
             self.health.seen(device_id, now, message.battery)
         rows, errors = normalise(message, device_id, bindings, now, source, received_at)
+        if errors:
+            errors = [(i, safe_reason(reason)) for i, reason in errors]
         entries = (
             [
                 QuarantineEntry(
@@ -266,6 +301,7 @@ class Pipeline:
         message_id: str | None = None,
     ) -> _Prepared:
         """The whole body refused: kept in quarantine, whole (up to 1 MiB), with the reason."""
+        reason = safe_reason(reason)
         entries = (
             [
                 QuarantineEntry(
@@ -342,14 +378,39 @@ class Pipeline:
     # -- internals --------------------------------------------------------------------
 
     async def store_quarantine(self, entries: list[QuarantineEntry]) -> list[int]:
+        """Keep entries; raises WriteError in an outage only (the sender tries again).
+
+        The insert cannot fail on content (store.insert_quarantine); should the database
+        refuse an entry all the same, the entries go in again without anything taken from
+        the input but the raw bytes, so that a message is never retried for ever."""
         try:
-            async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                ids = await store.insert_quarantine(conn, entries)
-        except (psycopg.Error, OSError) as e:
-            # The caller answers 503 (or does not acknowledge): the sender tries again.
-            raise WriteError(f"quarantine not written: {type(e).__name__}") from None
+            ids = await self._insert_quarantine(entries)
+        except StoreRefused as e:
+            log.error("quarantine refused by the database (%s); kept without its texts", e)
+            bare = [
+                QuarantineEntry(
+                    q.received_at,
+                    q.source,
+                    f"kept without its reason (the database refused it: {e})",
+                    q.raw,
+                    kind=q.kind,
+                    reading_index=q.reading_index,
+                )
+                for q in entries
+            ]
+            ids = await self._insert_quarantine(bare)
         self._quarantined(entries[0].source, len(entries))
         return ids
+
+    async def _insert_quarantine(self, entries: list[QuarantineEntry]) -> list[int]:
+        try:
+            async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+                return await store.insert_quarantine(conn, entries)
+        except OUTAGE as e:
+            # The caller answers 503 (or does not acknowledge): the sender tries again.
+            raise WriteError(f"quarantine not written: {type(e).__name__}") from None
+        except psycopg.Error as e:
+            raise StoreRefused(f"{type(e).__name__} {e.sqlstate or ''}".strip()) from None
 
     def _count(self, source: str, accepted: int, duplicates: int, rejected: int) -> None:
         for outcome, n in (

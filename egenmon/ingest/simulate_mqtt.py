@@ -101,7 +101,7 @@ class DevicePublisher:
         self.window = max(inflight * 4, 1000)
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"{device_id}-dev",
+            client_id=client_id or device_id,  # the broker binds a device to its id
             protocol=mqtt.MQTTv5,
         )
         c.username_pw_set(device_id, secret)
@@ -302,7 +302,7 @@ class MqttTransport:
             device.device_id,
             device.secret,
             prefix=self.prefix,
-            client_id=f"{device.device_id}-sim",
+            client_id=device.device_id,
             on_result=on_result,
         )
         try:

@@ -97,7 +97,10 @@ _INSERT_ONE = (
 
 
 class WriteError(Exception):
-    """The batch could not be committed; nothing of it is stored."""
+    """The batch could not be committed; nothing of it is stored. `refused`: the database
+    refused its content (a DataError), so sending the same again cannot help."""
+
+    refused = False
 
 
 @dataclass(frozen=True)
@@ -221,9 +224,9 @@ class BatchWriter:
                     )
                     for p in live:
                         if not p.future.done():
-                            p.future.set_exception(
-                                WriteError(str(e).splitlines()[0] if str(e) else repr(e))
-                            )
+                            err = WriteError(str(e).splitlines()[0] if str(e) else repr(e))
+                            err.refused = isinstance(e, psycopg.DataError)
+                            p.future.set_exception(err)
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             await conn.close()

@@ -49,6 +49,36 @@ _QUARANTINE_FIELDS = (
 )
 
 
+# The longest text a quarantine entry keeps in reason, topic or device_id; the raw body
+# (bytea) is kept whole.
+MAX_TEXT = 1000
+
+
+def safe_text(text: str | None, limit: int = MAX_TEXT) -> str | None:
+    """Text that a PostgreSQL text column, JSON and a log line can all hold, at most
+    `limit` characters: what is not printable (NUL and other control characters, lone
+    surrogates, invalid bytes decoded with surrogateescape) is written as a Python escape
+    (\\x00, \\ud800), printable Unicode stays as it is. Used for everything of a
+    quarantine entry that is text, so that no content can make its insert fail."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        text = repr(text)
+    if len(text) <= limit and text.isprintable():
+        return text
+    out = "".join(c if c.isprintable() else _escape(c) for c in text[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    if n <= 0xFF:
+        return f"\\x{n:02x}"
+    if n <= 0xFFFF:
+        return f"\\u{n:04x}"
+    return f"\\U{n:08x}"
+
+
 @dataclass(frozen=True)
 class QuarantineEntry:
     """What goes into quarantine: the raw bytes and why they were refused."""
@@ -97,18 +127,21 @@ async def update_device_health(
 async def insert_quarantine(
     conn: psycopg.AsyncConnection, entries: Sequence[QuarantineEntry]
 ) -> list[int]:
-    """Store entries in quarantine (one statement); returns their ids."""
+    """Store entries in quarantine (one statement); returns their ids.
+
+    No content makes this fail: the raw body is bytes (bytea), every text is made safe
+    (safe_text), so what remains to fail it is an outage (or a bug)."""
     if not entries:
         return []
     columns = (
         [e.received_at for e in entries],
-        [e.source for e in entries],
-        [e.device_id for e in entries],
-        [e.topic for e in entries],
-        [e.reason for e in entries],
-        [e.raw for e in entries],
+        [safe_text(e.source, 20) for e in entries],
+        [safe_text(e.device_id, 200) for e in entries],
+        [safe_text(e.topic) for e in entries],
+        [safe_text(e.reason) or "?" for e in entries],
+        [bytes(e.raw) for e in entries],
         [e.kind for e in entries],
-        [e.message_id for e in entries],
+        [safe_text(e.message_id, 200) for e in entries],
         [e.reading_index for e in entries],
     )
     async with conn.cursor(row_factory=tuple_row) as cur:

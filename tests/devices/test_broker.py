@@ -9,10 +9,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from egenmon.devices.broker import write_config
 
 
-def connect(port: int, username: str, password: str) -> tuple[mqtt.Client, object]:
+def connect(
+    port: int, username: str, password: str, client_id: str | None = None, clean: bool = False
+) -> tuple[mqtt.Client, object]:
+    """Connect; a device's client id is its device id unless told otherwise."""
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"{username}-{time.monotonic_ns()}",
+        client_id=client_id if client_id is not None else username,
         protocol=mqtt.MQTTv5,
     )
     c.username_pw_set(username, password)
@@ -87,7 +90,7 @@ def test_a_device_publishes_only_to_its_own_readings_topic(cli, patient, broker,
     from egenmon.settings import MqttUrl
 
     url = MqttUrl(broker.mqtt_url)
-    watcher, _ = connect(broker.port, url.username, url.password)
+    watcher, _ = connect(broker.port, url.username, url.password, f"watcher-{time.monotonic_ns()}")
     got = threading.Event()
     watcher.on_message = lambda *args: got.set()
     subscribed = threading.Event()
@@ -100,3 +103,65 @@ def test_a_device_publishes_only_to_its_own_readings_topic(cli, patient, broker,
     assert arrived is (target == "own")
     sender.loop_stop()
     watcher.loop_stop()
+
+
+def test_a_device_may_connect_only_with_its_own_device_id_as_client_id(
+    cli, broker, device, patient
+):
+    other = cli("device", "add", "--patient", patient, "--model", "B", "--json").json
+    for client_id in (other["id"], "egenmon-consumer-host-0", f"{device['id']}-x", ""):
+        c, rc = connect(broker.port, device["id"], device["secret"], client_id)
+        assert rc.is_failure and "Not authorized" in str(rc), client_id
+        c.loop_stop()
+    c, rc = connect(broker.port, device["id"], device["secret"])
+    assert not rc.is_failure
+    c.disconnect()
+    c.loop_stop()
+
+
+def test_device_ids_of_the_platform_are_refused(cli, patient, conn):
+    ids = ["egenmon-consumer-host-0", "egenmon", "Egenmon-x"]
+    for device_id in ids:
+        r = cli("device", "add", "--patient", patient, "--model", "M", "--id", device_id)
+        assert r.code != 0 and "reserved" in r.err, r.out + r.err
+    row = conn.execute("SELECT count(*) FROM devices WHERE id = ANY(%s)", (ids,)).fetchone()
+    assert row[0] == 0  # nothing added
+
+
+def test_rerunning_broker_config_binds_devices_added_before_client_ids_were_bound(tmp_path):
+    write_config(tmp_path, port=1)
+    path = tmp_path / "dynamic-security.json"
+    dynsec = json.loads(path.read_text())
+    dynsec["clients"].append({"username": "old-hub-1", "roles": [{"rolename": "device:old-hub-1"}]})
+    path.write_text(json.dumps(dynsec))
+    write_config(tmp_path, port=1)
+    clients = {c["username"]: c for c in json.loads(path.read_text())["clients"]}
+    assert clients["old-hub-1"]["clientid"] == "old-hub-1"
+    assert "clientid" not in clients["egenmon"]  # the platform runs several ids
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_consumer_binds_devices_of_a_running_broker_at_start(cli, broker, patient, env):
+    """A device registered before client ids were bound (its client has no clientid) is
+    bound when the service starts; from then on only its device id lets it in."""
+    import asyncio
+
+    from egenmon.devices.dynsec import DynsecClient
+    from egenmon.ingest.mqtt import _bind_client_ids
+    from egenmon.settings import MqttUrl
+
+    url = MqttUrl(broker.mqtt_url)
+    with DynsecClient(url) as dyn:
+        dyn.run({"command": "createClient", "username": "legacy-hub-7", "password": "pw-legacy"})
+    c, rc = connect(broker.port, "legacy-hub-7", "pw-legacy", "anything-goes")
+    assert not rc.is_failure  # unbound: the hole this closes
+    c.disconnect()
+    c.loop_stop()
+    assert asyncio.run(asyncio.to_thread(_bind_client_ids, url)) >= 1
+    c, rc = connect(broker.port, "legacy-hub-7", "pw-legacy", "anything-goes")
+    assert rc.is_failure
+    c.loop_stop()
+    c, rc = connect(broker.port, "legacy-hub-7", "pw-legacy")
+    assert not rc.is_failure
+    c.disconnect()
+    c.loop_stop()

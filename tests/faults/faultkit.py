@@ -141,7 +141,7 @@ class Stream:
             broker.port,
             device["id"],
             device["secret"],
-            client_id=f"{device['id']}-stream",
+            client_id=device["id"],
         ).connect()
         self.sent = 0
         self.error: BaseException | None = None

@@ -25,3 +25,23 @@ def test_a_broker_restart_mid_stream_loses_nothing_and_stores_nothing_twice(
     assert quarantined(database_url) == []
     assert "disconnected" in consumer.text()  # it did lose the broker, and came back
     stream.close()
+
+
+def test_readyz_reports_a_frozen_broker_within_seconds_and_recovers(broker, consumers):
+    """A frozen broker keeps its TCP connections open, so keepalive notices it only after
+    30 s or more; /readyz asks the broker (a PINGREQ on the results connection) instead."""
+    import json
+    import signal
+
+    consumer = consumers(http=True)
+    wait_until(lambda: consumer.get("/readyz")[0] == 200, 15, "/readyz 200")
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        # Well inside the keepalive (30 s) that would notice it otherwise.
+        wait_until(lambda: consumer.get("/readyz")[0] == 503, 10, "/readyz to say 503")
+        status, body = consumer.get("/readyz")
+        assert status == 503 and json.loads(body)["down"] == ["broker"], body
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: consumer.get("/readyz")[0] == 200, 15, "/readyz 200 again")

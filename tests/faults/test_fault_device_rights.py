@@ -9,7 +9,7 @@ from egenmon.ingest.simulate_mqtt import DevicePublisher, PublishRefused, readin
 
 def connect(broker, device: dict) -> DevicePublisher:  # noqa: ANN001
     return DevicePublisher(
-        "127.0.0.1", broker.port, device["id"], device["secret"], client_id=f"{device['id']}-rights"
+        "127.0.0.1", broker.port, device["id"], device["secret"], client_id=device["id"]
     ).connect()
 
 

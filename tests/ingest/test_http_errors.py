@@ -165,7 +165,8 @@ def test_a_revoked_device_is_refused_within_a_second(in_app, device, conn):
                 "type": "heart_rate",
                 "value": 70,
                 "unit": "/min",
-                # A day ahead: the parameters are made at collection, minutes before the test runs.
+                # A day ahead: the parameter is made when the suite is collected, which
+                # can be many minutes before this test runs (the skew allowed is 5 min).
                 "time": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat(),
             },
             "in the future",

@@ -123,15 +123,17 @@ class Observer:
         self.client.loop_stop()
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    """asyncio.run(test()), failing on anything the loop reports (a task's lost exception)."""
+def run(test: Callable[[], Awaitable[None]], loop_factory: Callable | None = None) -> None:
+    """asyncio.run(test()), failing on anything the loop reports (a task's lost exception);
+    on the loop loop_factory makes (uvloop's, as `egenmon serve` runs) if given."""
     reported: list[dict] = []
 
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx))
         await test()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
     assert reported == []
 
 
@@ -410,6 +412,36 @@ def test_5000_messages_to_several_topics_arrive_byte_identical_and_in_order(
     for t in topics:  # one connection, no reconnect: each exactly once, in order
         assert [p for topic, p in got if topic == t] == [p for topic, p in sent if topic == t]
     assert not any(t.split("/")[3] in caplog.text for t in topics)  # no device ids logged
+
+
+def test_on_uvloop_as_serve_runs_it_every_message_is_published_and_acknowledged(
+    broker: Mosquitto, observer_account: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvloop's transport is not an asyncio.Transport: the publisher must not care.
+    import uvloop
+
+    topic = results_topic(new_device_id())
+    observer = Observer(broker, observer_account, [topic])
+    loops: list[str] = []
+
+    async def test() -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        pub = publisher(broker)
+        pub.start()
+        await until(lambda: pub.connected, 5, "CONNACK")
+        assert all(pub.publish(topic, f"{i}".encode()) for i in range(200))
+        await until(lambda: pub.acknowledged == 200, 10, "200 PUBACKs")
+        await pub.stop()
+
+    try:
+        run(test, loop_factory=uvloop.new_event_loop)
+        wait_for(lambda: observer.count() >= 200, 10, "200 messages at the observer")
+        got = observer.messages()
+    finally:
+        observer.close()
+    assert loops[0].startswith("uvloop")
+    assert [p for _, p in got] == [f"{i}".encode() for i in range(200)]
+    assert "Traceback" not in caplog.text and "stopped by a bug" not in caplog.text
 
 
 def test_publishes_of_one_loop_iteration_go_out_in_one_write(
