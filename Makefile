@@ -1,5 +1,6 @@
-# egenmon: `make run` starts the platform with demo data; `make test` runs the suite.
-# Both install what they need first (scripts/install.sh: idempotent, fast when done).
+# egenmon: `make run` starts the platform with demo data; `make test` runs the suite;
+# `make lint` runs ruff (check and format) and mypy.
+# All install what they need first (scripts/install.sh: idempotent, fast when done).
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,6 +22,8 @@ screenshots: install
 
 lint: install
 	@$(VENV)/bin/ruff check egenmon tests
+	@$(VENV)/bin/ruff format --check egenmon tests
+	@$(VENV)/bin/mypy
 
 format: install
 	@$(VENV)/bin/ruff format egenmon tests

@@ -139,7 +139,7 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(env: dict):  # noqa: ANN201
+def cli(env: dict):
     """Run `egenmon ...` in-process with the test's environment."""
     from egenmon.cli import main
 
@@ -162,7 +162,7 @@ def cli(env: dict):  # noqa: ANN201
 
 
 @pytest.fixture
-def care_unit(cli) -> str:  # noqa: ANN001
+def care_unit(cli) -> str:
     r = cli(
         "care-unit",
         "add",
@@ -187,7 +187,7 @@ def make_personnummer(birth: str = "19800101") -> str:
 
 
 @pytest.fixture
-def patient(cli, care_unit: str) -> str:  # noqa: ANN001
+def patient(cli, care_unit: str) -> str:
     r = cli(
         "patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit, "--json"
     )
@@ -196,7 +196,7 @@ def patient(cli, care_unit: str) -> str:  # noqa: ANN001
 
 
 @pytest.fixture
-def device(cli, patient: str) -> dict:  # noqa: ANN001
+def device(cli, patient: str) -> dict:
     """A device bound to `patient` since 30 days ago: {"id", "secret", "patient"}."""
     r = cli(
         "device",
@@ -223,7 +223,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 3
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
@@ -231,7 +231,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 3
 
 
 @pytest.fixture
-def serve(env: dict) -> Iterator:  # noqa: ANN201
+def serve(env: dict) -> Iterator:
     """Start real `egenmon serve` processes: serve(*extra_args) -> (base_url, process)."""
     procs: list[subprocess.Popen] = []
 

@@ -64,7 +64,7 @@ def fhir_route(func: Handler) -> Handler:
             return _outcome_response(
                 FhirError(503, "transient", "the store is unavailable; try again")
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  a FHIR OperationOutcome, never a stack
             # The type only: a message could hold values from the request.
             log.error("FHIR %s %s failed: %s", request.method, func.__name__, type(exc).__name__)
             return _outcome_response(FhirError(500, "exception", "internal error"))
