@@ -1,12 +1,12 @@
-# egenmon: `make run` starts the platform with demo data; `make test` runs the suite;
-# `make lint` runs ruff (check and format) and mypy.
+# egenmon: `make run` starts the platform with demo data; `make test` runs the suite,
+# `make test-unit` only its pure tests (no servers, seconds); `make lint` runs ruff and mypy.
 # All install what they need first (scripts/install.sh: idempotent, fast when done).
 
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench screenshots clean
+.PHONY: install run test test-unit lint format bench screenshots clean
 
 install:
 	@bash scripts/install.sh
@@ -16,6 +16,10 @@ run: install
 
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that start no server (tests/conftest.py marks them `unit`).
+test-unit: install
+	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 screenshots: install
 	@SCREENSHOTS_TO_DOCS=1 $(PY) -m pytest -q tests/web/test_browser.py
