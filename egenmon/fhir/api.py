@@ -153,7 +153,8 @@ async def _search_params(request: Request) -> list[tuple[str, str]]:
 
 
 async def metadata(request: Request) -> Response:
-    return fhir_response(capability_statement(_base(request), _STARTED))
+    timezone = _runtime(request).settings.timezone
+    return fhir_response(capability_statement(_base(request), _STARTED, timezone))
 
 
 # What each resource's read and search call; Flag and Task share the alert functions.

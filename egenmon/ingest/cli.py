@@ -182,6 +182,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
                     seed=args.seed,
                     onset=lambda d: onset_at,
                     batch=args.batch,
+                    tz=settings.tz,
                 )
             if args.duration is None or args.duration > 0:
                 try:
@@ -194,6 +195,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
                         seed=args.seed,
                         onset=lambda d: onset_at,
                         summary=summary,
+                        tz=settings.tz,
                     )
                 except asyncio.CancelledError:
                     pass
