@@ -14,11 +14,12 @@ RUN groupadd --system --gid 10001 egenmon \
        --shell /usr/sbin/nologin egenmon \
     && install -d -o egenmon -g egenmon -m 0755 /var/lib/egenmon /var/lib/egenmon/broker
 
-# Only what the package build needs (README.md is the package's long description).
+# Only what the package build needs (README.md is the package's long description), at
+# the tested versions of constraints.txt.
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY egenmon ./egenmon
-RUN pip install . && rm -rf /build
+RUN pip install . -c constraints.txt && rm -rf /build
 
 # The docker-compose entrypoint: carries the platform's MQTT URL from the broker-config
 # step into EGENMON_MQTT_URL (deploy/compose-init.sh explains).

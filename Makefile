@@ -1,11 +1,12 @@
-# egenmon: `make run` starts the platform with demo data; `make test` runs the suite.
-# Both install what they need first (scripts/install.sh: idempotent, fast when done).
+# egenmon: `make run` starts the platform with demo data; `make test` runs the suite,
+# `make test-unit` only its pure tests (no servers, seconds); `make lint` runs ruff and mypy.
+# All install what they need first (scripts/install.sh: idempotent, fast when done).
 
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench screenshots clean
+.PHONY: install run test test-unit lint format bench screenshots clean
 
 install:
 	@bash scripts/install.sh
@@ -16,11 +17,17 @@ run: install
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+# The tests that start no server (tests/conftest.py marks them `unit`).
+test-unit: install
+	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
 screenshots: install
 	@SCREENSHOTS_TO_DOCS=1 $(PY) -m pytest -q tests/web/test_browser.py
 
 lint: install
 	@$(VENV)/bin/ruff check egenmon tests
+	@$(VENV)/bin/ruff format --check egenmon tests
+	@$(VENV)/bin/mypy
 
 format: install
 	@$(VENV)/bin/ruff format egenmon tests

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -48,7 +49,7 @@ SERVICES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _load(path: str, attr: str) -> Callable:
+def _load(path: str, attr: str) -> Any:
     return getattr(importlib.import_module(path), attr)
 
 

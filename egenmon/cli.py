@@ -29,6 +29,12 @@ COMMAND_MODULES = (
 )
 
 
+# Commands that sign nothing, so they may run in production without EGENMON_AUTH_SECRET:
+# `dev` makes its own secret, `bench` starts servers of its own with theirs, and
+# `broker config` writes the broker's files (docker-compose runs it without the secret).
+SIGNS_NOTHING = frozenset({"dev", "bench", "broker"})
+
+
 class CommandError(Exception):
     """A user error: printed without a traceback, exit code 2."""
 
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings: Settings = load_settings()
+        settings: Settings = load_settings(secrets_required=args.command not in SIGNS_NOTHING)
         rc = args.handler(args, settings)
     except (CommandError, SettingsError) as e:
         print(f"egenmon: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ async def database_ok(runtime: Runtime) -> bool:
             async with runtime.pool.connection() as conn:
                 await conn.execute("SELECT 1")
         return True
-    except Exception:  # any failure means not ready; the reason is in the server log
+    except Exception:  # noqa: BLE001  any failure means not ready; the reason is in the server log
         return False
 
 

@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             runner.run(run_without_http(app))
 
 
-async def run_without_http(app) -> None:  # noqa: ANN001
+async def run_without_http(app) -> None:
     """Run the app's lifespan (its background services) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

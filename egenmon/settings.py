@@ -10,6 +10,10 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
+# The one time zone (EGENMON_TIMEZONE, contract default): local days, "morning" and
+# "evening", and FHIR dates without an offset. Code takes `Settings.tz`; this default is
+# named nowhere else (tests/test_architecture.py checks).
+DEFAULT_TIMEZONE = "Europe/Stockholm"
 
 
 class SettingsError(Exception):
@@ -50,7 +54,7 @@ class Settings(BaseSettings):
     mqtt_client_id: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
     )
-    timezone: str = "Europe/Stockholm"
+    timezone: str = DEFAULT_TIMEZONE
     log_level: str = "INFO"
     # Signing key for access tokens (HS256) and paging cursors; refused if a placeholder
     # outside development.
@@ -125,17 +129,35 @@ class Settings(BaseSettings):
         return ZoneInfo(self.timezone)
 
     @property
-    def signing_secret(self) -> str:
-        """The token signing key; placeholders are refused outside development and test."""
-        secret = self.auth_secret or ""
-        if self.environment == "production" and (
-            secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32
-        ):
-            raise SettingsError(
+    def production(self) -> bool:
+        """Production unless EGENMON_ENVIRONMENT says development (`egenmon dev`) or test."""
+        return self.environment == "production"
+
+    def check_secrets(self) -> None:
+        """Refuse a missing or placeholder secret in production (development and test may
+        run on a key of their own; `egenmon dev` makes a random one)."""
+        if not self.production:
+            return
+        problems = []
+        if _weak(self.auth_secret):
+            problems.append(
                 "EGENMON_AUTH_SECRET: set a random value of at least 32 characters "
                 "(it signs access tokens)"
             )
-        return secret or "egenmon-development-only-signing-key-000"
+        if self.webhook_secret is not None and _weak(self.webhook_secret):
+            problems.append(
+                "EGENMON_WEBHOOK_SECRET: set a random value of at least 32 characters, or "
+                "leave it unset (it signs webhook calls)"
+            )
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def signing_secret(self) -> str:
+        """The token signing key; placeholders are refused outside development and test."""
+        if self.production and _weak(self.auth_secret):
+            self.check_secrets()
+        return self.auth_secret or "egenmon-development-only-signing-key-000"
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -143,10 +165,19 @@ class Settings(BaseSettings):
         return self.database_url
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment; a bad value raises SettingsError naming the variable."""
+def _weak(secret: str | None) -> bool:
+    return secret is None or secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32
+
+
+def load_settings(*, secrets_required: bool = True, **overrides: object) -> Settings:
+    """Read the environment; a bad value raises SettingsError naming the variable.
+
+    In production a missing or placeholder secret is refused here, at start-up, not at
+    the first token. `secrets_required=False` is for the commands that sign nothing
+    (`egenmon dev`, `bench`, `broker config`: see egenmon/cli.py).
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -154,3 +185,6 @@ def load_settings(**overrides: object) -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"EGENMON_{field.upper()}: {msg}")
         raise SettingsError("; ".join(problems)) from None
+    if secrets_required:
+        settings.check_secrets()
+    return settings

@@ -2,7 +2,8 @@
 # Installs what `make run` and `make test` need, idempotently; fast when all is present.
 #   system: PostgreSQL 15 server, TimescaleDB (built from Debian's source package),
 #           Mosquitto, Chromium for the browser tests
-#   python: .venv with egenmon installed editable, with its test extras
+#   python: .venv with egenmon installed editable, with its test extras, at the tested
+#           versions of constraints.txt
 # As root it installs with apt; as another user it uses sudo where it can, and otherwise
 # stops naming what is missing and the command that installs it.
 set -euo pipefail
@@ -122,7 +123,8 @@ install_system() {
 
 install_python() {
   local stamp=.venv/.egenmon-installed sum
-  sum=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+  # The stamp covers the constraints too: a new tested version reinstalls.
+  sum=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
   if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
     return 0
   fi
@@ -135,7 +137,7 @@ install_python() {
   fi
   log "creating .venv and installing egenmon (editable, with test extras)"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
   echo "$sum" >"$stamp"
 }
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -31,9 +31,57 @@ from egenmon.settings import Settings, load_settings
 from egenmon.store.cluster import Cluster, free_port
 from egenmon.store.migrate import migrate
 
+# pytester: tests/test_architecture.py runs the marking below in a pytest of its own.
+pytest_plugins = ["pytester"]
+
 TEMPLATE = "egenmon_template"
+# The fixtures that start a server: PostgreSQL, Mosquitto, `egenmon serve`, a webhook
+# receiver. A test that uses none of them, directly or through other fixtures, and is not
+# marked `services` (it starts one itself), is a unit test: marked `unit`, so
+# `make test-unit` (pytest -m unit) runs the pure tests alone. A new fixture that starts
+# PostgreSQL or Mosquitto belongs here: until it is, its tests fail (StartsAServer).
+SERVICE_FIXTURES = frozenset(
+    {"pg_cluster", "broker", "own_broker", "big_broker", "serve", "receiver"}
+)
 TEST_SECRET = "test-signing-secret-of-at-least-32-characters"
 _db_counter = itertools.count()
+
+
+def is_unit(fixturenames: Iterable[str]) -> bool:
+    """A test is a unit test when its fixtures (all of them, transitively) start no server."""
+    return SERVICE_FIXTURES.isdisjoint(fixturenames)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("services") is None and is_unit(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.unit)
+
+
+class StartsAServer(AssertionError):
+    """A test marked `unit` started PostgreSQL or Mosquitto."""
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Holds the marking honest: under `unit`, starting a database or a broker fails the
+    test (say, through request.getfixturevalue or a Cluster of its own)."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+
+    def refuse(self: object, *args: object, **kwargs: object) -> None:
+        raise StartsAServer(
+            f"{request.node.nodeid} is marked unit but starts {type(self).__name__}: "
+            "use a service fixture (conftest.SERVICE_FIXTURES) so it is not marked unit"
+        )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Cluster, "start", refuse)
+        mp.setattr(Mosquitto, "start", refuse)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +187,7 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(env: dict):  # noqa: ANN201
+def cli(env: dict):
     """Run `egenmon ...` in-process with the test's environment."""
     from egenmon.cli import main
 
@@ -162,7 +210,7 @@ def cli(env: dict):  # noqa: ANN201
 
 
 @pytest.fixture
-def care_unit(cli) -> str:  # noqa: ANN001
+def care_unit(cli) -> str:
     r = cli(
         "care-unit",
         "add",
@@ -187,7 +235,7 @@ def make_personnummer(birth: str = "19800101") -> str:
 
 
 @pytest.fixture
-def patient(cli, care_unit: str) -> str:  # noqa: ANN001
+def patient(cli, care_unit: str) -> str:
     r = cli(
         "patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit, "--json"
     )
@@ -196,7 +244,7 @@ def patient(cli, care_unit: str) -> str:  # noqa: ANN001
 
 
 @pytest.fixture
-def device(cli, patient: str) -> dict:  # noqa: ANN001
+def device(cli, patient: str) -> dict:
     """A device bound to `patient` since 30 days ago: {"id", "secret", "patient"}."""
     r = cli(
         "device",
@@ -223,7 +271,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 3
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
@@ -231,7 +279,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 3
 
 
 @pytest.fixture
-def serve(env: dict) -> Iterator:  # noqa: ANN201
+def serve(env: dict) -> Iterator:
     """Start real `egenmon serve` processes: serve(*extra_args) -> (base_url, process)."""
     procs: list[subprocess.Popen] = []
 

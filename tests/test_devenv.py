@@ -59,6 +59,7 @@ def pg_port(state: Path) -> int:
     return int((state / "pg" / "egenmon-port.conf").read_text().split("=")[1])
 
 
+@pytest.mark.services  # `egenmon dev` starts its own cluster and broker
 def test_dev_runs_refuses_a_second_copy_stops_cleanly_and_keeps_data(state_dir):
     port = free_port()
     first = start_dev(state_dir, port)

@@ -200,7 +200,7 @@ def scan(
                 if found:
                     patient = uuid.UUID(pid)
                     result.findings.extend((patient, _with_ids(f, stored)) for f in found)
-            except Exception as e:  # one patient's bad data must not hide everyone else's
+            except Exception as e:  # noqa: BLE001  one patient's bad data must not hide the rest
                 result.errors += 1
                 log.error("rules failed for patient %s: %s", pid, type(e).__name__)
 

@@ -98,7 +98,7 @@ class Scheduler:
             self._conn = None
         self.leader = False
 
-    def _job(self, func):  # noqa: ANN001, ANN202
+    def _job(self, func):
         async def run() -> None:
             task = asyncio.current_task()
             if task is not None:

@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from egenmon.alerts import engine, monitoring
 from egenmon.alerts.rules.findings import CLOCK_SKEW
+from egenmon.bench import one
 from egenmon.settings import Settings
 from egenmon.store import alerts as store
 from egenmon.store.cluster import Cluster
@@ -46,7 +47,7 @@ PROTOCOLS = {
     "diabetes": 0.15,
     "general": 0.10,
 }
-SCHEDULE = {
+SCHEDULE: dict[str, list[tuple[str, int, float, float, float | None, float | None, float]]] = {
     "hypertension": [
         ("blood_pressure", 12, 128, 8, 80, 5, 45),
         ("heart_rate", 12, 70, 6, None, None, 20),
@@ -160,10 +161,12 @@ def load(url: str, n: int, now: dt.datetime) -> int:
     from egenmon.ingest.types import TYPES
 
     with psycopg.connect(url, autocommit=True) as conn:
-        unit = conn.execute(
-            "INSERT INTO care_units (name, hsa_id) VALUES ('Bench', 'SE2321000016-BENCH')"
-            " RETURNING id"
-        ).fetchone()[0]
+        unit = one(
+            conn.execute(
+                "INSERT INTO care_units (name, hsa_id) VALUES ('Bench', 'SE2321000016-BENCH')"
+                " RETURNING id"
+            )
+        )[0]
         conn.execute(
             "CREATE TEMPORARY TABLE bench_patients AS"
             " SELECT i, gen_random_uuid() AS id, 'bench-' || i AS device_id,"
@@ -246,7 +249,7 @@ def load(url: str, n: int, now: dt.datetime) -> int:
         conn.execute("ANALYZE monitoring_plans")
         conn.execute("ANALYZE device_bindings")
         conn.execute("ANALYZE devices")
-        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return int(one(conn.execute("SELECT count(*) FROM readings"))[0])
 
 
 def ceiling_stream(url: str, now: dt.datetime) -> float:

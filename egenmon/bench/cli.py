@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=_runner(mod))
 
 
-def _runner(mod):  # noqa: ANN001, ANN202
+def _runner(mod):
     def handler(args: argparse.Namespace, settings: Settings) -> None:
         try:
             for line in mod.run(args, settings):

@@ -236,7 +236,7 @@ def _http(
     with httpx.Client(base_url=base + "/fhir", headers=headers, timeout=30) as client:
         for i, params in enumerate(queries):
             started = time.perf_counter()
-            r = client.get("/Observation", params=params)
+            r = client.get("/Observation", params=tuple(params))
             body = r.content
             elapsed = time.perf_counter() - started
             if r.status_code != 200:

@@ -43,6 +43,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from egenmon.bench import one
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.identifiers import luhn_digit
 from egenmon.ingest.message import parse_message
@@ -114,7 +115,7 @@ def _register(conn: psycopg.Connection, n: int) -> list[Device]:
     unit = admin.add_care_unit(conn, "Bench", f"SE2321000016-B{secrets.token_hex(4)}")
     since = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     rng = random.Random()  # noqa: S311
-    devices = []
+    devices: list[Device] = []
     while len(devices) < n:
         nine = f"{rng.randrange(30, 90):02d}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}"
         nine += f"{rng.randrange(1000):03d}"
@@ -256,10 +257,12 @@ def _ceiling(url: str, rows: list[tuple]) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_ceiling")
         conn.execute("CREATE TABLE bench_ceiling (LIKE readings INCLUDING ALL)")
-        interval = conn.execute(
-            "SELECT time_interval FROM timescaledb_information.dimensions"
-            " WHERE hypertable_name = 'readings' AND column_name = 'time'"
-        ).fetchone()[0]
+        interval = one(
+            conn.execute(
+                "SELECT time_interval FROM timescaledb_information.dimensions"
+                " WHERE hypertable_name = 'readings' AND column_name = 'time'"
+            )
+        )[0]
         conn.execute(
             "SELECT create_hypertable('bench_ceiling', 'time',"
             " chunk_time_interval => %s::interval)",
@@ -278,7 +281,7 @@ def _ceiling(url: str, rows: list[tuple]) -> float:
         conn.commit()
         seconds = time.perf_counter() - started
         conn.autocommit = True
-        stored = conn.execute("SELECT count(*) FROM bench_ceiling").fetchone()[0]
+        stored = one(conn.execute("SELECT count(*) FROM bench_ceiling"))[0]
         conn.execute("DROP TABLE bench_ceiling")
         conn.execute("CHECKPOINT")
     if stored != len(rows):
@@ -311,15 +314,19 @@ def _bench(
     gc.unfreeze()
     ids = [d.id for d in devices]  # a given database may hold other readings too
     with psycopg.connect(url, autocommit=True) as conn:
-        stored = conn.execute(
-            "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND time >= %s",
-            (ids, start),
-        ).fetchone()[0]
-        duplicates = conn.execute(
-            "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM readings"
-            " WHERE device_id = ANY(%s) GROUP BY dedup_key HAVING count(*) > 1) d",
-            (ids,),
-        ).fetchone()[0]
+        stored = one(
+            conn.execute(
+                "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND time >= %s",
+                (ids, start),
+            )
+        )[0]
+        duplicates = one(
+            conn.execute(
+                "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM readings"
+                " WHERE device_id = ANY(%s) GROUP BY dedup_key HAVING count(*) > 1) d",
+                (ids,),
+            )
+        )[0]
 
     # The latency phase measures a steady state, not the database digesting the batch
     # phase's load (its checkpoint, autovacuum and statistics come first).
@@ -330,10 +337,12 @@ def _bench(
     later = start + dt.timedelta(minutes=args.readings // max(1, len(devices)) + 1440)
     latency = asyncio.run(_single(port, devices, args.single_rate, args.single_seconds, later))
     with psycopg.connect(url, autocommit=True) as conn:
-        single_stored = conn.execute(
-            "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND time >= %s",
-            (ids, later),
-        ).fetchone()[0]
+        single_stored = one(
+            conn.execute(
+                "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND time >= %s",
+                (ids, later),
+            )
+        )[0]
     rate = args.readings / batch["seconds"]
     return {
         "readings": args.readings,

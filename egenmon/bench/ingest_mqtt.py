@@ -51,6 +51,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from egenmon.bench import one
 from egenmon.devices.mosquitto import Mosquitto
 from egenmon.devices.registry import add_device
 from egenmon.identifiers import luhn_digit
@@ -138,8 +139,12 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
             )
         )
         mqtt_url = settings.mqtt_url or stack.enter_context(_private_broker(workdir))
+        # Signs nothing itself: its consumers get a secret of their own (_consumer).
         bench_settings = load_settings(
-            database_url=db_url, mqtt_url=mqtt_url, mqtt_topic_prefix=settings.mqtt_topic_prefix
+            secrets_required=False,
+            database_url=db_url,
+            mqtt_url=mqtt_url,
+            mqtt_topic_prefix=settings.mqtt_topic_prefix,
         )
         with psycopg.connect(db_url, autocommit=True) as conn:
             migrate(conn)
@@ -162,10 +167,10 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
             stack.enter_context(_consumer(db_url, mqtt_url, workdir, i))
             for i in range(args.consumers)
         ]
-        for (r, _, devices), runs in zip(plans, ceilings, strict=True):
+        for (r, _, devices), tries in zip(plans, ceilings, strict=True):
             result = _ingest(bench_settings.mqtt, prefix, db_url, r, devices, consumers)
             rate = r.readings / result["seconds"]
-            ceiling = max(runs)
+            ceiling = max(tries)
             yield {
                 "readings": r.readings,
                 "per_message": r.per_message,
@@ -176,7 +181,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
                 "ended_by": result["ended_by"],
                 "readings_per_s": round(rate),
                 "ceiling_broker_per_s": round(ceiling),
-                "ceiling_runs_per_s": [round(c) for c in runs],
+                "ceiling_runs_per_s": [round(c) for c in tries],
                 "ratio_to_ceiling": round(rate / ceiling, 3),
                 "lost": result["lost"],
                 "duplicates_stored": result["duplicates"],
@@ -200,7 +205,7 @@ def _register(conn: psycopg.Connection, settings: Settings, n: int) -> list[Devi
     """n devices, each bound to a patient of its own since 2020, with broker credentials."""
     unit = admin.add_care_unit(conn, "Bench", f"SE2321000016-M{secrets.token_hex(4)}")
     since = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-    devices = []
+    devices: list[Device] = []
     while len(devices) < n:
         nine = f"{secrets.randbelow(60) + 30:02d}{secrets.randbelow(12) + 1:02d}"
         nine += f"{secrets.randbelow(28) + 1:02d}{secrets.randbelow(1000):03d}"
@@ -290,7 +295,7 @@ def _publisher(
     readings: int,
     per_message: int,
     ready: mp.Queue,
-    go: mp.Event,
+    go: threading.Event,  # a multiprocessing context's Event: the same interface
     done: mp.Queue,
 ) -> None:
     """One device's process: connect, prepare, wait for the start, publish, wait for acks."""
@@ -393,7 +398,7 @@ def _subscriber(
     count = 0
     done = threading.Event()
 
-    def on_message(client, userdata, msg):  # noqa: ANN001
+    def on_message(client, userdata, msg):
         nonlocal count
         count += 1
         if count >= expected:
@@ -444,7 +449,7 @@ def _ingest(
     t = threading.Thread(target=publish)
     t.start()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        stamped = conn.execute("SHOW track_commit_timestamp").fetchone()[0] == "on"
+        stamped = one(conn.execute("SHOW track_commit_timestamp"))[0] == "on"
         deadline = time.monotonic() + 900
         stored = 0
         while stored < run.readings:
@@ -455,9 +460,9 @@ def _ingest(
             # when the commit times give the end; else often near the end, which the poll
             # that sees everything stored then decides.
             time.sleep(0.5 if stamped else 0.02 if stored >= run.readings * 0.9 else 0.25)
-            stored = conn.execute(
-                "SELECT count(*) FROM readings WHERE device_id = ANY(%s)", (ids,)
-            ).fetchone()[0]
+            stored = one(
+                conn.execute("SELECT count(*) FROM readings WHERE device_id = ANY(%s)", (ids,))
+            )[0]
         end = time.time()
         t.join()
         if "error" in box:
@@ -467,12 +472,14 @@ def _ingest(
                 raise RuntimeError(f"a consumer exited with {c.returncode}")
         # Whatever was still to come has had its chance: count what is stored now.
         time.sleep(1.0)
-        total, distinct, last_commit = conn.execute(
-            "SELECT count(*), count(DISTINCT dedup_key), "
-            + ("max(pg_xact_commit_timestamp(xmin))" if stamped else "NULL::timestamptz")
-            + " FROM readings WHERE device_id = ANY(%s)",
-            (ids,),
-        ).fetchone()
+        total, distinct, last_commit = one(
+            conn.execute(
+                "SELECT count(*), count(DISTINCT dedup_key), "
+                + ("max(pg_xact_commit_timestamp(xmin))" if stamped else "NULL::timestamptz")
+                + " FROM readings WHERE device_id = ANY(%s)",
+                (ids,),
+            )
+        )
     ended_by = "poll"
     if last_commit is not None and stored >= run.readings:
         end, ended_by = last_commit.timestamp(), "last commit"

@@ -127,7 +127,7 @@ class DeviceCache:
             return age < (self.negative_ttl if negative else self.fallback_ttl)
         return age < self.watched_ttl
 
-    async def _single_flight(self, key: object, load, *args):  # noqa: ANN001, ANN202
+    async def _single_flight(self, key: object, load, *args):
         # Concurrent requests of one device share one query.
         fut = self._inflight.get(key)
         if fut is not None:

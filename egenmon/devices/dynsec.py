@@ -59,11 +59,11 @@ class DynsecClient:
         connected = threading.Event()
         result: list = []
 
-        def on_connect(client, userdata, flags, reason_code, properties):  # noqa: ANN001
+        def on_connect(client, userdata, flags, reason_code, properties):
             result.append(reason_code)
             connected.set()
 
-        def on_message(client, userdata, msg):  # noqa: ANN001
+        def on_message(client, userdata, msg):
             self._response = json.loads(msg.payload)
             self._reply.set()
 

@@ -64,7 +64,7 @@ def fhir_route(func: Handler) -> Handler:
             return _outcome_response(
                 FhirError(503, "transient", "the store is unavailable; try again")
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  a FHIR OperationOutcome, never a stack
             # The type only: a message could hold values from the request.
             log.error("FHIR %s %s failed: %s", request.method, func.__name__, type(exc).__name__)
             return _outcome_response(FhirError(500, "exception", "internal error"))
@@ -153,7 +153,8 @@ async def _search_params(request: Request) -> list[tuple[str, str]]:
 
 
 async def metadata(request: Request) -> Response:
-    return fhir_response(capability_statement(_base(request), _STARTED))
+    timezone = _runtime(request).settings.timezone
+    return fhir_response(capability_statement(_base(request), _STARTED, timezone))
 
 
 # What each resource's read and search call; Flag and Task share the alert functions.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from egenmon.fhir.render import VITAL_SIGNS_PROFILES
+from egenmon.settings import DEFAULT_TIMEZONE
 
 __all__ = [
     "FHIR_VERSION",
@@ -90,7 +91,7 @@ RESOURCES: tuple[ResourceSpec, ...] = (
                 "date",
                 "date",
                 "Measurement time with prefixes eq, ge, gt, le, lt; repeatable; values "
-                "without an offset are Europe/Stockholm local time.",
+                "without an offset are {timezone} local time.",
                 _SP + "clinical-date",
             ),
             SearchParam(
@@ -187,8 +188,12 @@ def resource_spec(resource_type: str) -> ResourceSpec:
     raise KeyError(resource_type)
 
 
-def capability_statement(base: str, date: str = "2026-01-01") -> dict[str, Any]:
-    """The CapabilityStatement of this server at `base` (its absolute FHIR base URL)."""
+def capability_statement(
+    base: str, date: str = "2026-01-01", timezone: str = DEFAULT_TIMEZONE
+) -> dict[str, Any]:
+    """The CapabilityStatement of this server at `base` (its absolute FHIR base URL);
+    `timezone` is the server's (EGENMON_TIMEZONE), named where dates without an offset
+    are read."""
     resources = []
     for spec in RESOURCES:
         entry: dict[str, Any] = {
@@ -213,7 +218,7 @@ def capability_statement(base: str, date: str = "2026-01-01") -> dict[str, Any]:
                     "name": p.name,
                     **({"definition": p.definition} if p.definition else {}),
                     "type": p.type,
-                    "documentation": p.documentation,
+                    "documentation": p.documentation.replace("{timezone}", timezone),
                 }
                 for p in spec.search_params
             ]

@@ -196,7 +196,7 @@ async def _prepare(
         reason = errors[0][1]
         panel = posted.reading["type"] == "blood_pressure"
         raise unprocessable(f"Observation: {reason}", _reason_element(reason, panel))
-    row = list(rows[0])
+    row: list[Any] = list(rows[0])  # positional columns (COLUMNS); edited in place below
     if row[_PATIENT] != posted.patient_id:
         raise unprocessable(
             f"Observation.subject: Patient/{posted.patient_id} is not the patient Device/"
@@ -247,7 +247,7 @@ async def _write(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
     todo = [e for e in entries if e.row is not None and e.result is None]
     if not todo:
         return
-    rows = [e.row for e in todo]
+    rows = [e.row for e in todo if e.row is not None]
     # One write for the whole Bundle, so that a transaction stays one transaction.
     try:
         await ctx.pipeline.ingest_rows(rows, source=SOURCE)
@@ -413,7 +413,7 @@ async def process_bundle(ctx: IngestContext, body: bytes) -> dict[str, Any]:
             e.error = _relocate(exc, e.where)
     failed = [e for e in entries if e.error is not None]
     if kind == "transaction" and failed:
-        issues = [
+        issues: list[dict[str, Any]] = [
             {
                 "severity": "error",
                 "code": e.error.code,

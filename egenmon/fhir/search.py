@@ -19,7 +19,7 @@ tenth of one), and a reading's instant t matches
     le  t < high               lt  t < low
 
 Values without a time zone (every date, and times without an offset) are local time in
-the `tz` given (default Europe/Stockholm), so a day is 23 or 25 hours long on the days
+the `tz` given (the server's EGENMON_TIMEZONE), so a day is 23 or 25 hours long on the days
 daylight saving time starts or ends. A space where the offset's ``+`` should be (an
 unencoded ``+`` in a URL decodes to a space) is read as ``+``. All date parameters
 intersect into one half-open UTC range [date_low, date_high).
@@ -46,6 +46,7 @@ from egenmon.fhir.render import (
     TASK_STATUS,
 )
 from egenmon.ingest.types import CATEGORY_SYSTEM, TYPES, type_for_code
+from egenmon.settings import DEFAULT_TIMEZONE
 
 __all__ = [
     "AlertQuery",
@@ -67,7 +68,7 @@ Params = Iterable[tuple[str, str]]
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 MAX_LASTN = 1000
-DEFAULT_TZ = "Europe/Stockholm"
+DEFAULT_TZ = DEFAULT_TIMEZONE  # the API passes the server's (Settings.tz)
 
 _IGNORED = frozenset({"_format", "_pretty"})
 _UUID_RE = re.compile(

@@ -97,14 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _run(coro):  # noqa: ANN001, ANN202
+def _run(coro):
     try:
         return asyncio.run(coro)
     except (psycopg.OperationalError, OSError) as e:
         raise CommandError(f"database: {str(e).strip().splitlines()[0]}") from None
 
 
-async def _with_pipeline(settings: Settings, work):  # noqa: ANN001, ANN202
+async def _with_pipeline(settings: Settings, work):
     pool = make_pool(settings.require_database(), 1, 4)
     await pool.open(wait=True, timeout=10)
     pipeline = Pipeline(settings, pool)
@@ -182,6 +182,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
                     seed=args.seed,
                     onset=lambda d: onset_at,
                     batch=args.batch,
+                    tz=settings.tz,
                 )
             if args.duration is None or args.duration > 0:
                 try:
@@ -194,6 +195,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
                         seed=args.seed,
                         onset=lambda d: onset_at,
                         summary=summary,
+                        tz=settings.tz,
                     )
                 except asyncio.CancelledError:
                     pass
@@ -221,7 +223,7 @@ def _transport(args: argparse.Namespace, settings: Settings) -> Transport:
     # The MQTT side supplies its transport: MqttTransport(settings), implementing
     # simulate_run.Transport (send one message as the device, return the result object).
     try:
-        from egenmon.ingest.simulate_mqtt import MqttTransport  # type: ignore[attr-defined]
+        from egenmon.ingest.simulate_mqtt import MqttTransport
     except ImportError:
         raise CommandError("--via mqtt: the MQTT transport is not available yet") from None
     if not settings.mqtt:
@@ -266,7 +268,7 @@ def create_devices(settings: Settings, n: int, scenario: str, seed: int) -> list
 
     rng = random.Random(f"{seed}|{os.getpid()}|{dt.datetime.now().timestamp()}")  # noqa: S311
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
-    devices = []
+    devices: list[SimDevice] = []
     with connect(settings.require_database(), autocommit=True) as conn:
         try:
             unit = admin.find_care_unit(conn, SIM_HSA_ID)

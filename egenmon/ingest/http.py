@@ -116,7 +116,7 @@ async def _unauthorised(
     request: Request,
     pipeline: Pipeline,
     creds,
-    secret: str | None,  # noqa: ANN001
+    secret: str | None,
     received_at: dt.datetime,
 ) -> Response:
     if secret is None:

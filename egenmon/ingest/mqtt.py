@@ -486,7 +486,9 @@ class MqttConsumer:
             "MQTT consumer %s connecting to %s:%d", self.client_id, self.url.host, self.url.port
         )
 
-    def _client(self, client_id: str, protocol: int = mqtt.MQTTv5, **kw: Any) -> mqtt.Client:
+    def _client(
+        self, client_id: str, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5, **kw: Any
+    ) -> mqtt.Client:
         c = ReadAheadClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kw
         )
@@ -692,7 +694,7 @@ class MqttConsumer:
             if sub is not None and not sub.reading and self._backlog < self.inflight:
                 sub.resume_reading()
 
-    async def _ingest(self, readings: list[tuple[bytes, str, str]]) -> list[Any]:
+    async def _ingest(self, readings: list[tuple[bytes | bytearray, str, str]]) -> list[Any]:
         """Each message's result (or the exception only it raised) once committed; an empty
         list when stopping first. A batch the pipeline fails as a whole for a reason other
         than an outage gives that exception for each message."""
@@ -767,7 +769,7 @@ class MqttConsumer:
         return isinstance(e, RETRYABLE) and not getattr(e, "refused", False)
 
     async def _keep(
-        self, reason: str, payload: bytes, device_id: str | None, topic: str
+        self, reason: str, payload: bytes | bytearray, device_id: str | None, topic: str
     ) -> _Quarantined | None:
         """Keep a message in quarantine so it does not loop; None if stopping first."""
 

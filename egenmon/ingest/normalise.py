@@ -295,7 +295,7 @@ def _check(
                 f"{spec.name} systolic {_num(systolic)} must exceed diastolic "
                 f"{_num(diastolic)} {spec.unit}"
             )
-        checked = (systolic, diastolic, mean)
+        checked: tuple[float, float | None, float | None] = (systolic, diastolic, mean)
     else:
         value = _value(spec, spec.components[0], reading.get("value"), convert, unit)
         if value is None:

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from egenmon.settings import DEFAULT_TIMEZONE
+
 SCENARIOS = ("stable", "deteriorating")
 PROTOCOL_TYPES: dict[str | None, tuple[str, ...]] = {
     "hypertension": ("blood_pressure", "heart_rate", "body_weight"),
@@ -211,7 +213,7 @@ def generate(
     *,
     every: dt.timedelta = dt.timedelta(hours=12),
     onset: dt.datetime | None = None,
-    tz: ZoneInfo = ZoneInfo("Europe/Stockholm"),
+    tz: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE),
 ) -> Iterator[dict]:
     """Readings (Reading message v1 dicts) measured in [start, end), one session each `every`.
 

@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
 
 from egenmon.ingest.simulate import SimDevice, generate, live_interval, messages
+from egenmon.settings import DEFAULT_TIMEZONE
 
 log = logging.getLogger("egenmon.simulate")
 
@@ -171,6 +173,7 @@ async def backfill(
     onset: Callable[[SimDevice], dt.datetime | None] = lambda d: None,
     batch: int = 500,
     concurrency: int = 8,
+    tz: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE),
 ) -> Summary:
     """Send every device's readings of [start, end) in batches, a few devices at a time."""
     summary = Summary()
@@ -180,7 +183,14 @@ async def backfill(
         async with gate:
             rng = random.Random(f"{seed}|{device.device_id}")  # noqa: S311
             readings = generate(
-                device, scenario(device), start, end, rng, every=BACKFILL_EVERY, onset=onset(device)
+                device,
+                scenario(device),
+                start,
+                end,
+                rng,
+                every=BACKFILL_EVERY,
+                onset=onset(device),
+                tz=tz,
             )
             for message in messages(device, readings, batch):
                 await _send(transport, device, message, summary)
@@ -200,6 +210,7 @@ async def live(
     onset: Callable[[SimDevice], dt.datetime | None] = lambda d: None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     summary: Summary | None = None,
+    tz: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE),
 ) -> Summary:
     """Send readings as they are 'measured', `rate` readings a second in all, until the
     duration has passed (None: until cancelled)."""
@@ -223,6 +234,7 @@ async def live(
                         rngs[device.device_id],
                         every=every,
                         onset=onset(device),
+                        tz=tz,
                     )
                 )
                 for message in messages(device, readings):

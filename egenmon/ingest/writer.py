@@ -267,7 +267,7 @@ class BatchWriter:
                 continue
             if seen_pairs is None:
                 seen_pairs = {(row[_DEDUP], row[_TIME]) for row in rows_out}
-            mine = []
+            mine: list[tuple] = []
             dups = 0
             for row in group:
                 pair = (row[_DEDUP], row[_TIME])
@@ -299,13 +299,13 @@ class BatchWriter:
                     raise
         results = []
         all_inserted = len(inserted) == len(rows_out)
-        for mine, dups in zip(owners, dup_in_batch, strict=True):
+        for owned, dups in zip(owners, dup_in_batch, strict=True):
             ok = (
-                len(mine)
+                len(owned)
                 if all_inserted
-                else sum(1 for row in mine if (row[_DEDUP], row[_TIME]) in inserted)
+                else sum(1 for row in owned if (row[_DEDUP], row[_TIME]) in inserted)
             )
-            results.append(WriteResult(ok, dups + len(mine) - ok))
+            results.append(WriteResult(ok, dups + len(owned) - ok))
         return results
 
     async def _copy_direct(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
 
@@ -182,6 +183,6 @@ def record_access(
             action,
             resource,
             patient_ids or [],
-            psycopg.types.json.Jsonb(detail) if detail is not None else None,
+            Jsonb(detail) if detail is not None else None,
         ),
     )

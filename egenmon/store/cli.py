@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="display name for the clinician UI")
 
 
-def db(settings: Settings):  # noqa: ANN201
+def db(settings: Settings):
     try:
         return connect(settings.require_database(), autocommit=True)
     except DatabaseError as e:

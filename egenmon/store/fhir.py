@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 Restrict = tuple[str, uuid.UUID] | None
-Conn = psycopg.AsyncConnection
+# Rows are dicts: the pool sets dict_row on its connections (store/db.py) when it hands
+# them out, which the connection's static type cannot show.
+Conn = psycopg.AsyncConnection[Any]
 
 _OBS_COLS = (
     "r.time, r.patient_id, r.device_id, r.type, r.mdc, r.value, r.value2, r.value3, r.unit,"
@@ -179,7 +181,7 @@ async def search_observations(
             f" ORDER BY r.time {order}, r.dedup_key {order} LIMIT %(limit)s"
         )
     cur = await conn.execute(sql, params)
-    return await cur.fetchall()  # type: ignore[return-value]
+    return await cur.fetchall()
 
 
 async def count_observations(conn: Conn, q: ObservationQuery, restrict: Restrict) -> int:
@@ -196,7 +198,7 @@ async def count_observations(conn: Conn, q: ObservationQuery, restrict: Restrict
         where += " AND r.code = ANY(%(codes)s)"
     cur = await conn.execute(f"SELECT count(*) AS n FROM readings r WHERE {where}", params)
     row = await cur.fetchone()
-    return int(row["n"]) if row else 0  # type: ignore[index]
+    return int(row["n"]) if row else 0
 
 
 async def read_observation(
@@ -211,7 +213,7 @@ async def read_observation(
         + " LIMIT 1"
     )
     cur = await conn.execute(sql, params)
-    return await cur.fetchone()  # type: ignore[return-value]
+    return await cur.fetchone()
 
 
 async def lastn(
@@ -229,7 +231,7 @@ async def lastn(
         " ORDER BY c.n, l.time DESC, l.dedup_key DESC"
     )
     cur = await conn.execute(sql, params)
-    return await cur.fetchall()  # type: ignore[return-value]
+    return await cur.fetchall()
 
 
 async def stored_readings(
@@ -245,7 +247,7 @@ async def stored_readings(
         " ON r.dedup_key = k.dedup_key AND r.time = k.time",
         {"keys": [k for k, _ in pairs], "times": [t for _, t in pairs]},
     )
-    return {(row["dedup_key"], row["time"]): row for row in await cur.fetchall()}  # type: ignore[index]
+    return {(row["dedup_key"], row["time"]): row for row in await cur.fetchall()}
 
 
 async def find_by_dedup_key(conn: Conn, dedup_key: str) -> dict[str, Any] | None:
@@ -254,7 +256,7 @@ async def find_by_dedup_key(conn: Conn, dedup_key: str) -> dict[str, Any] | None
         f"SELECT {_OBS_COLS} FROM readings r WHERE r.dedup_key = %(k)s ORDER BY r.time LIMIT 1",
         {"k": dedup_key},
     )
-    return await cur.fetchone()  # type: ignore[return-value]
+    return await cur.fetchone()
 
 
 # --- patients -------------------------------------------------------------------------
@@ -266,7 +268,7 @@ async def patient_care_unit(conn: Conn, patient_id: uuid.UUID) -> uuid.UUID | No
         "SELECT care_unit_id FROM patients WHERE id = %(id)s", {"id": patient_id}
     )
     row = await cur.fetchone()
-    return row["care_unit_id"] if row else None  # type: ignore[index]
+    return row["care_unit_id"] if row else None
 
 
 _PATIENT_SELECT = (
@@ -282,7 +284,7 @@ async def read_patient(
     params: dict[str, Any] = {"id": patient_id}
     sql = _PATIENT_SELECT + " WHERE p.id = %(id)s" + _restrict(restrict, "p.id", params)
     cur = await conn.execute(sql, params)
-    return await cur.fetchone()  # type: ignore[return-value]
+    return await cur.fetchone()
 
 
 async def search_patients(
@@ -332,7 +334,7 @@ async def read_device(conn: Conn, device_id: str, restrict: Restrict) -> dict[st
     params: dict[str, Any] = {"id": device_id}
     sql = _DEVICE_SELECT + " WHERE d.id = %(id)s" + _restrict(restrict, "b.patient_id", params)
     cur = await conn.execute(sql, params)
-    return await cur.fetchone()  # type: ignore[return-value]
+    return await cur.fetchone()
 
 
 async def search_devices(
@@ -391,7 +393,7 @@ async def read_alert(conn: Conn, alert_id: uuid.UUID, restrict: Restrict) -> dic
     params: dict[str, Any] = {"id": alert_id}
     sql = _ALERT_SELECT + " WHERE a.id = %(id)s" + _restrict(restrict, "a.patient_id", params)
     cur = await conn.execute(sql, params)
-    return await cur.fetchone()  # type: ignore[return-value]
+    return await cur.fetchone()
 
 
 async def search_alerts(
@@ -445,7 +447,7 @@ async def _keyset_page(
         sql = f"SELECT count(*) AS n FROM ({select} WHERE {where}) AS x"
         cur = await conn.execute(sql, params)
         row = await cur.fetchone()
-        return int(row["n"]) if row else 0  # type: ignore[index]
+        return int(row["n"]) if row else 0
     at, ident, id_type = key
     direction, past = ("DESC", "<") if descending else ("ASC", ">")
     if after is not None:
@@ -454,4 +456,4 @@ async def _keyset_page(
     params["limit"] = limit
     sql = f"{select} WHERE {where} ORDER BY {at} {direction}, {ident} {direction} LIMIT %(limit)s"
     cur = await conn.execute(sql, params)
-    return await cur.fetchall()  # type: ignore[return-value]
+    return await cur.fetchall()

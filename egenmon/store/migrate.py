@@ -67,7 +67,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
                 continue
             try:
                 with conn.transaction():
-                    conn.execute(m.sql)  # type: ignore[arg-type]
+                    conn.execute(m.sql)
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (m.version, m.name),

@@ -108,7 +108,7 @@ async def record_failure(
         {"max": max_attempts, "lock": lock_for, "id": user_id},
     )
     row = await cur.fetchone()
-    return row["locked_until"] if row else None  # type: ignore[index, call-overload]
+    return row["locked_until"] if row else None  # type: ignore[call-overload]
 
 
 async def record_success(
@@ -199,7 +199,7 @@ async def patient_names(
         " WHERE id = ANY(%s)",
         (list(patient_ids),),
     )
-    return {r["id"]: r for r in await cur.fetchall()}  # type: ignore[call-overload, index]
+    return {r["id"]: r for r in await cur.fetchall()}  # type: ignore[call-overload, misc]
 
 
 async def unit_patient_ids(

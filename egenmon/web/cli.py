@@ -50,7 +50,7 @@ def read_password() -> str:
     return line[:-1] if line.endswith("\n") else line
 
 
-def _db(settings: Settings):  # noqa: ANN202
+def _db(settings: Settings):
     try:
         return connect(settings.require_database(), autocommit=True)
     except DatabaseError as e:

@@ -398,7 +398,7 @@ def choose_locale(*candidates: str | None) -> str:
     """The first supported locale among the candidates, else Swedish."""
     for c in candidates:
         if c in LOCALES:
-            return c  # type: ignore[return-value]
+            return c
     return DEFAULT_LOCALE
 
 

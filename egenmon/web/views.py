@@ -206,13 +206,15 @@ def trigger_text(alert: Mapping[str, Any], locale: str) -> tuple[str, str]:
             )
         if rule == "spo2_drop":
             current = d.get("current") or {}
-            why = []
+            reasons = []
             if d.get("drop") is not None and "drop" in (d.get("reasons") or ()):
-                why.append(f"−{number(d['drop'], locale)} ({number(d.get('baseline'), locale)})")
+                reasons.append(
+                    f"−{number(d['drop'], locale)} ({number(d.get('baseline'), locale)})"
+                )
             target = d.get("target")
             if target and "below_target" in (d.get("reasons") or ()):
-                why.append(f"< {number(target[0], locale, 0)}")
-            return f"{number(current.get('value'), locale, 0)} %", ", ".join(why)
+                reasons.append(f"< {number(target[0], locale, 0)}")
+            return f"{number(current.get('value'), locale, 0)} %", ", ".join(reasons)
         if rule == "missing_data":
             parts = []
             for m in d.get("missing") or ():
@@ -399,7 +401,10 @@ def chart_data(
             continue
         mtype = TYPES[t]
         decimals = CHART_DECIMALS.get(t, 0)
-        series, bands, lines, limit_texts = [], [], [], []
+        series: list[dict[str, Any]] = []
+        bands: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        limit_texts: list[str] = []
         for quantity, column in SERIES[t]:
             key = "value" if column == "value" else "value2"
             pts = [[r["ms"], round(r[key], decimals + 1)] for r in points if r.get(key) is not None]

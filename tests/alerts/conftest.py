@@ -141,7 +141,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 with receiver._lock:
@@ -233,7 +233,7 @@ def store_simulated(
 
     now = dt.datetime.now(UTC)
     device = SimDevice(device_id, scenario=scenario, protocol=protocol)
-    rng = random.Random(device_id)  # noqa: S311 (simulation)
+    rng = random.Random(device_id)
     readings = list(
         generate(
             device,

@@ -18,7 +18,7 @@ H = dt.timedelta(hours=1)
 
 
 @pytest.fixture
-def client(settings):  # noqa: ANN001, ANN201
+def client(settings):
     """The app in-process (no MQTT, no scheduler) on the test's database."""
     with warnings.catch_warnings():
         # Starlette's test client asks for its httpx fork, which is not installed; the
@@ -31,14 +31,14 @@ def client(settings):  # noqa: ANN001, ANN201
         yield c
 
 
-def bearer(settings, role: str, **kw) -> dict:  # noqa: ANN001
+def bearer(settings, role: str, **kw) -> dict:
     return {
         "Authorization": "Bearer " + issue_token(settings, role=role, subject=f"{role}-1", **kw)
     }
 
 
 @pytest.fixture
-def world(cli, device, care_unit, store, now):  # noqa: ANN001, ANN201
+def world(cli, device, care_unit, store, now):
     """A patient with a high-BP alert and a NEWS2 alert in `care_unit`."""
     p, dev = device["patient"], device["id"]
     assert cli("plan", "set", "--patient", p, "--protocol", "copd").code == 0
@@ -50,7 +50,7 @@ def world(cli, device, care_unit, store, now):  # noqa: ANN001, ANN201
     return {"patient": p, "unit": care_unit}
 
 
-def access_rows(settings) -> list[tuple]:  # noqa: ANN001
+def access_rows(settings) -> list[tuple]:
     with psycopg.connect(settings.database_url) as conn:
         return conn.execute(
             "SELECT actor, role, action, resource, patient_ids, detail FROM access_log ORDER BY id"

@@ -29,7 +29,7 @@ CASES = [
 
 
 @pytest.fixture
-def population(cli, care_unit, database_url):  # noqa: ANN001, ANN201
+def population(cli, care_unit, database_url):
     """Simulated patients, one per case, each with a device and 20 days of readings."""
     out = []
     for i, (scenario, protocol) in enumerate(CASES):

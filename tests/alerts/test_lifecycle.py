@@ -15,7 +15,7 @@ H = dt.timedelta(hours=1)
 
 
 @pytest.fixture
-def hypertension(cli, device):  # noqa: ANN001, ANN201
+def hypertension(cli, device):
     """A patient on the hypertension protocol with a bound device: (patient, device id)."""
     p = device["patient"]
     r = cli("plan", "set", "--patient", p, "--protocol", "hypertension", "--json")
@@ -23,7 +23,7 @@ def hypertension(cli, device):  # noqa: ANN001, ANN201
     return p, device["id"]
 
 
-def events(store, alert_id) -> list[str]:  # noqa: ANN001
+def events(store, alert_id) -> list[str]:
     with psycopg.connect(store.url) as conn:
         rows = conn.execute(
             "SELECT event FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,)
@@ -181,7 +181,7 @@ def test_one_open_alert_per_key_even_under_concurrent_cycles(store, hypertension
     def run() -> None:
         try:
             results.append(store.cycle(now))
-        except Exception as e:  # collected and asserted below
+        except Exception as e:  # noqa: BLE001  collected and asserted below
             errors.append(e)
 
     threads = [threading.Thread(target=run) for _ in range(4)]

@@ -18,7 +18,7 @@ from tests.alerts.conftest import hmac_hex
 H = dt.timedelta(hours=1)
 
 
-def deliver(url: str, default_secret: str | None = None, base: float = 60.0):  # noqa: ANN201
+def deliver(url: str, default_secret: str | None = None, base: float = 60.0):
     async def go() -> notify.DeliveryReport:
         pool = make_pool(url, 1, 2)
         await pool.open(wait=True)
@@ -41,7 +41,7 @@ def deliveries(url: str) -> list[tuple]:
 
 
 @pytest.fixture
-def alert_with_hook(store, cli, device, now, receiver):  # noqa: ANN001, ANN201
+def alert_with_hook(store, cli, device, now, receiver):
     """One open alert whose opening is queued for the receiver (secret 'hook-secret')."""
     r = cli("webhook", "add", "--url", receiver.url, "--secret", "hook-secret", "--json")
     assert r.code == 0, r.err

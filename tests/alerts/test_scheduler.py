@@ -24,7 +24,7 @@ from tests.conftest import make_personnummer
 INTERVAL = 1.0
 
 
-def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -47,7 +47,7 @@ def db_now(url: str) -> dt.datetime:
 
 
 @pytest.fixture
-def fast_scheduler(monkeypatch):  # noqa: ANN001, ANN201
+def fast_scheduler(monkeypatch):
     monkeypatch.setenv("EGENMON_SCHEDULER_INTERVAL_S", str(INTERVAL))
     monkeypatch.setenv("EGENMON_WEBHOOK_SECRET", "settings-secret-for-webhooks")
 
@@ -88,7 +88,7 @@ def test_two_processes_run_jobs_once_per_interval_and_take_over_from_a_killed_le
     assert later and all(n.endswith(f":{follower.pid}") for n in later)
 
 
-def _patient(cli, unit: str, protocol: str) -> tuple[str, str]:  # noqa: ANN001
+def _patient(cli, unit: str, protocol: str) -> tuple[str, str]:
     r = cli("patient", "add", "--personnummer", make_personnummer(), "--care-unit", unit, "--json")
     assert r.code == 0, r.err
     pid = r.json["id"]
@@ -208,7 +208,7 @@ def test_deteriorating_patient_to_alert_care_contact_and_signed_webhook(
 # --- in-process: leadership and retention ----------------------------------------------------
 
 
-async def _runtime(settings):  # noqa: ANN001, ANN202
+async def _runtime(settings):
     from egenmon.runtime import Runtime
     from egenmon.store.db import make_pool
 

@@ -9,7 +9,7 @@ import pytest
 FIELDS = {"rows_in_store", "queries", "p50_ms", "p95_ms"}
 
 
-def run(cli, *args: str) -> dict:  # noqa: ANN001
+def run(cli, *args: str) -> dict:
     r = cli("bench", "fhir-search", "--json", *args)
     assert r.code == 0, r.err
     lines = [json.loads(line) for line in r.out.splitlines() if line.strip()]
@@ -17,7 +17,7 @@ def run(cli, *args: str) -> dict:  # noqa: ANN001
     return lines[0]
 
 
-def test_on_the_given_database(cli, conn) -> None:  # noqa: ANN001
+def test_on_the_given_database(cli, conn) -> None:
     result = run(cli, "--readings", "3000", "--patients", "10", "--queries", "20",
                  "--warmup", "2", "--days", "40")  # fmt: skip
     assert FIELDS <= set(result)
@@ -36,7 +36,7 @@ def test_on_the_given_database(cli, conn) -> None:  # noqa: ANN001
 
 def test_on_a_throwaway_cluster_with_durable_queries(
     cli,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("EGENMON_DATABASE_URL")
     result = run(cli, "--readings", "1200", "--patients", "4", "--queries", "10",
@@ -47,7 +47,7 @@ def test_on_a_throwaway_cluster_with_durable_queries(
     assert result["fsync_during_queries"] is True
 
 
-def test_bad_sizes_are_refused(cli) -> None:  # noqa: ANN001
+def test_bad_sizes_are_refused(cli) -> None:
     r = cli("bench", "fhir-search", "--json", "--days", "10")
     assert r.code == 2
     assert "--days" in r.err

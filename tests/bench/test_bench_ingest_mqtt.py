@@ -2,6 +2,8 @@
 
 import argparse
 
+import pytest
+
 from egenmon.bench import ingest_mqtt
 from egenmon.settings import load_settings
 
@@ -38,6 +40,7 @@ def test_bench_ingest_mqtt_reports_the_contract_fields_and_loses_nothing(databas
         assert len(runs) == 2 and line["ceiling_broker_per_s"] == max(runs)
 
 
+@pytest.mark.services  # its own throwaway cluster and broker
 def test_on_a_throwaway_cluster_the_run_ends_at_the_last_commit():
     parser = argparse.ArgumentParser()
     ingest_mqtt.add_arguments(parser)

@@ -82,7 +82,7 @@ class Consumer:
         cmd = [sys.executable, "-m", "egenmon", "serve", "--no-scheduler"]
         cmd += ["--port", str(self.port)] if http else ["--no-http"]
         env = {**os.environ, "EGENMON_LOG_LEVEL": "INFO"}
-        self._out = open(self.log, "wb")  # noqa: SIM115
+        self._out = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT)
 
     @property
@@ -122,7 +122,7 @@ class Consumer:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as r:  # noqa: S310
+            with urllib.request.urlopen(self.base + path, timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()

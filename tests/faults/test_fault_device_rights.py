@@ -7,14 +7,14 @@ from faultkit import message, quarantined, stored, wait_until
 from egenmon.ingest.simulate_mqtt import DevicePublisher, PublishRefused, readings_topic
 
 
-def connect(broker, device: dict) -> DevicePublisher:  # noqa: ANN001
+def connect(broker, device: dict) -> DevicePublisher:
     return DevicePublisher(
         "127.0.0.1", broker.port, device["id"], device["secret"], client_id=device["id"]
     ).connect()
 
 
 @pytest.fixture
-def other(cli, patient) -> dict:  # noqa: ANN001
+def other(cli, patient) -> dict:
     r = cli(
         "device",
         "add",

@@ -42,7 +42,7 @@ def in_app(settings: Settings) -> Callable[[Callable[..., Awaitable]], object]:
     return run
 
 
-def pipeline_of(app) -> object:  # noqa: ANN001
+def pipeline_of(app) -> object:
     return app.state.runtime.services["pipeline"]
 
 
@@ -73,7 +73,7 @@ def stored(conn: psycopg.Connection, device_id: str | None = None) -> list[dict]
 
 
 @pytest.fixture
-def second_patient(cli, care_unit: str) -> str:  # noqa: ANN001
+def second_patient(cli, care_unit: str) -> str:
     from tests.conftest import make_personnummer
 
     r = cli(
@@ -89,7 +89,7 @@ def second_patient(cli, care_unit: str) -> str:  # noqa: ANN001
     return r.json["id"]
 
 
-def new_device(cli, patient: str, since: str = "2020-01-01T00:00:00Z") -> dict:  # noqa: ANN001
+def new_device(cli, patient: str, since: str = "2020-01-01T00:00:00Z") -> dict:
     r = cli(
         "device",
         "add",

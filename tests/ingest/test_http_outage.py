@@ -21,7 +21,7 @@ URL = "/api/v1/readings"
 T0 = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
 
 
-def _cut(cluster, name: str, allow: bool) -> None:  # noqa: ANN001
+def _cut(cluster, name: str, allow: bool) -> None:
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {str(allow).lower()}")
         if not allow:

@@ -98,7 +98,7 @@ def consumer(
     return MqttConsumer(settings, pipeline, inflight=inflight, client_id=client_id)
 
 
-async def until(predicate, limit: float = 10.0) -> None:  # noqa: ANN001
+async def until(predicate, limit: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while not predicate():

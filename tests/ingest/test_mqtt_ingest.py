@@ -26,7 +26,7 @@ T0 = dt.datetime(2026, 3, 2, 7, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def broker(tmp_path) -> Iterator[Mosquitto]:  # noqa: ANN001
+def broker(tmp_path) -> Iterator[Mosquitto]:
     """A Mosquitto of this test's own (overrides the suite's shared one)."""
     m = Mosquitto(tmp_path / "mqtt")
     m.start()
@@ -45,7 +45,7 @@ async def running(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
             yield http, consumer
 
 
-async def until(predicate, limit: float = 15.0) -> None:  # noqa: ANN001
+async def until(predicate, limit: float = 15.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while not predicate():

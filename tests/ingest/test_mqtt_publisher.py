@@ -93,14 +93,14 @@ class Observer:
         c.username_pw_set(*account)
         c.reconnect_delay_set(0.1, 0.5)
 
-        def on_connect(client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
+        def on_connect(client, userdata, flags, reason, properties) -> None:
             client.subscribe([(t, 1) for t in topics])
 
-        def on_subscribe(client, userdata, mid, reasons, properties) -> None:  # noqa: ANN001
+        def on_subscribe(client, userdata, mid, reasons, properties) -> None:
             if all(r.value == 1 for r in reasons):
                 self._subscribed.set()
 
-        def on_message(client, userdata, msg) -> None:  # noqa: ANN001
+        def on_message(client, userdata, msg) -> None:
             with self._lock:
                 self.received.append((msg.topic, msg.payload))
 

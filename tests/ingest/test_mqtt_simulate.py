@@ -17,7 +17,7 @@ from egenmon.ingest.simulate_run import TransportError, backfill
 
 
 @pytest.fixture
-def broker(tmp_path) -> Iterator[Mosquitto]:  # noqa: ANN001
+def broker(tmp_path) -> Iterator[Mosquitto]:
     """A Mosquitto of this test's own (overrides the suite's shared one)."""
     m = Mosquitto(tmp_path / "mqtt")
     m.start()

@@ -16,7 +16,7 @@ from tests.ingest.conftest import T0, auth, pipeline_of, quarantine_rows, readin
 URL = "/api/v1/readings"
 
 
-async def _notified(pipeline, before: int) -> None:  # noqa: ANN001
+async def _notified(pipeline, before: int) -> None:
     """Wait for the change notification the database sends at commit."""
     deadline = time.monotonic() + 2
     while pipeline.devices.notifications == before:

@@ -14,7 +14,7 @@ URL = "/api/v1/readings"
 EARLY = "2019-06-01T08:00:00+02:00"  # before the device's binding (from 2020)
 
 
-def _post(in_app, device, *bodies: bytes) -> list:  # noqa: ANN001
+def _post(in_app, device, *bodies: bytes) -> list:
     async def go(client, app):
         return [await client.post(URL, content=b, headers=auth(device["secret"])) for b in bodies]
 

@@ -19,7 +19,7 @@ START = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 DEVICES = [SimDevice(f"sim-{i}") for i in range(8)]
 
 
-def series(device: SimDevice, scenario: str, days: float, onset=None) -> dict:  # noqa: ANN001
+def series(device: SimDevice, scenario: str, days: float, onset=None) -> dict:
     out = defaultdict(list)
     rng = random.Random(device.device_id)
     for r in generate(device, scenario, START, START + dt.timedelta(days=days), rng, onset=onset):

@@ -51,7 +51,7 @@ def test_start_up_refuses_a_database_without_timescaledb(pg_cluster, monkeypatch
     try:
         monkeypatch.setenv("EGENMON_DATABASE_URL", pg_cluster.url("plain_pg"))
         with pytest.raises(DatabaseError, match="timescaledb"):
-            check_database(load_settings())
+            check_database(load_settings(environment="test"))
     finally:
         with psycopg.connect(pg_cluster.url(), autocommit=True) as c:
             c.execute("DROP DATABASE plain_pg WITH (FORCE)")

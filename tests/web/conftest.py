@@ -33,7 +33,7 @@ def csrf_of(html: str) -> str:
 
 
 @pytest.fixture
-def make_user(cli):  # noqa: ANN001, ANN201
+def make_user(cli):
     """make_user(username, care_unit, role="clinician", password=PASSWORD) -> the CLI's JSON."""
 
     def make(
@@ -74,7 +74,7 @@ def client(env: dict) -> Iterator:
         yield c
 
 
-def login(client, username: str, password: str = PASSWORD):  # noqa: ANN001, ANN201
+def login(client, username: str, password: str = PASSWORD):
     """Log in through the form (with its CSRF token); returns the POST's response."""
     page = client.get("/login")
     assert page.status_code == 200
@@ -152,7 +152,7 @@ def simulate_patient(
     end = now - dt.timedelta(hours=silent_hours)
     onset = now - dt.timedelta(days=onset_days_ago)
     device = SimDevice(device_id, scenario=scenario, protocol=protocol)
-    rng = random.Random(device_id)  # noqa: S311 (simulation)
+    rng = random.Random(device_id)
     readings = list(generate(device, scenario, start, end, rng, every=every, onset=onset))
     return store_readings(
         url, device_id, patient_id, readings, dt.datetime(2020, 1, 1, tzinfo=dt.UTC), last_seen=end
@@ -160,7 +160,7 @@ def simulate_patient(
 
 
 @pytest.fixture
-def ward(cli, care_unit: str, database_url: str) -> Ward:  # noqa: ANN001
+def ward(cli, care_unit: str, database_url: str) -> Ward:
     """Four patients of `care_unit` with 20 days of simulated readings (one deteriorating
     for the last 5 days on a heart-failure plan), and one alerts cycle run over them."""
     from tests.conftest import make_personnummer

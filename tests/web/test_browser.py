@@ -44,7 +44,7 @@ def playwright() -> Iterator[Playwright]:
 
 
 @pytest.fixture
-def browser(playwright: Playwright) -> Iterator:  # noqa: ANN201
+def browser(playwright: Playwright) -> Iterator:
     """browser(viewport) -> a fresh Chromium with an empty profile of its own."""
     contexts: list[BrowserContext] = []
     dirs: list[tempfile.TemporaryDirectory] = []

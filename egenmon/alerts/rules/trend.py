@@ -19,6 +19,7 @@ from egenmon.alerts.rules.findings import (
     reading_dict,
     since,
 )
+from egenmon.settings import DEFAULT_TIMEZONE
 
 # clinical.md, heart failure (ESC HFA patient guidance): a gain of more than 2 kg in
 # 3 days signals fluid retention and asks for contact.
@@ -32,7 +33,7 @@ BP_MIN_READINGS = 12
 BP_MEAN_LIMIT = (135.0, 85.0)
 
 # Days of a series are calendar days where the patient lives (contract: EGENMON_TIMEZONE).
-STOCKHOLM = ZoneInfo("Europe/Stockholm")
+STOCKHOLM = ZoneInfo(DEFAULT_TIMEZONE)  # the default; the engine passes Settings.tz
 
 
 def check_trend_weight(
