@@ -34,7 +34,8 @@ AUDIENCE = "egenmon"
 LEEWAY = 30
 
 DEFAULT_SCOPES = {
-    "clinician": "user/*.rs user/Flag.rs user/Task.rus",
+    # A clinician reads, acts on alerts (Task.u) and sets monitoring plans (CarePlan.u).
+    "clinician": "user/*.rs user/Flag.rs user/Task.rus user/CarePlan.rus",
     "integrator": "system/*.rs system/Observation.c",
     "admin": "system/*.cruds",
     "patient": "patient/*.rs",

@@ -173,10 +173,21 @@ _SEARCH: dict[str, Any] = {
 }
 
 
+_REFUSED = (403, 404)
+
+
 def _reader(resource: str) -> Handler:
     async def read(request: Request) -> Response:
         ctx = await _context(request)
-        return fhir_response(await _READ[resource](ctx, request.path_params["id"]))
+        ident = request.path_params["id"]
+        try:
+            return fhir_response(await _READ[resource](ctx, ident))
+        except (AuthError, FhirError) as exc:
+            if exc.status in _REFUSED:  # refused and unknown look alike; both are logged
+                await reads.log_refused(
+                    ctx, "read", resource, exc.status, _reason(exc), ident=ident
+                )
+            raise
 
     read.__name__ = f"read_{resource.lower()}"
     return read
@@ -185,10 +196,33 @@ def _reader(resource: str) -> Handler:
 def _searcher(resource: str) -> Handler:
     async def search(request: Request) -> Response:
         ctx = await _context(request)
-        return fhir_response(await _SEARCH[resource](ctx, await _search_params(request)))
+        params = await _search_params(request)
+        try:
+            return fhir_response(await _SEARCH[resource](ctx, params))
+        except (AuthError, FhirError) as exc:
+            if exc.status in _REFUSED:
+                await reads.log_refused(
+                    ctx,
+                    "search",
+                    resource,
+                    exc.status,
+                    _reason(exc),
+                    params=params,
+                    patients=_named(exc),
+                )
+            raise
 
     search.__name__ = f"search_{resource.lower()}"
     return search
+
+
+def _reason(exc: AuthError | FhirError) -> str:
+    return "forbidden" if exc.status == 403 else "not found or not visible"
+
+
+def _named(exc: AuthError | FhirError) -> list:
+    """The patient a refused search asked about, for the access log."""
+    return [exc.patient_id] if isinstance(exc, reads.PatientRefused) else []
 
 
 def _ingest_context(request: Request, principal: object) -> ingest.IngestContext:
@@ -225,7 +259,21 @@ def _creator(resource: str) -> Handler:
 
 async def lastn(request: Request) -> Response:
     ctx = await _context(request)
-    return fhir_response(await reads.lastn(ctx, await _search_params(request)))
+    params = await _search_params(request)
+    try:
+        return fhir_response(await reads.lastn(ctx, params))
+    except (AuthError, FhirError) as exc:
+        if exc.status in _REFUSED:
+            await reads.log_refused(
+                ctx,
+                "search",
+                "Observation/$lastn",
+                exc.status,
+                _reason(exc),
+                params=params,
+                patients=_named(exc),
+            )
+        raise
 
 
 async def system_bundle(request: Request) -> Response:
