@@ -32,10 +32,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.password": "Lösenord",
         "login.submit": "Logga in",
         "login.failed": "Inloggningen misslyckades. Kontrollera användarnamn och lösenord.",
-        "login.lockout_rule": "Efter {n} misslyckade försök i rad låses kontot i {minutes} "
-        "minuter.",
-        "login.locked": "Kontot är tillfälligt låst efter för många misslyckade försök. "
-        "Försök igen senare eller kontakta din administratör.",
+        "login.lockout_rule": "Efter {n} misslyckade försök pausas inloggningen från den här "
+        "enheten i {minutes} minuter.",
+        "login.throttled": "För många misslyckade inloggningar härifrån. Försök igen om "
+        "{seconds} sekunder.",
         "login.expired_form": "Formuläret hade gått ut. Försök igen.",
         "login.logged_out": "Du är utloggad.",
         "worklist.title": "Arbetslista",
@@ -215,10 +215,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.password": "Password",
         "login.submit": "Log in",
         "login.failed": "Login failed. Check your username and password.",
-        "login.lockout_rule": "After {n} failed attempts in a row the account is locked for "
-        "{minutes} minutes.",
-        "login.locked": "The account is locked for a while after too many failed attempts. "
-        "Try again later or contact your administrator.",
+        "login.lockout_rule": "After {n} failed attempts, logging in from this device is "
+        "paused for {minutes} minutes.",
+        "login.throttled": "Too many failed logins from here. Try again in {seconds} seconds.",
         "login.expired_form": "The form had expired. Please try again.",
         "login.logged_out": "You are logged out.",
         "worklist.title": "Worklist",

@@ -277,6 +277,11 @@ async def login_form(request: Request) -> Response:
     return response
 
 
+def client_address(request: Request) -> str:
+    """The client's address (uvicorn sets it from X-Forwarded-For of a trusted proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     form = await _form(request)
@@ -293,16 +298,31 @@ async def login(request: Request) -> Response:
             error=translate(locale, "login.expired_form"),
         )
     username = form.get("username", "")
-    result = await accounts.authenticate(_runtime(request).pool, username, form.get("password", ""))
+    result = await accounts.authenticate(
+        _runtime(request).pool, username, form.get("password", ""), client_address(request)
+    )
+    if result.retry_after is not None:
+        # This address has failed too often: the same answer whatever the username.
+        response = _login_page(
+            request,
+            locale=locale,
+            next_=next_,
+            token=new_token(),
+            status=429,
+            error=translate(locale, "login.throttled", seconds=result.retry_after),
+            username=username[:64],
+        )
+        response.headers["Retry-After"] = str(result.retry_after)
+        return response
     if not result.ok or result.user is None:
-        key = "login.locked" if result.locked else "login.failed"
+        # Wrong password, unknown name, or a name paused for this address: one answer.
         return _login_page(
             request,
             locale=locale,
             next_=next_,
             token=new_token(),
             status=401,
-            error=translate(locale, key),
+            error=translate(locale, "login.failed"),
             username=username[:64],
         )
     response = _redirect(next_)
