@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     auth_jwks_file: str | None = None
     auth_audience: str | None = Field(default=None, min_length=1)
     token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    # The URL clients reach egenmon at (https://egenmon.region.example): the base of every
+    # absolute link egenmon writes (FHIR Bundle links, fullUrl, Location). Unset: the
+    # request's own address, which production accepts only for a loopback Host.
+    public_url: str | None = None
     environment: str = "production"
     pool_min: int = Field(default=2, ge=1, le=100)
     pool_max: int = Field(default=10, ge=1, le=200)
@@ -80,6 +84,18 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a libpq URL (postgresql://...) or key=value string")
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be a plain URL (no user, query or fragment)")
+        return v.rstrip("/")
 
     @field_validator("mqtt_url")
     @classmethod

@@ -9,6 +9,7 @@ AuthError by the app's handler).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -89,7 +90,28 @@ def _runtime(request: Request) -> Runtime:
 
 
 def _base(request: Request) -> str:
+    """The absolute FHIR base of links: EGENMON_PUBLIC_URL, never a client's Host header
+    in production (there, without the setting, only a loopback Host is taken as is)."""
+    settings = _runtime(request).settings
+    if settings.public_url:
+        return settings.public_url + "/fhir"
+    if settings.environment == "production" and not _loopback(request.url.hostname or ""):
+        raise FhirError(
+            400,
+            "not-supported",
+            "this server's public URL is not configured (EGENMON_PUBLIC_URL); "
+            "links cannot be made for the Host asked for",
+        )
     return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _prefer(request: Request) -> dict[str, str]:

@@ -92,7 +92,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.done.acknowledge": "Avvikelsen är kvitterad.",
         "action.done.resolve": "Avvikelsen är markerad som åtgärdad.",
         "action.done.dismiss": "Avvikelsen är avfärdad.",
-        "action.failed": "Åtgärden kunde inte utföras: {reason}",
+        "action.failed.conflict": "Åtgärden kunde inte utföras: larmets status tillåter den "
+        "inte (den kan just ha ändrats av någon annan).",
+        "action.failed.invalid": "Åtgärden kunde inte utföras: anteckningen är för lång.",
         "action.by": "av {user}",
         "type.blood_pressure": "Blodtryck",
         "type.heart_rate": "Puls",
@@ -274,7 +276,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.done.acknowledge": "The deviation is acknowledged.",
         "action.done.resolve": "The deviation is marked as resolved.",
         "action.done.dismiss": "The deviation is dismissed.",
-        "action.failed": "The action could not be done: {reason}",
+        "action.failed.conflict": "The action could not be done: the alert's status does not "
+        "allow it (someone may just have changed it).",
+        "action.failed.invalid": "The action could not be done: the note is too long.",
         "action.by": "by {user}",
         "type.blood_pressure": "Blood pressure",
         "type.heart_rate": "Pulse",

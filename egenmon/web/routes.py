@@ -465,13 +465,18 @@ async def worklist_table(request: Request) -> Response:
     return response
 
 
+# Why an action failed, as a message key in the redirect (never text: a link anyone can
+# make must not put their words on a clinician's screen as egenmon's).
+FAILURES = ("conflict", "invalid")
+
+
 def _flash(locale: str, done: str | None, failed: str | None) -> dict[str, str] | None:
     if done in views.ACTIONS:
         return {"kind": "ok", "text": translate(locale, f"action.done.{done}")}
     if done == "thresholds":
         return {"kind": "ok", "text": translate(locale, "patient.thresholds_saved")}
-    if failed:
-        return {"kind": "error", "text": translate(locale, "action.failed", reason=failed[:200])}
+    if failed in FAILURES:
+        return {"kind": "error", "text": translate(locale, f"action.failed.{failed}")}
     return None
 
 
@@ -505,8 +510,10 @@ async def alert_action(request: Request, alert_id: str) -> Response:
     except (lifecycle.AlertNotFound, AuthError):
         # Another unit's alert is "not found" too: its existence is not disclosed.
         return _not_found(request, session)
-    except (lifecycle.TransitionError, ValueError) as e:
-        return _redirect(_with_query(_strip_flash(next_), failed=str(e)))
+    except lifecycle.TransitionError:
+        return _redirect(_with_query(_strip_flash(next_), failed="conflict"))
+    except ValueError:
+        return _redirect(_with_query(_strip_flash(next_), failed="invalid"))
     await access.log_access(
         pool,
         session.principal,
@@ -706,6 +713,8 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     header = await _visible_patient(request, session, patient_id)
     if header is None:
         return _not_found(request, session)
+    if not session.principal.allows("CarePlan", "u"):
+        return _refused(request, session)
     days = _days(form.get("range"))
     pid = header["id"]
     pool = _runtime(request).pool

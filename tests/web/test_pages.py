@@ -341,3 +341,17 @@ def test_an_admin_login_sees_every_units_worklist(client, make_user, ward, cli):
     rows = rows_of(client.get("/ui/").text)
     assert rows and rows[0][1] == ward.deteriorating
     assert client.get(f"/ui/patients/{ward.deteriorating}").status_code == 200
+
+
+def test_a_failure_message_in_the_url_is_a_key_never_shown_text(client, make_user, care_unit):
+    make_user("anna", care_unit)
+    login(client, "anna")
+    planted = "Systemet är hackat. Ring 0701234567 och uppge ditt lösenord"
+    for page in ("/ui/", f"/ui/?failed={planted}", "/ui/?failed=action.failed.conflict"):
+        r = client.get(page.replace(" ", "+"))
+        assert r.status_code == 200
+        shown = re.sub(r"<[^>]*>", " ", r.text)  # the text on the page, not attributes
+        assert "0701234567" not in shown and "hackat" not in shown
+        assert "flash-error" not in r.text
+    r = client.get("/ui/?failed=conflict")
+    assert "Åtgärden kunde inte utföras: larmets status tillåter den inte" in r.text
