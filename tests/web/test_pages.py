@@ -160,8 +160,8 @@ def test_a_clinician_of_another_unit_gets_404_everywhere(client, make_user, ward
         "SELECT plan FROM monitoring_plans WHERE patient_id = %s", (ward.deteriorating,)
     ).fetchone()[0]
     assert plan["thresholds"] == {}
-    # The JSON API with the same session refuses too.
-    assert client.get(f"/api/v1/alerts?patient={ward.deteriorating}").status_code == 403
+    # The JSON API with the same session answers as for an unknown patient too.
+    assert client.get(f"/api/v1/alerts?patient={ward.deteriorating}").status_code == 404
 
 
 def test_acknowledge_then_resolve_with_notes_and_a_refused_transition(
