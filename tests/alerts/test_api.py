@@ -398,3 +398,20 @@ def test_expected_windows_must_be_positive_and_bounded(client, settings, care_un
         assert (r.status_code == 200) is ok, (hours, r.text)
     r = client.put(url, json={"protocol": "copd", "expected": {"ecg": 24}}, headers=headers)
     assert r.status_code == 400 and "ecg" in r.json()["error"]
+
+
+def test_the_access_log_masks_what_looks_like_a_personnummer_and_keeps_ids():
+    from egenmon.store.access import MASK, OTHER, param_names, scrub
+
+    pid = "12345678-1234-4234-8234-123456789012"
+    obs = "00060012345678-0123456789abcdef"
+    detail = {"note": "ring 19121212-1212 eller 191212121212", "id": obs, "r": f"p/{pid}"}
+    assert scrub(detail) == {"note": f"ring {MASK} eller {MASK}", "id": obs, "r": f"p/{pid}"}
+    assert scrub(["a\x00b", 3, None]) == ["ab", 3, None]
+    assert param_names(
+        [("status", "x"), ("19121212-1212", ""), ("a b", ""), ("code:text", "")]
+    ) == [
+        OTHER,
+        "code:text",
+        "status",
+    ]
