@@ -12,6 +12,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from egenmon.auth import AuthError
 from egenmon.runtime import Runtime
@@ -96,11 +98,42 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Patient self-monitoring: device readings to FHIR R4, rules to care contacts.",
+        # No Swagger UI or ReDoc: FastAPI loads them from a CDN, and no page of egenmon
+        # runs a third party's script. The OpenAPI document stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     for module, attr in ROUTERS:
         app.include_router(_load(module, attr))
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
+    app.add_middleware(StrictTransportSecurity)
     return app
+
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+class StrictTransportSecurity:
+    """HSTS on every response to a request that came over https: directly, or through a
+    proxy uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1), whose
+    X-Forwarded-Proto sets the scheme. Never over plain http, where it means nothing and
+    would pin a development host."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("scheme") != "https":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Strict-Transport-Security", HSTS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)
 
 
 async def auth_error(request: Request, exc: AuthError) -> Response:

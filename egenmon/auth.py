@@ -2,9 +2,14 @@
 
 Tokens come from `egenmon token issue` (HS256, signed with EGENMON_AUTH_SECRET) or, in
 production, from the region's identity provider (RS256/ES256, verified with the keys in
-EGENMON_AUTH_JWKS_FILE, issuer EGENMON_AUTH_ISSUER). Roles: clinician (sees the patients of
-one care unit), patient (sees themself), integrator (system access, read and create),
-admin (everything, including quarantine).
+EGENMON_AUTH_JWKS_FILE, issuer EGENMON_AUTH_ISSUER, audience EGENMON_AUTH_AUDIENCE). Roles:
+clinician (sees the patients of one care unit), patient (sees themself), integrator
+(system access, read and create), admin (everything, including quarantine).
+
+Every token must carry `exp`; `nbf` and `iat` are checked when present, with `LEEWAY` for
+clock skew. The role comes from the `role` claim only: scopes say what a role may do with
+a resource, never who the caller is (a `system/*.rs` scope alone is refused, not taken for
+an integrator that sees every patient).
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from egenmon.settings import Settings
 ROLES = ("clinician", "integrator", "admin", "patient")
 ISSUER = "egenmon"
 AUDIENCE = "egenmon"
+# Clock skew allowed on exp, nbf and iat (seconds).
+LEEWAY = 30
 
 DEFAULT_SCOPES = {
-    "clinician": "user/*.rs user/Flag.rs user/Task.rus",
+    # A clinician reads, acts on alerts (Task.u) and sets monitoring plans (CarePlan.u).
+    "clinician": "user/*.rs user/Flag.rs user/Task.rus user/CarePlan.rus",
     "integrator": "system/*.rs system/Observation.c",
     "admin": "system/*.cruds",
     "patient": "patient/*.rs",
@@ -169,8 +177,10 @@ def decode_token(settings: Settings, token: str) -> Principal:
                 algorithms=["HS256"],
                 audience=AUDIENCE,
                 issuer=ISSUER,
+                leeway=LEEWAY,
+                options={"require": ["exp", "iss", "aud", "sub"]},
             )
-        elif settings.auth_jwks_file and settings.auth_issuer:
+        elif settings.auth_jwks_file and settings.auth_issuer and settings.auth_audience:
             keys = _jwks(settings.auth_jwks_file)
             kid = header.get("kid")
             key = next((k for k in keys.keys if kid is None or k.key_id == kid), None)
@@ -181,21 +191,34 @@ def decode_token(settings: Settings, token: str) -> Principal:
                 key.key,
                 algorithms=["RS256", "ES256"],
                 issuer=settings.auth_issuer,
-                options={"verify_aud": False},
+                audience=settings.auth_audience,
+                leeway=LEEWAY,
+                options={"require": ["exp", "iss", "aud", "sub"]},
             )
         else:
             raise AuthError(401, "the access token's algorithm is not accepted")
     except jwt.ExpiredSignatureError:
         raise AuthError(401, "the access token has expired") from None
+    except jwt.MissingRequiredClaimError as e:
+        raise AuthError(401, f"the access token has no '{e.claim}' claim") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError(401, "the access token is not meant for egenmon (aud)") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError(401, "the access token is not valid yet (nbf or iat)") from None
     except jwt.PyJWTError as e:
         raise AuthError(401, f"the access token is not valid: {e}") from None
     return principal_from_claims(claims)
 
 
 def principal_from_claims(claims: dict) -> Principal:
-    role = claims.get("role") or _role_from_scopes(claims.get("scope", ""))
-    if role not in ROLES:
-        raise AuthError(401, "the access token names no known role")
+    """The principal a verified token names. The role is the `role` claim, never a guess
+    from the scopes."""
+    role = claims.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise AuthError(401, "the access token names no known role (claim 'role')")
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str):
+        raise AuthError(401, "the access token's scope is not a string")
     try:
         unit = uuid.UUID(claims["care_unit"]) if claims.get("care_unit") else None
         patient = uuid.UUID(claims["patient"]) if claims.get("patient") else None
@@ -206,17 +229,8 @@ def principal_from_claims(claims: dict) -> Principal:
         role=role,
         care_unit_id=unit,
         patient_id=patient,
-        scopes=parse_scopes(claims.get("scope", "")),
+        scopes=parse_scopes(scope),
     )
-
-
-def _role_from_scopes(scope: str) -> str | None:
-    contexts = {s.context for s in parse_scopes(scope)}
-    if "system" in contexts:
-        return "integrator"
-    if "patient" in contexts:
-        return "patient"
-    return None
 
 
 def bearer(request: Request) -> str | None:

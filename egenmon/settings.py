@@ -6,7 +6,7 @@ from functools import cached_property
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
@@ -59,10 +59,17 @@ class Settings(BaseSettings):
     # Signing key for access tokens (HS256) and paging cursors; refused if a placeholder
     # outside development.
     auth_secret: str | None = None
-    # Production: also accept RS256/ES256 tokens from this issuer, verified with its keys.
+    # Production: also accept RS256/ES256 tokens from this issuer, verified with its keys,
+    # whose `aud` names this audience (all three are needed; without them only egenmon's
+    # own HS256 tokens are accepted).
     auth_issuer: str | None = None
     auth_jwks_file: str | None = None
+    auth_audience: str | None = Field(default=None, min_length=1)
     token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    # The URL clients reach egenmon at (https://egenmon.region.example): the base of every
+    # absolute link egenmon writes (FHIR Bundle links, fullUrl, Location). Unset: the
+    # request's own address, which production accepts only for a loopback Host.
+    public_url: str | None = None
     environment: str = "production"
     pool_min: int = Field(default=2, ge=1, le=100)
     pool_max: int = Field(default=10, ge=1, le=200)
@@ -81,6 +88,18 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a libpq URL (postgresql://...) or key=value string")
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be a plain URL (no user, query or fragment)")
+        return v.rstrip("/")
 
     @field_validator("mqtt_url")
     @classmethod
@@ -119,6 +138,18 @@ class Settings(BaseSettings):
         if v not in ("production", "development", "test"):
             raise ValueError("must be production, development or test")
         return v
+
+    @model_validator(mode="after")
+    def _check_identity_provider(self) -> Settings:
+        if (self.auth_issuer or self.auth_jwks_file) and not (
+            self.auth_issuer and self.auth_jwks_file and self.auth_audience
+        ):
+            raise ValueError(
+                "EGENMON_AUTH_ISSUER, EGENMON_AUTH_JWKS_FILE and "
+                "EGENMON_AUTH_AUDIENCE go together (identity-provider tokens are checked "
+                "against all three)"
+            )
+        return self
 
     @cached_property
     def mqtt(self) -> MqttUrl | None:
@@ -181,8 +212,11 @@ def load_settings(*, secrets_required: bool = True, **overrides: object) -> Sett
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
             msg = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule over several variables names them itself
+                problems.append(msg)
+                continue
+            field = str(err["loc"][0])
             problems.append(f"EGENMON_{field.upper()}: {msg}")
         raise SettingsError("; ".join(problems)) from None
     if secrets_required:

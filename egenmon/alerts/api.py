@@ -2,8 +2,15 @@
 
 Who may do what: clinicians see and act on the alerts of their care unit's patients only;
 integrators and admins see all; acting on an alert needs the Task update scope; plans are
-set by a clinician of the patient's unit or an admin; webhooks are an admin's. Patients
-have no access to this API. Every list and every action is written to the access log.
+read with the CarePlan read scope and set by a clinician of the patient's unit or an admin
+with the CarePlan update scope (`user/CarePlan.u`, part of a clinician's default token);
+webhooks are an admin's. Patients have no access to this API.
+
+An alert or patient the caller may not see answers 404, exactly as one that does not exist
+(as FHIR reads do), so the API tells nothing about other care units. Every list and every
+action is written to the access log, and so is every refusal (action `…-refused`, with
+the status and reason); the log holds parameter names and checked filter values, never a
+raw query value.
 """
 
 from __future__ import annotations
@@ -13,14 +20,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from egenmon.alerts import lifecycle, monitoring
 from egenmon.alerts.rules.findings import RULES
 from egenmon.auth import AuthError, Principal, authenticate, roles_allowed
 from egenmon.runtime import Runtime
 from egenmon.store import alerts as store
-from egenmon.store.access import log_access
+from egenmon.store.access import log_access, param_names
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -55,8 +62,53 @@ def _values(text: str | None, allowed: tuple[str, ...], what: str) -> list[str]:
     return values
 
 
-def _staff(principal: Principal) -> None:
-    roles_allowed(principal, ("clinician", "integrator", "admin"))
+STAFF = ("clinician", "integrator", "admin")
+
+
+async def _log_refused(
+    runtime: Runtime,
+    principal: Principal,
+    action: str,
+    resource: str,
+    patient_ids: Any,
+    status: int,
+    reason: str,
+    **detail: Any,
+) -> None:
+    await log_access(
+        runtime.pool,
+        principal,
+        f"{action}-refused",
+        resource,
+        patient_ids,
+        {"outcome": "refused", "status": status, "reason": reason, **detail},
+    )
+
+
+async def _allow(
+    request: Request,
+    principal: Principal,
+    action: str,
+    resource: str,
+    roles: tuple[str, ...],
+    scope: tuple[str, str],
+) -> None:
+    """The role and scope check of a route; a refusal is logged, then raised (403)."""
+    try:
+        roles_allowed(principal, roles)
+        principal.require(*scope)
+    except AuthError as e:
+        await _log_refused(
+            _runtime(request),
+            principal,
+            action,
+            resource,
+            [],
+            e.status,
+            e.message,
+            params=param_names(request.query_params.multi_items()),
+        )
+        raise
 
 
 # --- alerts ------------------------------------------------------------------------------------
@@ -75,8 +127,8 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 500,
 ) -> Any:
     """Alerts by patient, care unit, status, severity, rule (comma-separated values)."""
-    _staff(principal)
-    principal.require("Flag", "s")
+    await _allow(request, principal, "read", "alerts", STAFF, ("Flag", "s"))
+    names = param_names(request.query_params.multi_items())
     try:
         patient_id = _uuid(patient, "patient") if patient else None
         unit_id = _uuid(care_unit, "care_unit") if care_unit else None
@@ -89,13 +141,26 @@ async def list_alerts(
     runtime = _runtime(request)
     if principal.role == "clinician":
         if unit_id is not None and unit_id != principal.care_unit_id:
-            raise AuthError(403, "you may list only your own care unit's alerts")
+            message = "you may list only your own care unit's alerts"
+            await _log_refused(runtime, principal, "read", "alerts", [], 403, message, params=names)
+            raise AuthError(403, message)
         unit_id = principal.care_unit_id
     async with runtime.pool.connection() as conn:
         if patient_id is not None:
             exists, patient_unit = await store.patient_care_unit(conn, patient_id)
-            if exists and not principal.may_see(patient_id, patient_unit):
-                raise AuthError(403, "the patient is not in your care unit")
+            if not exists or not principal.may_see(patient_id, patient_unit):
+                # Another unit's patient and an unknown one get the same answer.
+                await _log_refused(
+                    runtime,
+                    principal,
+                    "read",
+                    "alerts",
+                    [patient_id] if exists else [],
+                    404,
+                    "not visible" if exists else "unknown patient",
+                    params=names,
+                )
+                return _error(404, f"unknown patient {patient_id}")
         rows = await store.list_alerts(
             conn,
             patient_id=patient_id,
@@ -113,7 +178,18 @@ async def list_alerts(
         "read",
         "alerts",
         {r["patient_id"] for r in rows},
-        {"filters": {k: v for k, v in request.query_params.items()}, "count": len(rows)},
+        {
+            "params": names,
+            "filters": {
+                "care_unit": str(unit_id) if unit_id else None,
+                "status": statuses,
+                "severity": severities,
+                "rule": rules,
+                "category": categories,
+                "limit": limit,
+            },
+            "count": len(rows),
+        },
     )
     return {"alerts": alerts}
 
@@ -121,19 +197,26 @@ async def list_alerts(
 @router.get("/alerts/{alert_id}")
 async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) -> Any:
     """One alert with its history of events."""
-    _staff(principal)
-    principal.require("Flag", "r")
+    await _allow(request, principal, "read", "alerts", STAFF, ("Flag", "r"))
+    runtime = _runtime(request)
     try:
         aid = _uuid(alert_id, "alert")
-    except ValueError as e:
-        return _error(404, str(e))
-    runtime = _runtime(request)
+    except ValueError:
+        await _log_refused(runtime, principal, "read", "alerts", [], 404, "not an id")
+        return _error(404, "no such alert")
     async with runtime.pool.connection() as conn:
         row = await store.alert_for_update(conn, aid, lock=False)
-        if row is None:
-            return _error(404, f"no alert {alert_id}")
-        if not principal.may_see(row["patient_id"], row["care_unit_id"]):
-            raise AuthError(403, "the alert's patient is not in your care unit")
+        if row is None or not principal.may_see(row["patient_id"], row["care_unit_id"]):
+            await _log_refused(
+                runtime,
+                principal,
+                "read",
+                f"alerts/{aid}",
+                [row["patient_id"]] if row else [],
+                404,
+                "not visible" if row else "unknown alert",
+            )
+            return _error(404, f"no alert {aid}")
         history = await store.alert_events(conn, aid)
     await log_access(runtime.pool, principal, "read", f"alerts/{aid}", [row["patient_id"]])
     return {
@@ -155,18 +238,31 @@ async def alert_action(
     body: ActionIn | None = None,
 ) -> Any:
     """Acknowledge, resolve or dismiss an alert, with a note."""
-    roles_allowed(principal, ("clinician", "admin"))
-    principal.require("Task", "u")
+    await _allow(request, principal, "update", "alerts", ("clinician", "admin"), ("Task", "u"))
+    runtime = _runtime(request)
     try:
         aid = _uuid(alert_id, "alert")
-    except ValueError as e:
-        return _error(404, str(e))
-    runtime = _runtime(request)
+    except ValueError:
+        await _log_refused(runtime, principal, "update", "alerts", [], 404, "not an id")
+        return _error(404, "no such alert")
     note = body.note if body else None
     try:
         result = await lifecycle.act(runtime.pool, principal, aid, action, note)
-    except lifecycle.AlertNotFound as e:
-        return _error(404, str(e))
+    except (lifecycle.AlertNotFound, AuthError) as e:
+        # Another unit's alert answers as an unknown one.
+        async with runtime.pool.connection() as conn:
+            row = await store.alert_for_update(conn, aid, lock=False)
+        await _log_refused(
+            runtime,
+            principal,
+            "update",
+            f"alerts/{aid}",
+            [row["patient_id"]] if row else [],
+            404,
+            "not visible" if isinstance(e, AuthError) else "unknown alert",
+            alert_action=action,
+        )
+        return _error(404, f"no alert {aid}")
     except lifecycle.TransitionError as e:
         return _error(409, str(e))
     await log_access(
@@ -184,12 +280,19 @@ async def alert_action(
 
 
 class ThresholdIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     low: float | None = None
     high: float | None = None
     severity: Literal["low", "medium", "high"] = "medium"
 
 
 class PlanIn(BaseModel):
+    """A plan as a clinician sets it; a field not named here is refused (422), never
+    silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
     protocol: str
     thresholds: list[str] | dict[str, ThresholdIn] = Field(default_factory=list)
     news2_scale2: bool = False
@@ -200,27 +303,37 @@ class PlanIn(BaseModel):
 
 
 async def _patient_access(
-    runtime: Runtime, principal: Principal, patient: str
+    runtime: Runtime, principal: Principal, patient: str, action: str
 ) -> uuid.UUID | JSONResponse:
+    """The patient's id if this principal may see them; else a 404, the same for another
+    unit's patient and an unknown one, and the refusal logged."""
     try:
         pid = _uuid(patient, "patient")
-    except ValueError as e:
-        return _error(404, str(e))
+    except ValueError:
+        await _log_refused(runtime, principal, action, "patients/plan", [], 404, "not an id")
+        return _error(404, "unknown patient")
     async with runtime.pool.connection() as conn:
         exists, unit = await store.patient_care_unit(conn, pid)
-    if not exists:
-        return _error(404, f"unknown patient {patient}")
-    if not principal.may_see(pid, unit):
-        raise AuthError(403, "the patient is not in your care unit")
+    if not exists or not principal.may_see(pid, unit):
+        await _log_refused(
+            runtime,
+            principal,
+            action,
+            f"patients/{pid}/plan",
+            [pid] if exists else [],
+            404,
+            "not visible" if exists else "unknown patient",
+        )
+        return _error(404, f"unknown patient {pid}")
     return pid
 
 
 @router.get("/patients/{patient}/plan")
 async def get_plan(request: Request, patient: str, principal: PrincipalDep) -> Any:
     """The patient's plan (the `general` protocol when none was set) and its history."""
-    _staff(principal)
+    await _allow(request, principal, "read", "patients/plan", STAFF, ("CarePlan", "r"))
     runtime = _runtime(request)
-    pid = await _patient_access(runtime, principal, patient)
+    pid = await _patient_access(runtime, principal, patient, "read")
     if isinstance(pid, JSONResponse):
         return pid
     async with runtime.pool.connection() as conn:
@@ -244,10 +357,13 @@ async def get_plan(request: Request, patient: str, principal: PrincipalDep) -> A
 
 @router.put("/patients/{patient}/plan")
 async def put_plan(request: Request, patient: str, body: PlanIn, principal: PrincipalDep) -> Any:
-    """Set the patient's plan (a new version; who and when are recorded)."""
-    roles_allowed(principal, ("clinician", "admin"))
+    """Set the patient's plan (a new version; who and when are recorded). Needs the
+    CarePlan update scope; the limits are checked as the CLI and the UI check them."""
+    await _allow(
+        request, principal, "update", "patients/plan", ("clinician", "admin"), ("CarePlan", "u")
+    )
     runtime = _runtime(request)
-    pid = await _patient_access(runtime, principal, patient)
+    pid = await _patient_access(runtime, principal, patient, "update")
     if isinstance(pid, JSONResponse):
         return pid
     thresholds: Any = body.thresholds

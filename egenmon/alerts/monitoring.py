@@ -12,10 +12,12 @@ from typing import Any
 import psycopg
 
 from egenmon.alerts.plans import (
+    SEVERITIES,
     Plan,
     Threshold,
     build_plan,
     canonical_quantity,
+    check_limits,
 )
 from egenmon.store import alerts as store
 
@@ -36,25 +38,24 @@ def make_plan(
     expected_hours: Mapping[str, float | None] | None = None,
 ) -> Plan:
     """A plan from request values: CLI threshold strings ``TYPE:LOW:HIGH`` or a mapping
-    quantity → {"low", "high", "severity"}; expected windows in hours (None removes)."""
+    quantity → {"low", "high", "severity"}; expected windows in hours (None removes).
+
+    The one validation of a clinician's plan, for the CLI, the UI and the API alike: limits
+    through `check_limits` (plausible per measurement type, low below high), unknown
+    quantities, types and fields refused with a PlanError naming them."""
     try:
         if isinstance(thresholds, Mapping):
-            own: Mapping[str, Threshold] | Iterable[str] = {
-                canonical_quantity(q): Threshold(
-                    low=_num(t.get("low")),
-                    high=_num(t.get("high")),
-                    severity=t.get("severity", "medium"),
-                )
-                for q, t in thresholds.items()
-            }
+            own: Mapping[str, Threshold] | Iterable[str] = {}
+            for q, t in thresholds.items():
+                quantity = canonical_quantity(q)
+                if quantity in own:
+                    raise ValueError(f"threshold for {quantity} given twice")
+                own[quantity] = _threshold(quantity, t)
         else:
             own = list(thresholds)
         expected = None
         if expected_hours is not None:
-            expected = {
-                t: None if h is None else dt.timedelta(hours=float(h))
-                for t, h in expected_hours.items()
-            }
+            expected = {t: _window(t, h) for t, h in expected_hours.items()}
         target = None
         if spo2_target is not None:
             if len(spo2_target) != 2:
@@ -67,12 +68,30 @@ def make_plan(
         raise PlanError(str(e)) from None
 
 
-def _num(v: Any) -> float | None:
-    if v is None:
+_THRESHOLD_FIELDS = ("low", "high", "severity")
+# A measurement expected less often than every 90 days is not monitoring.
+MAX_WINDOW_HOURS = 90 * 24
+
+
+def _threshold(quantity: str, given: Mapping[str, Any]) -> Threshold:
+    unknown = sorted(set(given) - set(_THRESHOLD_FIELDS))
+    if unknown:
+        raise ValueError(f"thresholds.{quantity}: unknown field {', '.join(unknown)}")
+    limits = check_limits(quantity, given.get("low"), given.get("high"))
+    severity = given.get("severity", "medium")
+    if severity not in SEVERITIES:
+        raise ValueError(f"thresholds.{quantity}: severity must be one of {', '.join(SEVERITIES)}")
+    return Threshold(low=limits.low, high=limits.high, severity=severity)
+
+
+def _window(type_: str, hours: Any) -> dt.timedelta | None:
+    if hours is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"threshold limit {v!r} is not a number")
-    return float(v)
+    if isinstance(hours, bool) or not isinstance(hours, int | float):
+        raise ValueError(f"expected.{type_}: {hours!r} is not a number of hours")
+    if not 0 < hours <= MAX_WINDOW_HOURS:
+        raise ValueError(f"expected.{type_}: {hours:g} hours is not within 0-{MAX_WINDOW_HOURS}")
+    return dt.timedelta(hours=float(hours))
 
 
 def document(plan: Plan) -> dict[str, Any]:

@@ -386,6 +386,34 @@ def _plausible(quantity: str) -> tuple[float, float, str]:
     return component.low, component.high, mtype.unit
 
 
+def check_limits(quantity: str, low: float | None, high: float | None) -> Threshold:
+    """An individual range after the checks every way of setting a plan shares (CLI, UI,
+    API): a known quantity, finite numbers within the plausible range of its measurement
+    type (the same range ingest accepts readings in), at least one limit, low below high.
+    ValueError naming what is wrong."""
+    quantity = canonical_quantity(quantity)
+    plausible_low, plausible_high, unit = _plausible(quantity)
+    for name, value in (("low", low), ("high", high)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{quantity}: {name} limit {value!r} is not a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{quantity}: {name} limit {value!r} is not a finite number")
+        if not plausible_low <= value <= plausible_high:
+            raise ValueError(
+                f"{quantity}: {name} limit {value:g} is outside the plausible range "
+                f"{plausible_low:g}-{plausible_high:g} {unit}"
+            )
+    if low is None and high is None:
+        raise ValueError(f"{quantity}: give a low limit, a high limit or both")
+    if low is not None and high is not None and low >= high:
+        raise ValueError(f"{quantity}: low limit {low:g} must be below high limit {high:g}")
+    return Threshold(
+        low=None if low is None else float(low), high=None if high is None else float(high)
+    )
+
+
 def parse_threshold(text: str) -> tuple[str, Threshold]:
     """Parse ``TYPE:LOW:HIGH`` into (quantity, individual range).
 
@@ -393,6 +421,7 @@ def parse_threshold(text: str) -> tuple[str, Threshold]:
     ``body_temperature``, ``body_weight``, ``respiratory_rate``, ``blood_glucose``) or
     ``blood_pressure`` for systolic. LOW and HIGH are in the canonical unit, inclusive
     (a value equal to a limit is within), and either may be empty: ``body_weight::95``.
+    The limits are checked by `check_limits`.
     """
     parts = text.strip().split(":")
     if len(parts) != 3:
@@ -401,30 +430,19 @@ def parse_threshold(text: str) -> tuple[str, Threshold]:
             "systolic:90:150 or diastolic::95)"
         )
     quantity = canonical_quantity(parts[0].strip())
-    plausible_low, plausible_high, unit = _plausible(quantity)
     limits: list[float | None] = []
     for name, raw in (("LOW", parts[1].strip()), ("HIGH", parts[2].strip())):
         if not raw:
             limits.append(None)
             continue
         try:
-            value = float(raw)
+            limits.append(float(raw))
         except ValueError:
             raise ValueError(f"threshold {text!r}: {name} {raw!r} is not a number") from None
-        if not math.isfinite(value):
-            raise ValueError(f"threshold {text!r}: {name} {raw!r} is not a finite number")
-        if not plausible_low <= value <= plausible_high:
-            raise ValueError(
-                f"threshold {text!r}: {name} {value:g} is outside the plausible range "
-                f"{plausible_low:g}-{plausible_high:g} {unit} for {quantity}"
-            )
-        limits.append(value)
-    low, high = limits
-    if low is None and high is None:
-        raise ValueError(f"threshold {text!r}: give LOW, HIGH or both")
-    if low is not None and high is not None and low >= high:
-        raise ValueError(f"threshold {text!r}: LOW {low:g} must be below HIGH {high:g}")
-    return quantity, Threshold(low=low, high=high)
+    try:
+        return quantity, check_limits(quantity, limits[0], limits[1])
+    except ValueError as e:
+        raise ValueError(f"threshold {text!r}: {e}") from None
 
 
 def parse_thresholds(texts: Iterable[str]) -> dict[str, Threshold]:

@@ -9,6 +9,7 @@ AuthError by the app's handler).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -89,7 +90,28 @@ def _runtime(request: Request) -> Runtime:
 
 
 def _base(request: Request) -> str:
+    """The absolute FHIR base of links: EGENMON_PUBLIC_URL, never a client's Host header
+    in production (there, without the setting, only a loopback Host is taken as is)."""
+    settings = _runtime(request).settings
+    if settings.public_url:
+        return settings.public_url + "/fhir"
+    if settings.environment == "production" and not _loopback(request.url.hostname or ""):
+        raise FhirError(
+            400,
+            "not-supported",
+            "this server's public URL is not configured (EGENMON_PUBLIC_URL); "
+            "links cannot be made for the Host asked for",
+        )
     return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _prefer(request: Request) -> dict[str, str]:
@@ -174,10 +196,21 @@ _SEARCH: dict[str, Any] = {
 }
 
 
+_REFUSED = (403, 404)
+
+
 def _reader(resource: str) -> Handler:
     async def read(request: Request) -> Response:
         ctx = await _context(request)
-        return fhir_response(await _READ[resource](ctx, request.path_params["id"]))
+        ident = request.path_params["id"]
+        try:
+            return fhir_response(await _READ[resource](ctx, ident))
+        except (AuthError, FhirError) as exc:
+            if exc.status in _REFUSED:  # refused and unknown look alike; both are logged
+                await reads.log_refused(
+                    ctx, "read", resource, exc.status, _reason(exc), ident=ident
+                )
+            raise
 
     read.__name__ = f"read_{resource.lower()}"
     return read
@@ -186,10 +219,33 @@ def _reader(resource: str) -> Handler:
 def _searcher(resource: str) -> Handler:
     async def search(request: Request) -> Response:
         ctx = await _context(request)
-        return fhir_response(await _SEARCH[resource](ctx, await _search_params(request)))
+        params = await _search_params(request)
+        try:
+            return fhir_response(await _SEARCH[resource](ctx, params))
+        except (AuthError, FhirError) as exc:
+            if exc.status in _REFUSED:
+                await reads.log_refused(
+                    ctx,
+                    "search",
+                    resource,
+                    exc.status,
+                    _reason(exc),
+                    params=params,
+                    patients=_named(exc),
+                )
+            raise
 
     search.__name__ = f"search_{resource.lower()}"
     return search
+
+
+def _reason(exc: AuthError | FhirError) -> str:
+    return "forbidden" if exc.status == 403 else "not found or not visible"
+
+
+def _named(exc: AuthError | FhirError) -> list:
+    """The patient a refused search asked about, for the access log."""
+    return [exc.patient_id] if isinstance(exc, reads.PatientRefused) else []
 
 
 def _ingest_context(request: Request, principal: object) -> ingest.IngestContext:
@@ -226,7 +282,21 @@ def _creator(resource: str) -> Handler:
 
 async def lastn(request: Request) -> Response:
     ctx = await _context(request)
-    return fhir_response(await reads.lastn(ctx, await _search_params(request)))
+    params = await _search_params(request)
+    try:
+        return fhir_response(await reads.lastn(ctx, params))
+    except (AuthError, FhirError) as exc:
+        if exc.status in _REFUSED:
+            await reads.log_refused(
+                ctx,
+                "search",
+                "Observation/$lastn",
+                exc.status,
+                _reason(exc),
+                params=params,
+                patients=_named(exc),
+            )
+        raise
 
 
 async def system_bundle(request: Request) -> Response:

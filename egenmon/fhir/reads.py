@@ -14,9 +14,10 @@ Decisions:
   limited in SQL to what the token may see.
 - Every permitted read or search of patient data is logged (patientdatalagen 4:3): the
   patients are the distinct ones returned, plus the patient a search named (a search
-  that found nothing still looked at that patient's record). Refused requests are not
-  logged here. The detail names the search parameters, never their values, so a
-  personnummer never reaches the log.
+  that found nothing still looked at that patient's record). A refused one (403, or a
+  read answered 404) is logged too, by `log_refused`, as `read-refused` or
+  `search-refused` with its status. The detail names the search parameters, never their
+  values (`egenmon.store.access.param_names`), so a personnummer never reaches the log.
 - Bundle.total is given when it is cheap: a first page that holds every match, or
   ``_summary=count`` / ``_count=0`` / ``_total=accurate``, which count in SQL.
 - Links carry the search as given (minus parameters ignored under
@@ -27,6 +28,7 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,12 +59,14 @@ from egenmon.fhir.search import (
 )
 from egenmon.ingest.types import TYPES
 from egenmon.store import fhir as store
-from egenmon.store.access import log_access
+from egenmon.store.access import log_access, param_names
 
 __all__ = [
     "Context",
+    "PatientRefused",
     "cursor_key",
     "lastn",
+    "log_refused",
     "read_alert",
     "read_device",
     "read_observation",
@@ -98,6 +102,15 @@ def cursor_key(secret: str) -> bytes:
 # --- shared pieces --------------------------------------------------------------------
 
 
+class PatientRefused(AuthError):
+    """403 for a search naming a patient the token may not see (the access log names the
+    patient the search asked about)."""
+
+    def __init__(self, patient_id: uuid.UUID) -> None:
+        super().__init__(403, f"this token may not see the data of Patient/{patient_id}")
+        self.patient_id = patient_id
+
+
 async def _ensure_patient(conn: Any, principal: Principal, patient_id: uuid.UUID) -> None:
     """Refuse (403) a search naming a patient the principal may not see."""
     if principal.patient_filter is None:
@@ -106,7 +119,7 @@ async def _ensure_patient(conn: Any, principal: Principal, patient_id: uuid.UUID
     if principal.role == "clinician":
         unit = await store.patient_care_unit(conn, patient_id)
     if not principal.may_see(patient_id, unit):
-        raise AuthError(403, f"this token may not see the data of Patient/{patient_id}")
+        raise PatientRefused(patient_id)
 
 
 def _pop(params: Params, name: str) -> tuple[Params, str | None]:
@@ -182,7 +195,34 @@ async def _log(
 
 
 def _param_names(params: Params) -> list[str]:
-    return sorted({n for n, _ in params})
+    return param_names(params)
+
+
+async def log_refused(
+    ctx: Context,
+    interaction: str,
+    resource: str,
+    status: int,
+    reason: str,
+    *,
+    params: Params | None = None,
+    ident: str | None = None,
+    patients: Sequence[uuid.UUID] = (),
+) -> None:
+    """Log a refused read or search (403, or 404 for a read that may be another unit's):
+    the outcome and the parameter names, an id only in egenmon's own id forms."""
+    detail: dict[str, Any] = {"outcome": "refused", "status": status, "reason": reason}
+    if params is not None:
+        detail["params"] = _param_names(params)
+    if ident is not None:
+        detail["id"] = ident if _ID_FORM.fullmatch(ident) else "(other)"
+    await log_access(ctx.pool, ctx.principal, f"{interaction}-refused", resource, patients, detail)
+
+
+# uuids and Observation ids; anything else a client put in the path is not logged.
+_ID_FORM = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{14}-[0-9a-f]{16}"
+)
 
 
 # --- Observation ----------------------------------------------------------------------

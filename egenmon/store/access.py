@@ -1,7 +1,14 @@
-"""The access log, from the service (async): every read of patient data is recorded."""
+"""The access log, from the service (async): every read of patient data is recorded.
+
+What is stored is who, what, whose and how it went, never what was typed: query values
+are not logged (a search's parameter names are, through `param_names`), and a detail that
+still holds something shaped like a personnummer or samordningsnummer has it masked, so a
+value pasted into the wrong field does not stay in an append-only log for good.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -10,6 +17,45 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.auth import Principal
+
+# A parameter name as an API defines them (FHIR modifiers and chains included).
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
+# Six or more digits in a row (with an optional separator before the last four): a
+# personnummer, samordningsnummer, phone number or the like.
+_DIGITS = re.compile(r"\d{6,8}[-+ ]?\d{4}|\d{6,}")
+# egenmon's own ids (uuids, Observation ids) are kept whole, whatever digits they hold.
+_IDS_OR_DIGITS = re.compile(
+    r"(?P<id>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-f]{14}-[0-9a-f]{16,})|" + _DIGITS.pattern
+)
+OTHER = "(other)"
+MASK = "(masked)"
+
+
+def param_names(pairs: Iterable[tuple[str, Any]]) -> list[str]:
+    """The distinct parameter names of a request, in a form fit for the log: a name that
+    is not name-shaped or holds a long run of digits becomes "(other)"."""
+    return sorted({_safe_name(str(n)) for n, _ in pairs})
+
+
+def _safe_name(name: str) -> str:
+    return name if _NAME.match(name) and not _DIGITS.search(name) else OTHER
+
+
+def scrub(value: Any) -> Any:
+    """`value` with every digit run that could identify a person masked and NUL removed
+    (PostgreSQL's jsonb cannot hold it); uuids and numbers are kept."""
+    if isinstance(value, str):
+        return _IDS_OR_DIGITS.sub(_mask, value.replace("\x00", ""))
+    if isinstance(value, dict):
+        return {scrub(str(k)): scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _mask(m: re.Match[str]) -> str:
+    return m.group(0) if m.group("id") else MASK
 
 
 async def log_access(
@@ -26,12 +72,12 @@ async def log_access(
             "INSERT INTO access_log (actor, role, care_unit_id, action, resource, patient_ids,"
             " detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (
-                principal.subject,
+                principal.subject.replace("\x00", ""),
                 principal.role,
                 principal.care_unit_id,
                 action,
-                resource,
+                scrub(resource),
                 sorted(set(patient_ids)),
-                Jsonb(detail) if detail is not None else None,
+                Jsonb(scrub(detail)) if detail is not None else None,
             ),
         )

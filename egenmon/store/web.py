@@ -63,6 +63,7 @@ def set_password(conn: psycopg.Connection, username: str, password_hash: str) ->
 
 
 def unlock_user(conn: psycopg.Connection, username: str) -> None:
+    """Lift every pause of a login (from every address) and its old-style lock."""
     row = conn.execute(
         "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE username = %s"
         " RETURNING id",
@@ -70,6 +71,7 @@ def unlock_user(conn: psycopg.Connection, username: str) -> None:
     ).fetchone()
     if not row:
         raise NotFound(f"unknown user {username!r}")
+    conn.execute("DELETE FROM login_throttle WHERE kind = 'account' AND username = %s", (username,))
 
 
 # --- logins and sessions (service) --------------------------------------------------------

@@ -1,10 +1,21 @@
-"""Local logins: argon2id password hashes, the password rule, and lockout after failures."""
+"""Local logins: argon2id password hashes, the password rule, and throttling of guesses.
+
+Failures are counted per client address and per (username, address), never per account
+alone: five wrong passwords for one name from one address pause that name from that
+address for `LOCKOUT` (the clinician at her own desk, or anywhere else, is not locked
+out), and an address that keeps failing, whatever names it tries, is answered 429 with
+Retry-After for a time that doubles with each further failure (`ADDRESS_FREE` failures
+within `WINDOW` first). A paused name answers exactly as a wrong password and an unknown
+name do, and unknown names are counted the same way, so no answer tells which usernames
+exist. The counters live in the database (`login_throttle`), shared by every process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -23,9 +34,15 @@ USER_ROLES = ("clinician", "admin")
 LOCALES = ("sv", "en")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte "password" is an attack
-# Five wrong passwords in a row lock the login for 15 minutes (the counter restarts then).
+# Five wrong passwords for one username from one address pause that pair for 15 minutes.
 MAX_FAILED_ATTEMPTS = 5
 LOCKOUT = dt.timedelta(minutes=15)
+# An address may fail this often within WINDOW; each further failure blocks it for twice
+# as long as the one before (ADDRESS_FIRST_BLOCK, then 2 s, 4 s, ... ADDRESS_MAX_BLOCK).
+ADDRESS_FREE = 20
+WINDOW = dt.timedelta(minutes=15)
+ADDRESS_FIRST_BLOCK = dt.timedelta(seconds=1)
+ADDRESS_MAX_BLOCK = dt.timedelta(minutes=15)
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 
@@ -82,47 +99,124 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 @dataclass(frozen=True)
 class LoginResult:
-    """The outcome of a login attempt. user is set only when ok."""
+    """The outcome of a login attempt. user is set only when ok; retry_after (seconds) is
+    set when the address is throttled (the caller answers 429)."""
 
     ok: bool
-    locked: bool = False
     user: dict[str, Any] | None = None
+    retry_after: int | None = None
+
+
+async def _blocked_for(
+    conn: Any, address: str, name: str
+) -> tuple[dt.timedelta | None, dt.timedelta | None]:
+    """How long the address, and the (name, address) pair, are still blocked."""
+    cur = await conn.execute(
+        "SELECT kind, blocked_until - now() AS left FROM login_throttle"
+        " WHERE address = %s AND ((kind = 'address' AND username = '')"
+        "   OR (kind = 'account' AND username = %s)) AND blocked_until > now()",
+        (address, name),
+    )
+    left = {row["kind"]: row["left"] for row in await cur.fetchall()}
+    return left.get("address"), left.get("account")
+
+
+async def _count_failure(conn: Any, kind: str, address: str, name: str) -> int:
+    """One more failure for a counter (restarted when its window is over); its count."""
+    cur = await conn.execute(
+        "INSERT INTO login_throttle AS t (kind, address, username, failures) VALUES"
+        " (%(kind)s, %(address)s, %(name)s, 1)"
+        " ON CONFLICT (kind, address, username) DO UPDATE SET"
+        " failures = CASE WHEN t.first_at < now() - %(window)s AND"
+        "   (t.blocked_until IS NULL OR t.blocked_until < now()) THEN 1 ELSE t.failures + 1 END,"
+        " first_at = CASE WHEN t.first_at < now() - %(window)s AND"
+        "   (t.blocked_until IS NULL OR t.blocked_until < now()) THEN now() ELSE t.first_at END"
+        " RETURNING failures",
+        {"kind": kind, "address": address, "name": name, "window": WINDOW},
+    )
+    row = await cur.fetchone()
+    return int(row["failures"])  # type: ignore[index]
+
+
+async def _block(conn: Any, kind: str, address: str, name: str, span: dt.timedelta) -> None:
+    await conn.execute(
+        "UPDATE login_throttle SET blocked_until = now() + %s"
+        + (", failures = 0, first_at = now()" if kind == "account" else "")
+        + " WHERE kind = %s AND address = %s AND username = %s",
+        (span, kind, address, name),
+    )
+
+
+def address_block(failures: int) -> dt.timedelta | None:
+    """How long an address is blocked after its `failures`-th failure in a window."""
+    over = failures - ADDRESS_FREE
+    if over <= 0:
+        return None
+    return min(ADDRESS_FIRST_BLOCK * 2 ** min(over - 1, 20), ADDRESS_MAX_BLOCK)
+
+
+def _seconds(left: dt.timedelta) -> int:
+    return max(1, math.ceil(left.total_seconds()))
 
 
 async def authenticate(
     pool: AsyncConnectionPool,
     username: str,
     password: str,
+    address: str,
     *,
     max_attempts: int = MAX_FAILED_ATTEMPTS,
     lockout: dt.timedelta = LOCKOUT,
 ) -> LoginResult:
-    """Check a username and password, counting failures and honouring a lockout."""
-    name = normalise_username(username)
-    if not name or len(password) > MAX_PASSWORD:
-        return LoginResult(ok=False)
+    """Check a username and password from a client address, counting failures."""
+    name = normalise_username(username)[:64]
     async with pool.connection() as conn:
-        user = await store.find_login(conn, name)
+        address_left, pair_left = await _blocked_for(conn, address, name)
+        if address_left is not None:
+            # Throttled: answered before any hashing, so a flood costs no CPU.
+            return LoginResult(ok=False, retry_after=_seconds(address_left))
+        user = await store.find_login(conn, name) if name else None
+    # argon2 takes tens of milliseconds of CPU: keep it off the event loop. It runs for an
+    # unknown name and a paused pair too, so the time taken tells nothing either.
     stored = user["password_hash"] if user else _dummy_hash()
-    # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
-    good = await asyncio.to_thread(verify_password, stored, password)
-    if user is None:
-        return LoginResult(ok=False)
-    if user["locked_until"] is not None and user["locked_until"] > user["now"]:
-        # While locked even the right password is refused, and not counted.
-        return LoginResult(ok=False, locked=True)
+    good = len(password) <= MAX_PASSWORD and await asyncio.to_thread(
+        verify_password, stored, password
+    )
     async with pool.connection() as conn:
-        if not good:
-            locked_until = await store.record_failure(conn, user["user_id"], max_attempts, lockout)
-            locked = locked_until is not None and locked_until > user["now"]
-            if locked:
-                log.warning("login %s locked after %d failed attempts", name, max_attempts)
-            return LoginResult(ok=False, locked=locked)
-        new_hash = None
-        if hasher().check_needs_rehash(user["password_hash"]):
-            new_hash = await asyncio.to_thread(hasher().hash, password)
-        await store.record_success(conn, user["user_id"], new_hash)
-    return LoginResult(ok=True, user=user)
+        if good and user is not None and pair_left is None:
+            new_hash = None
+            if hasher().check_needs_rehash(user["password_hash"]):
+                new_hash = await asyncio.to_thread(hasher().hash, password)
+            await store.record_success(conn, user["user_id"], new_hash)
+            await conn.execute(
+                "DELETE FROM login_throttle WHERE kind = 'account' AND address = %s"
+                " AND username = %s",
+                (address, name),
+            )
+            return LoginResult(ok=True, user=user)
+        if pair_left is None:
+            # While paused even the right password fails, and is not counted again.
+            if await _count_failure(conn, "account", address, name) >= max_attempts:
+                await _block(conn, "account", address, name, lockout)
+                log.warning(
+                    "login paused for a username from one address after %d failures", max_attempts
+                )
+        failures = await _count_failure(conn, "address", address, "")
+        span = address_block(failures)
+        if span is not None:
+            await _block(conn, "address", address, "", span)
+            if failures == ADDRESS_FREE + 1:
+                log.warning("login attempts throttled for an address after %d failures", failures)
+    return LoginResult(ok=False)
+
+
+async def forget_old_failures(conn: Any) -> None:
+    """Remove counters whose window and block are long over (called with session cleanup)."""
+    await conn.execute(
+        "DELETE FROM login_throttle WHERE first_at < now() - %s"
+        " AND (blocked_until IS NULL OR blocked_until < now())",
+        (WINDOW * 4,),
+    )
 
 
 def new_user_fields(

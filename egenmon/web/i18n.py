@@ -32,10 +32,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.password": "Lösenord",
         "login.submit": "Logga in",
         "login.failed": "Inloggningen misslyckades. Kontrollera användarnamn och lösenord.",
-        "login.lockout_rule": "Efter {n} misslyckade försök i rad låses kontot i {minutes} "
-        "minuter.",
-        "login.locked": "Kontot är tillfälligt låst efter för många misslyckade försök. "
-        "Försök igen senare eller kontakta din administratör.",
+        "login.lockout_rule": "Efter {n} misslyckade försök pausas inloggningen från den här "
+        "enheten i {minutes} minuter.",
+        "login.throttled": "För många misslyckade inloggningar härifrån. Försök igen om "
+        "{seconds} sekunder.",
         "login.expired_form": "Formuläret hade gått ut. Försök igen.",
         "login.logged_out": "Du är utloggad.",
         "worklist.title": "Arbetslista",
@@ -92,7 +92,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.done.acknowledge": "Avvikelsen är kvitterad.",
         "action.done.resolve": "Avvikelsen är markerad som åtgärdad.",
         "action.done.dismiss": "Avvikelsen är avfärdad.",
-        "action.failed": "Åtgärden kunde inte utföras: {reason}",
+        "action.failed.conflict": "Åtgärden kunde inte utföras: larmets status tillåter den "
+        "inte (den kan just ha ändrats av någon annan).",
+        "action.failed.invalid": "Åtgärden kunde inte utföras: anteckningen är för lång.",
         "action.by": "av {user}",
         "type.blood_pressure": "Blodtryck",
         "type.heart_rate": "Puls",
@@ -215,10 +217,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.password": "Password",
         "login.submit": "Log in",
         "login.failed": "Login failed. Check your username and password.",
-        "login.lockout_rule": "After {n} failed attempts in a row the account is locked for "
-        "{minutes} minutes.",
-        "login.locked": "The account is locked for a while after too many failed attempts. "
-        "Try again later or contact your administrator.",
+        "login.lockout_rule": "After {n} failed attempts, logging in from this device is "
+        "paused for {minutes} minutes.",
+        "login.throttled": "Too many failed logins from here. Try again in {seconds} seconds.",
         "login.expired_form": "The form had expired. Please try again.",
         "login.logged_out": "You are logged out.",
         "worklist.title": "Worklist",
@@ -275,7 +276,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.done.acknowledge": "The deviation is acknowledged.",
         "action.done.resolve": "The deviation is marked as resolved.",
         "action.done.dismiss": "The deviation is dismissed.",
-        "action.failed": "The action could not be done: {reason}",
+        "action.failed.conflict": "The action could not be done: the alert's status does not "
+        "allow it (someone may just have changed it).",
+        "action.failed.invalid": "The action could not be done: the note is too long.",
         "action.by": "by {user}",
         "type.blood_pressure": "Blood pressure",
         "type.heart_rate": "Pulse",

@@ -277,6 +277,11 @@ async def login_form(request: Request) -> Response:
     return response
 
 
+def client_address(request: Request) -> str:
+    """The client's address (uvicorn sets it from X-Forwarded-For of a trusted proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     form = await _form(request)
@@ -293,16 +298,31 @@ async def login(request: Request) -> Response:
             error=translate(locale, "login.expired_form"),
         )
     username = form.get("username", "")
-    result = await accounts.authenticate(_runtime(request).pool, username, form.get("password", ""))
+    result = await accounts.authenticate(
+        _runtime(request).pool, username, form.get("password", ""), client_address(request)
+    )
+    if result.retry_after is not None:
+        # This address has failed too often: the same answer whatever the username.
+        response = _login_page(
+            request,
+            locale=locale,
+            next_=next_,
+            token=new_token(),
+            status=429,
+            error=translate(locale, "login.throttled", seconds=result.retry_after),
+            username=username[:64],
+        )
+        response.headers["Retry-After"] = str(result.retry_after)
+        return response
     if not result.ok or result.user is None:
-        key = "login.locked" if result.locked else "login.failed"
+        # Wrong password, unknown name, or a name paused for this address: one answer.
         return _login_page(
             request,
             locale=locale,
             next_=next_,
             token=new_token(),
             status=401,
-            error=translate(locale, key),
+            error=translate(locale, "login.failed"),
             username=username[:64],
         )
     response = _redirect(next_)
@@ -445,13 +465,18 @@ async def worklist_table(request: Request) -> Response:
     return response
 
 
+# Why an action failed, as a message key in the redirect (never text: a link anyone can
+# make must not put their words on a clinician's screen as egenmon's).
+FAILURES = ("conflict", "invalid")
+
+
 def _flash(locale: str, done: str | None, failed: str | None) -> dict[str, str] | None:
     if done in views.ACTIONS:
         return {"kind": "ok", "text": translate(locale, f"action.done.{done}")}
     if done == "thresholds":
         return {"kind": "ok", "text": translate(locale, "patient.thresholds_saved")}
-    if failed:
-        return {"kind": "error", "text": translate(locale, "action.failed", reason=failed[:200])}
+    if failed in FAILURES:
+        return {"kind": "error", "text": translate(locale, f"action.failed.{failed}")}
     return None
 
 
@@ -485,8 +510,10 @@ async def alert_action(request: Request, alert_id: str) -> Response:
     except (lifecycle.AlertNotFound, AuthError):
         # Another unit's alert is "not found" too: its existence is not disclosed.
         return _not_found(request, session)
-    except (lifecycle.TransitionError, ValueError) as e:
-        return _redirect(_with_query(_strip_flash(next_), failed=str(e)))
+    except lifecycle.TransitionError:
+        return _redirect(_with_query(_strip_flash(next_), failed="conflict"))
+    except ValueError:
+        return _redirect(_with_query(_strip_flash(next_), failed="invalid"))
     await access.log_access(
         pool,
         session.principal,
@@ -686,6 +713,8 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     header = await _visible_patient(request, session, patient_id)
     if header is None:
         return _not_found(request, session)
+    if not session.principal.allows("CarePlan", "u"):
+        return _refused(request, session)
     days = _days(form.get("range"))
     pid = header["id"]
     pool = _runtime(request).pool

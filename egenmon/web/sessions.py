@@ -25,6 +25,7 @@ from fastapi import Request, Response
 from egenmon.auth import DEFAULT_SCOPES, Principal, parse_scopes
 from egenmon.runtime import Runtime
 from egenmon.store import web as store
+from egenmon.web import accounts
 
 log = logging.getLogger("egenmon.web")
 
@@ -126,6 +127,7 @@ class Sessions:
             try:
                 async with self.runtime.pool.connection() as conn:
                     await store.delete_expired_sessions(conn, self.idle)
+                    await accounts.forget_old_failures(conn)
             except Exception:  # a database hiccup must not end the loop
                 log.exception("removing expired sessions failed")
             await asyncio.sleep(CLEANUP_EVERY_S)

@@ -143,25 +143,77 @@ def test_actions_through_the_api_with_notes_and_access_log(client, settings, wor
     assert reads and reads[0][4] == [uuid.UUID(world["patient"])]
 
 
-def test_clinician_of_another_unit_is_refused(client, settings, cli, world):
+def test_another_units_patient_and_alert_answer_as_unknown_ones(client, settings, cli, world):
     r = cli("care-unit", "add", "--name", "Annan", "--hsa-id", "SE2321000016-OTHER", "--json")
     other = r.json["id"]
     headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(other))
-    r = client.get("/api/v1/alerts", params={"patient": world["patient"]}, headers=headers)
-    assert r.status_code == 403
+    unknown = str(uuid.uuid4())
+
+    def same(path: str, method: str = "get", **kw) -> None:
+        theirs = client.request(
+            method, path.format(p=world["patient"], a=aid), headers=headers, **kw
+        )
+        absent = client.request(method, path.format(p=unknown, a=unknown), headers=headers, **kw)
+        assert theirs.status_code == absent.status_code == 404, (path, theirs.text)
+        assert set(theirs.json()) == set(absent.json()) == {"error"}
+
+    aid = client.get("/api/v1/alerts", headers=bearer(settings, "admin")).json()["alerts"][0]["id"]
+    same("/api/v1/alerts?patient={p}")
+    same("/api/v1/alerts/{a}")
+    same("/api/v1/alerts/{a}/dismiss", "post", json={"note": "x"})
+    same("/api/v1/patients/{p}/plan")
+    same("/api/v1/patients/{p}/plan", "put", json={"protocol": "general"})
+    # Listing another unit's alerts by naming the unit is still refused.
     r = client.get("/api/v1/alerts", params={"care_unit": world["unit"]}, headers=headers)
     assert r.status_code == 403
     # Their own list does not show the other unit's alerts.
     r = client.get("/api/v1/alerts", headers=headers)
     assert r.status_code == 200 and r.json()["alerts"] == []
-    aid = client.get("/api/v1/alerts", headers=bearer(settings, "admin")).json()["alerts"][0]["id"]
-    r = client.post(f"/api/v1/alerts/{aid}/dismiss", json={"note": "x"}, headers=headers)
-    assert r.status_code == 403
     with psycopg.connect(settings.database_url) as conn:
         status = conn.execute("SELECT status FROM alerts WHERE id = %s", (aid,)).fetchone()[0]
-    assert status == "open"
-    r = client.get(f"/api/v1/patients/{world['patient']}/plan", headers=headers)
-    assert r.status_code == 403
+        versions = conn.execute(
+            "SELECT count(*) FROM monitoring_plan_history WHERE patient_id = %s",
+            (world["patient"],),
+        ).fetchone()[0]
+    assert status == "open" and versions == 1  # the copd plan of `world` only
+    # Every refusal is in the access log with its outcome, the patient tried included.
+    refused = [row for row in access_rows(settings) if row[2].endswith("-refused")]
+    pid = uuid.UUID(world["patient"])
+    tried = [row for row in refused if row[4] == [pid]]
+    assert {row[2] for row in tried} == {"read-refused", "update-refused"}
+    assert len(tried) == 5, tried
+    assert all(row[5]["outcome"] == "refused" and row[5]["status"] in (403, 404) for row in refused)
+    assert any(row[5]["status"] == 403 for row in refused)
+
+
+def test_refusals_by_role_and_scope_are_logged(client, settings, world):
+    patient = bearer(settings, "patient", patient_id=uuid.UUID(world["patient"]))
+    assert client.get("/api/v1/alerts?status=open", headers=patient).status_code == 403
+    narrow = bearer(
+        settings, "clinician", care_unit_id=uuid.UUID(world["unit"]), scope="user/Patient.r"
+    )
+    assert client.get("/api/v1/alerts", headers=narrow).status_code == 403
+    rows = [row for row in access_rows(settings) if row[2] == "read-refused"]
+    assert [(row[1], row[5]["status"], row[5]["params"]) for row in rows] == [
+        ("patient", 403, ["status"]),
+        ("clinician", 403, []),
+    ]
+
+
+def test_the_access_log_keeps_no_raw_query_values(client, settings, world):
+    pnr = "19121212-1212"
+    headers = bearer(settings, "admin")
+    r = client.get(
+        "/api/v1/alerts",
+        params={"status": "open", "nickname": pnr, "199001011234": "x"},
+        headers=headers,
+    )
+    assert r.status_code == 200
+    detail = [row for row in access_rows(settings) if row[3] == "alerts"][-1][5]
+    assert detail["params"] == ["(other)", "nickname", "status"]
+    assert detail["filters"]["status"] == ["open"]
+    text = str(access_rows(settings))
+    assert pnr not in text and "1212" not in text and "199001011234" not in text
 
 
 def test_integrator_reads_but_cannot_act_and_patients_have_no_access(client, settings, world):
@@ -234,3 +286,132 @@ def test_webhooks_are_for_admins(client, settings, care_unit):
     assert [h["url"] for h in hooks] == [body["url"]]
     r = client.delete(f"/api/v1/webhooks/{hooks[0]['id']}", headers=admin)
     assert r.json()["active"] is False
+
+
+# --- issue 12, finding 5: plans need a write scope, one validation, unknown fields refused --
+
+
+@pytest.fixture
+def plan_patient(cli, care_unit) -> str:  # noqa: ANN001
+    r = cli(
+        "patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit, "--json"
+    )
+    pid = r.json["id"]
+    assert cli("plan", "set", "--patient", pid, "--protocol", "copd").code == 0
+    return pid
+
+
+def _versions(settings, pid: str) -> int:  # noqa: ANN001
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM monitoring_plan_history WHERE patient_id = %s", (pid,)
+        ).fetchone()[0]
+
+
+def test_a_plan_change_needs_the_careplan_write_scope(client, settings, care_unit, plan_patient):
+    unit = uuid.UUID(care_unit)
+    body = {"protocol": "copd", "thresholds": {"spo2": {"low": 50, "high": 100}}}
+    url = f"/api/v1/patients/{plan_patient}/plan"
+    read_only = bearer(settings, "clinician", care_unit_id=unit, scope="user/Patient.r")
+    r = client.put(url, json=body, headers=read_only)
+    assert r.status_code == 403 and "CarePlan" in r.json()["error"]
+    reader = bearer(settings, "clinician", care_unit_id=unit, scope="user/*.rs")
+    assert client.put(url, json=body, headers=reader).status_code == 403
+    assert client.get(url, headers=reader).status_code == 200
+    assert _versions(settings, plan_patient) == 1
+    refused = [row for row in access_rows(settings) if row[2] == "update-refused"]
+    assert [row[5]["status"] for row in refused] == [403, 403]
+    # The default clinician token and an explicit CarePlan write scope may.
+    for scope in (None, "user/CarePlan.u", "user/CarePlan.write"):
+        r = client.put(
+            url, json=body, headers=bearer(settings, "clinician", care_unit_id=unit, scope=scope)
+        )
+        assert r.status_code == 200, (scope, r.text)
+    assert _versions(settings, plan_patient) == 4
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "message"),
+    [
+        ({"spo2": {"low": -5, "high": 400}}, "spo2: low limit -5 is outside the plausible range"),
+        ({"spo2": {"low": 88, "high": 400}}, "spo2: high limit 400 is outside the plausible range"),
+        ({"body_weight": {"high": 900}}, "body_weight: high limit 900 is outside"),
+        ({"systolic": {"low": 150, "high": 90}}, "low limit 150 must be below high limit 90"),
+        ({"heart_rate": {"low": None, "high": None}}, "give a low limit, a high limit or both"),
+        ({"pulse": {"low": 40}}, "unknown threshold type 'pulse'"),
+        (["spo2:-5:400"], "outside the plausible range"),
+        (["body_weight::900"], "outside the plausible range"),
+    ],
+)
+def test_the_plan_api_checks_limits_as_the_cli_and_ui_do(
+    client, settings, care_unit, plan_patient, cli, thresholds, message
+):
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(care_unit))
+    r = client.put(
+        f"/api/v1/patients/{plan_patient}/plan",
+        json={"protocol": "copd", "thresholds": thresholds},
+        headers=headers,
+    )
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert _versions(settings, plan_patient) == 1
+    # The CLI refuses the same with the same words.
+    if isinstance(thresholds, list):
+        r = cli(
+            "plan",
+            "set",
+            "--patient",
+            plan_patient,
+            "--protocol",
+            "copd",
+            "--threshold",
+            thresholds[0],
+        )
+        assert r.code == 2 and message in r.err
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"protocol": "copd", "threshold": ["spo2:88:100"]}, "threshold"),
+        ({"protocol": "copd", "thresholds": {"spo2": {"low": 88, "hihg": 99}}}, "hihg"),
+        ({"protocol": "copd", "news2_scale_2": True}, "news2_scale_2"),
+    ],
+)
+def test_unknown_plan_fields_are_refused_by_name_and_nothing_is_stored(
+    client, settings, care_unit, plan_patient, body, field
+):
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(care_unit))
+    before = client.get(f"/api/v1/patients/{plan_patient}/plan", headers=headers).json()
+    r = client.put(f"/api/v1/patients/{plan_patient}/plan", json=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert field in r.text
+    after = client.get(f"/api/v1/patients/{plan_patient}/plan", headers=headers).json()
+    assert after["version"] == before["version"] == 1
+    assert after["thresholds"] == before["thresholds"]
+
+
+def test_expected_windows_must_be_positive_and_bounded(client, settings, care_unit, plan_patient):
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(care_unit))
+    url = f"/api/v1/patients/{plan_patient}/plan"
+    for hours, ok in ((-1, False), (0, False), (10**9, False), (24, True)):
+        r = client.put(url, json={"protocol": "copd", "expected": {"spo2": hours}}, headers=headers)
+        assert (r.status_code == 200) is ok, (hours, r.text)
+    r = client.put(url, json={"protocol": "copd", "expected": {"ecg": 24}}, headers=headers)
+    assert r.status_code == 400 and "ecg" in r.json()["error"]
+
+
+def test_the_access_log_masks_what_looks_like_a_personnummer_and_keeps_ids():
+    from egenmon.store.access import MASK, OTHER, param_names, scrub
+
+    pid = "12345678-1234-4234-8234-123456789012"
+    obs = "00060012345678-0123456789abcdef"
+    detail = {"note": "ring 19121212-1212 eller 191212121212", "id": obs, "r": f"p/{pid}"}
+    assert scrub(detail) == {"note": f"ring {MASK} eller {MASK}", "id": obs, "r": f"p/{pid}"}
+    assert scrub(["a\x00b", 3, None]) == ["ab", 3, None]
+    assert param_names(
+        [("status", "x"), ("19121212-1212", ""), ("a b", ""), ("code:text", "")]
+    ) == [
+        OTHER,
+        "code:text",
+        "status",
+    ]

@@ -13,6 +13,7 @@ from egenmon.alerts.plans import (
     Plan,
     Threshold,
     build_plan,
+    check_limits,
     parse_threshold,
     parse_thresholds,
     worse,
@@ -76,16 +77,43 @@ def test_parse_threshold(text, quantity, low, high):
         ("body_weight::x9", "HIGH 'x9' is not a number"),
         ("body_weight::inf", "not a finite number"),
         ("body_weight:nan:", "not a finite number"),
-        ("body_weight::", "give LOW, HIGH or both"),
-        ("systolic:150:90", "LOW 150 must be below HIGH 90"),
-        ("systolic:90:90", "LOW 90 must be below HIGH 90"),
-        ("spo2::150", r"HIGH 150 is outside the plausible range 50-100 % for spo2"),
-        ("diastolic:5:", r"LOW 5 is outside the plausible range 20-200 mm\[Hg\]"),
+        ("body_weight::", "give a low limit, a high limit or both"),
+        ("systolic:150:90", "low limit 150 must be below high limit 90"),
+        ("systolic:90:90", "low limit 90 must be below high limit 90"),
+        ("spo2::150", r"spo2: high limit 150 is outside the plausible range 50-100 %"),
+        ("diastolic:5:", r"diastolic: low limit 5 is outside the plausible range 20-200 mm\[Hg\]"),
     ],
 )
 def test_parse_threshold_errors(text, message):
     with pytest.raises(ValueError, match=message):
         parse_threshold(text)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "low", "high", "message"),
+    [
+        ("spo2", -5, 400, "spo2: low limit -5 is outside the plausible range 50-100 %"),
+        ("body_weight", None, 900, "body_weight: high limit 900 is outside the plausible range"),
+        ("heart_rate", 120, 60, "low limit 120 must be below high limit 60"),
+        ("heart_rate", None, None, "give a low limit, a high limit or both"),
+        ("heart_rate", float("nan"), None, "not a finite number"),
+        ("heart_rate", "60", None, "'60' is not a number"),
+        ("heart_rate", True, None, "True is not a number"),
+        ("pulse", 40, None, "unknown threshold type 'pulse'"),
+    ],
+)
+def test_check_limits_is_the_one_check_of_every_way_in(quantity, low, high, message):
+    with pytest.raises(ValueError, match=message):
+        check_limits(quantity, low, high)
+    # The CLI form goes through the same check.
+    if isinstance(low, int | float | None) and isinstance(high, int | float | None):
+        text = f"{quantity}:{'' if low is None else low}:{'' if high is None else high}"
+        with pytest.raises(ValueError):
+            parse_threshold(text)
+
+
+def test_check_limits_accepts_a_plausible_range():
+    assert check_limits("blood_pressure", 90, 150) == Threshold(low=90.0, high=150.0)
 
 
 def test_a_quantity_given_twice_is_an_error():

@@ -151,7 +151,7 @@ def test_a_clinician_without_a_care_unit_sees_nothing(fhir: FhirServer, world: d
 # --- the access log --------------------------------------------------------------------
 
 
-def test_each_permitted_read_and_search_is_logged_and_refused_ones_are_not(
+def test_each_read_and_search_is_logged_refused_ones_with_their_outcome(
     fhir: FhirServer, world: dict
 ) -> None:
     a, b = world["a"], world["b"]
@@ -167,12 +167,30 @@ def test_each_permitted_read_and_search_is_logged_and_refused_ones_are_not(
         assert (
             c.get("/Observation/$lastn", params={"patient": str(a["patient"])}).status_code == 200
         )
-        # Refused: none of these may leave a trace.
+        # Refused: logged as refused, with the outcome (a bad request is not a read).
         assert c.get("/Observation", params={"patient": str(b["patient"])}).status_code == 403
         assert c.get(f"/Observation/{world['b_obs'][0]}").status_code == 404
         assert c.get(f"/Patient/{b['patient']}").status_code == 404
+        assert c.get(f"/Patient/{a['pnr']}").status_code == 404
         assert c.get("/Observation", params={"bogus": "1"}).status_code == 400
-    log = fhir.access_log(subject)
+    everything = fhir.access_log(subject)
+    refused = [e for e in everything if e["action"].endswith("-refused")]
+    assert [(e["action"], e["resource"], e["detail"]["status"]) for e in refused] == [
+        ("search-refused", "Observation", 403),
+        ("read-refused", "Observation", 404),
+        ("read-refused", "Patient", 404),
+        ("read-refused", "Patient", 404),
+    ]
+    assert refused[0]["patient_ids"] == [b["patient"]]
+    assert refused[0]["detail"]["params"] == ["patient"]
+    assert refused[1]["detail"]["id"] == world["b_obs"][0]
+    assert refused[2]["detail"]["id"] == str(b["patient"])
+    # A personnummer put where an id goes is not kept.
+    assert refused[3]["detail"]["id"] == "(other)"
+    assert all(e["detail"]["outcome"] == "refused" for e in refused)
+    for e in everything:
+        assert a["pnr"] not in str(e)
+    log = [e for e in everything if e not in refused]
     assert [(e["action"], e["resource"]) for e in log] == [
         ("read", "Observation"),
         ("search", "Observation"),

@@ -280,6 +280,10 @@ def test_alerts_of_another_unit_are_not_seen_and_reads_are_logged(
         assert c.get("/Task", params={"patient": str(alerts["other_patient"])}).status_code == 403
         assert c.get(f"/Task/{alerts['ids']['open']}").status_code == 200
     log = fhir.access_log(subject)
+    # Refusals are logged as such (issue 12); the permitted reads are these two.
+    refused = [(e["action"], e["resource"]) for e in log if e["action"].endswith("-refused")]
+    assert refused == [("read-refused", "Task"), ("search-refused", "Task")]
+    log = [e for e in log if not e["action"].endswith("-refused")]
     assert [(e["action"], e["resource"]) for e in log] == [("search", "Flag"), ("read", "Task")]
     assert log[0]["patient_ids"] == [alerts["patient"]]
     assert log[1]["patient_ids"] == [alerts["patient"]]

@@ -160,8 +160,8 @@ def test_a_clinician_of_another_unit_gets_404_everywhere(client, make_user, ward
         "SELECT plan FROM monitoring_plans WHERE patient_id = %s", (ward.deteriorating,)
     ).fetchone()[0]
     assert plan["thresholds"] == {}
-    # The JSON API with the same session refuses too.
-    assert client.get(f"/api/v1/alerts?patient={ward.deteriorating}").status_code == 403
+    # The JSON API with the same session answers as for an unknown patient too.
+    assert client.get(f"/api/v1/alerts?patient={ward.deteriorating}").status_code == 404
 
 
 def test_acknowledge_then_resolve_with_notes_and_a_refused_transition(
@@ -341,3 +341,17 @@ def test_an_admin_login_sees_every_units_worklist(client, make_user, ward, cli):
     rows = rows_of(client.get("/ui/").text)
     assert rows and rows[0][1] == ward.deteriorating
     assert client.get(f"/ui/patients/{ward.deteriorating}").status_code == 200
+
+
+def test_a_failure_message_in_the_url_is_a_key_never_shown_text(client, make_user, care_unit):
+    make_user("anna", care_unit)
+    login(client, "anna")
+    planted = "Systemet är hackat. Ring 0701234567 och uppge ditt lösenord"
+    for page in ("/ui/", f"/ui/?failed={planted}", "/ui/?failed=action.failed.conflict"):
+        r = client.get(page.replace(" ", "+"))
+        assert r.status_code == 200
+        shown = re.sub(r"<[^>]*>", " ", r.text)  # the text on the page, not attributes
+        assert "0701234567" not in shown and "hackat" not in shown
+        assert "flash-error" not in r.text
+    r = client.get("/ui/?failed=conflict")
+    assert "Åtgärden kunde inte utföras: larmets status tillåter den inte" in r.text

@@ -1,7 +1,10 @@
 """Logins and sessions against the real app and database: argon2 hashes, the session
-cookie, CSRF refusal, lockout, expiry, logout."""
+cookie, CSRF refusal, login throttling, expiry, logout."""
 
 from __future__ import annotations
+
+import datetime as dt
+import re
 
 from tests.web.conftest import PASSWORD, csrf_of, login
 
@@ -60,31 +63,103 @@ def test_wrong_password_is_refused_with_a_generic_message(client, make_user, car
     assert unknown.status_code == 401 and "Inloggningen misslyckades" in unknown.text
 
 
-def test_five_failures_lock_the_login_even_for_the_right_password(
-    client, make_user, care_unit, conn, cli
+def from_address(client, address: str) -> None:  # noqa: ANN001
+    """Make the test client's next requests come from `address` (the ASGI scope's client,
+    which uvicorn fills from the socket or a trusted proxy's X-Forwarded-For)."""
+    client._transport.client = (address, 50000)
+
+
+def login_error(r) -> tuple[int, str]:  # noqa: ANN001
+    """What a refused login tells: the status and the error shown (nothing else differs)."""
+    m = re.search(r'id="login-error">([^<]*)<', r.text)
+    assert m, r.text
+    return r.status_code, m.group(1)
+
+
+def test_a_paused_login_answers_exactly_like_a_wrong_password_and_an_unknown_name(
+    client, make_user, care_unit, conn
 ):
     make_user("anna", care_unit)
-    for _ in range(4):
-        assert login(client, "anna", "wrong-password-guess").status_code == 401
-    assert conn.execute("SELECT failed_attempts FROM users").fetchone()[0] == 4
-    fifth = login(client, "anna", "wrong-password-guess")
-    assert fifth.status_code == 401 and "tillfälligt låst" in fifth.text
-    locked = conn.execute(
-        "SELECT locked_until > now() + interval '14 minutes' FROM users"
-    ).fetchone()[0]
-    assert locked
+    from_address(client, "192.0.2.10")
+    wrong = [login(client, "anna", "wrong-password-guess") for _ in range(5)]
+    unknown = [login(client, "nobody", "wrong-password-guess") for _ in range(5)]
+    # Paused for this address now: even the right password is refused ...
     right = login(client, "anna")
-    assert right.status_code == 401 and "tillfälligt låst" in right.text
-    # An administrator lifts the lock; then the right password works.
+    paused_unknown = login(client, "nobody", "wrong-password-guess")
+    # ... and every one of these answers is the same, status and words.
+    answers = {login_error(r) for r in [*wrong, *unknown, right, paused_unknown]}
+    assert answers == {(401, "Inloggningen misslyckades. Kontrollera användarnamn och lösenord.")}
+    assert "egenmon_session" not in right.headers.get("set-cookie", "")
+    paused = conn.execute(
+        "SELECT username FROM login_throttle WHERE kind = 'account' AND blocked_until > now()"
+        " ORDER BY username"
+    ).fetchall()
+    assert paused == [("anna",), ("nobody",)]
+    # The account itself is not locked.
+    assert conn.execute("SELECT locked_until FROM users").fetchone()[0] is None
+
+
+def test_nobody_can_lock_a_clinician_out_from_elsewhere(client, make_user, care_unit):
+    make_user("anna", care_unit)
+    from_address(client, "198.51.100.66")
+    for _ in range(7):
+        assert login(client, "anna", "an-attackers-guess").status_code == 401
+    from_address(client, "192.0.2.10")
+    assert login(client, "anna").status_code == 303
+
+
+def test_a_pause_runs_out_and_an_administrator_can_lift_it(client, make_user, care_unit, conn, cli):
+    make_user("anna", care_unit)
+    from_address(client, "192.0.2.10")
+    for _ in range(5):
+        login(client, "anna", "wrong-password-guess")
+    assert login(client, "anna").status_code == 401
+    conn.execute("UPDATE login_throttle SET blocked_until = now() - interval '1 second'")
+    assert login(client, "anna").status_code == 303
+    client.cookies.clear()
+    for _ in range(5):
+        login(client, "anna", "wrong-password-guess")
+    assert login(client, "anna").status_code == 401
     assert cli("user", "unlock", "--username", "anna").code == 0
     assert login(client, "anna").status_code == 303
 
 
-def test_a_lock_runs_out(client, make_user, care_unit, conn):
+def test_an_address_that_keeps_failing_gets_429_with_retry_after(
+    client, make_user, care_unit, conn, monkeypatch
+):
+    from egenmon.web import accounts
+
+    monkeypatch.setattr(accounts, "ADDRESS_FREE", 3)
+    # Long enough that the test's own pace never outlasts a block.
+    monkeypatch.setattr(accounts, "ADDRESS_FIRST_BLOCK", dt.timedelta(minutes=1))
     make_user("anna", care_unit)
-    conn.execute("UPDATE users SET locked_until = now() - interval '1 second'")
+    from_address(client, "203.0.113.9")
+    for name in ("a1", "a2", "a3"):
+        assert login(client, name, "guess-guess-guess").status_code == 401
+    # The fourth failure blocks the address (whatever names it tries next).
+    assert login(client, "a4", "guess-guess-guess").status_code == 401
+    for name in ("a5", "anna"):
+        r = login(client, name, "guess-guess-guess")
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
+        assert "Försök igen om" in login_error(r)[1]
+    # The right password waits too; the block is per address, not per account.
+    assert login(client, "anna").status_code == 429
+    from_address(client, "192.0.2.10")
     assert login(client, "anna").status_code == 303
-    assert conn.execute("SELECT failed_attempts, locked_until FROM users").fetchone() == (0, None)
+    # Each further failure doubles the block.
+    assert [accounts.address_block(n) for n in (3, 4, 5, 6)] == [
+        None,
+        dt.timedelta(minutes=1),
+        dt.timedelta(minutes=2),
+        dt.timedelta(minutes=4),
+    ]
+    assert accounts.address_block(10_000) == accounts.ADDRESS_MAX_BLOCK
+    # When the block is over the address may try again.
+    client.cookies.clear()
+    from_address(client, "203.0.113.9")
+    conn.execute("UPDATE login_throttle SET blocked_until = now() - interval '1 second'")
+    assert login(client, "anna").status_code == 303
 
 
 def test_login_form_without_its_csrf_token_is_refused(client, make_user, care_unit):
