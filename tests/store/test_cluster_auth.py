@@ -109,3 +109,17 @@ def test_an_owned_database_belongs_to_an_ordinary_role(pg_cluster, scratch):
         with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS owned_by_app WITH (FORCE)")
             conn.execute("DROP ROLE IF EXISTS egenmon_app")
+
+
+def test_a_database_of_another_owner_is_not_taken_over(pg_cluster, scratch):
+    from egenmon.store.cluster import ForeignOwner
+
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE owned_by_superuser")
+    try:
+        with pytest.raises(ForeignOwner):
+            pg_cluster.ensure_owned_database("owned_by_superuser", "egenmon_app2", scratch / "pw")
+    finally:
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS owned_by_superuser WITH (FORCE)")
+            conn.execute("DROP ROLE IF EXISTS egenmon_app2")
