@@ -123,3 +123,64 @@ def test_a_database_of_another_owner_is_not_taken_over(pg_cluster, scratch):
         with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS owned_by_superuser WITH (FORCE)")
             conn.execute("DROP ROLE IF EXISTS egenmon_app2")
+
+
+NORMAL_USER_CHECK = """
+import json, os, stat, sys
+from pathlib import Path
+import psycopg
+from egenmon.store.cluster import Cluster
+
+c = Cluster(Path(sys.argv[1]) / "pg", fsync=False,
+            extra_conf={"timescaledb.max_background_workers": "0"})
+c.start()
+try:
+    with psycopg.connect(c.url()) as conn:
+        me = conn.execute("SELECT current_user").fetchone()[0]
+    try:
+        psycopg.connect(f"postgresql://{c.superuser}@127.0.0.1:{c.port}/postgres").close()
+        refused = False
+    except psycopg.OperationalError:
+        refused = True
+    print(json.dumps({
+        "runs_as": c.user, "superuser": c.superuser, "me": me, "refused": refused,
+        "uid": os.geteuid(), "trust": c.trust_lines(),
+        "password_mode": stat.S_IMODE(c.password_file.stat().st_mode),
+        "datadir_mode": stat.S_IMODE(c.datadir.stat().st_mode),
+    }))
+finally:
+    c.destroy()
+"""
+
+
+def test_the_cluster_works_for_a_normal_user_too(scratch):
+    """As root the suite's clusters run as `postgres`; a developer runs them as themself."""
+    import json
+    import pwd
+    import subprocess
+    import sys
+
+    import egenmon
+
+    argv = [sys.executable, "-c", NORMAL_USER_CHECK, str(scratch)]
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        # As `nobody`: a Python it can run, with this checkout and the venv's packages.
+        user = pwd.getpwnam("nobody")
+        os.chown(scratch, user.pw_uid, user.pw_gid)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        site = [p for p in sys.path if p.endswith("site-packages") and "venv" in p]
+        root = str(Path(egenmon.__file__).resolve().parents[1])
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(scratch),
+            "PYTHONPATH": ":".join([root, *site]),
+        }
+        argv = ["runuser", "-u", "nobody", "--", f"/usr/bin/{version}", *argv[1:]]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=scratch)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["uid"] != 0 and got["runs_as"] is None
+    assert got["me"] == got["superuser"] == pwd.getpwuid(got["uid"]).pw_name
+    assert got["refused"] and got["trust"] == []
+    assert (got["password_mode"], got["datadir_mode"]) == (0o600, 0o700)
