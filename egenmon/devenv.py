@@ -129,7 +129,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", serve)
         if not args.no_simulator:
             children.extend(start_simulators(env, state, args.port, devices))
-        for line in ready_lines(args.port, state, env_file, len(devices)):
+        app = _answers(f"http://127.0.0.1:{args.port}/app/")
+        for line in ready_lines(args.port, state, env_file, len(devices), patient_app=app):
             say(line)
         say("Ctrl-C stops everything")
         while all(c.poll() is None for c in children[:1]):
@@ -221,7 +222,18 @@ def write_env_file(state: Path, instance: dict[str, str]) -> Path:
     return path
 
 
-def ready_lines(port: int, state: Path, env_file: Path, n_devices: int) -> list[str]:
+def _answers(url: str) -> bool:
+    """Does the running server have this page (the patient app, once it exists)?"""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (local URL)
+            return r.status < 400
+    except OSError:  # HTTPError (404) included
+        return False
+
+
+def ready_lines(
+    port: int, state: Path, env_file: Path, n_devices: int, *, patient_app: bool = False
+) -> list[str]:
     """What a newcomer needs once everything runs: URLs, logins, how to reach it."""
     base = f"http://127.0.0.1:{port}"
     try:
@@ -232,6 +244,7 @@ def ready_lines(port: int, state: Path, env_file: Path, n_devices: int) -> list[
         f"ready: {base}/",
         f"clinician UI: {base}/ui/",
         *demo_logins(state),
+        *([f"patient app: {base}/app/"] if patient_app else []),
         f"API docs {base}/docs, FHIR {base}/fhir/metadata, metrics {base}/metrics",
         f"{n_devices} demo patients with devices; state in {state}",
         f"in another shell, `. {shlex.quote(str(shown))}` makes admin commands and "

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -192,11 +193,17 @@ def test_dev_runs_refuses_a_second_copy_stops_cleanly_and_keeps_data(state_dir):
         listed = egenmon_with(instance, "quarantine", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout)["entries"] == []
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/app/", timeout=10) as r:
+                has_app = r.status == 200
+        except urllib.error.HTTPError:
+            has_app = False
     finally:
         out = stop(first)
     assert first.returncode == 0, out
     assert f"log in as {login['username']} with password {login['password']}" in out
-    assert f"http://127.0.0.1:{port}/ui/" in out
+    assert f"clinician UI: http://127.0.0.1:{port}/ui/" in out
+    assert (f"patient app: http://127.0.0.1:{port}/app/" in out) == has_app
     assert f". {state_dir / 'env'}" in out and "egenmon token issue" in out
     assert not (state_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL left running"
     with pytest.raises(psycopg.OperationalError):
