@@ -221,8 +221,16 @@ class Cluster:
         os.replace(tmp, hba)
 
     def _needs_hardening(self) -> bool:
-        """A cluster made by an older egenmon: trust authentication, no password file."""
-        return not self.password_file.exists() or bool(self.trust_lines())
+        """A cluster made by an older egenmon: trust authentication (and no password)."""
+        if self.trust_lines():
+            return True
+        if not self.password_file.exists():
+            raise ClusterError(
+                f"the superuser's password file {self.password_file} is missing and the "
+                f"cluster in {self.datadir} trusts no one: restore the file, or remove the "
+                "folder to start afresh"
+            )
+        return False
 
     def trust_lines(self) -> list[str]:
         """The pg_hba.conf lines that let someone in without a password."""

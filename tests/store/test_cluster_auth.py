@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from egenmon.store.cluster import Cluster
+from egenmon.store.cluster import Cluster, ClusterError
 
 
 def no_password_url(cluster: Cluster, dbname: str = "postgres") -> str:
@@ -83,6 +83,13 @@ def test_a_trusting_cluster_of_an_older_egenmon_is_given_a_password_on_start(scr
         refused(conninfo=no_password_url(cluster))
         with psycopg.connect(cluster.url()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+        # A lost password file is said plainly, not answered with trust.
+        cluster.stop()
+        cluster.password_file.unlink()
+        with pytest.raises(ClusterError, match="password file .* is missing"):
+            cluster.start()
+        assert cluster.trust_lines() == []
     finally:
         cluster.destroy()
 
@@ -129,7 +136,7 @@ NORMAL_USER_CHECK = """
 import json, os, stat, sys
 from pathlib import Path
 import psycopg
-from egenmon.store.cluster import Cluster
+from egenmon.store.cluster import Cluster, ClusterError
 
 c = Cluster(Path(sys.argv[1]) / "pg", fsync=False,
             extra_conf={"timescaledb.max_background_workers": "0"})
