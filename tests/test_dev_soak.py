@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -78,6 +79,7 @@ def test_egenmon_dev_runs_minutes_with_the_simulator_without_a_traceback():
                     url = env_url(state)
                 time.sleep(0.5)
             assert url, "egenmon dev did not say it was ready"
+            use_like_a_clinician(port, state)
             counts = []
             while time.monotonic() - start < SOAK_S:
                 time.sleep(10)
@@ -113,3 +115,44 @@ def env_url(state: Path) -> str:
     ).stdout
     assert out.startswith("postgresql://"), json.dumps(out[:20])
     return out
+
+
+def use_like_a_clinician(port: int, state: Path) -> None:
+    """Log in to the UI with the printed demo login and open the worklist and a patient;
+    read FHIR with a token issued from another shell (.egenmon/env)."""
+    base = f"http://127.0.0.1:{port}"
+    login = json.loads((state / "demo-login.json").read_text())
+    with httpx.Client(base_url=base, timeout=30) as ui:
+        page = ui.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        r = ui.post(
+            "/login",
+            data={
+                "username": login["username"],
+                "password": login["password"],
+                "csrf_token": token,
+                "next": "/ui/",
+            },
+        )
+        assert r.status_code == 303, r.text[:500]
+        worklist = ui.get("/ui/")
+        assert worklist.status_code == 200
+        patient = json.loads((state / "demo-devices.json").read_text())[0]["patient_id"]
+        assert ui.get(f"/ui/patients/{patient}").status_code == 200
+    issued = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f". '{state / 'env'}' && '{Path(sys.executable).with_name('egenmon')}' token issue "
+            "--role clinician --care-unit SE2321000016-DEMO",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert issued.returncode == 0, issued.stderr
+    bearer = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+    r = httpx.get(f"{base}/fhir/Patient/{patient}", headers=bearer, timeout=30)
+    assert r.status_code == 200 and r.json()["id"] == patient
+    r = httpx.get(f"{base}/fhir/Observation", params={"patient": patient}, headers=bearer)
+    assert r.status_code == 200 and r.json()["resourceType"] == "Bundle"
