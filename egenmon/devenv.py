@@ -6,6 +6,7 @@ import argparse
 import fcntl
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,14 +15,16 @@ import urllib.request
 from pathlib import Path
 
 from egenmon.cli import CommandError, command
-from egenmon.demo import seed
+from egenmon.demo import DEMO_HSA_ID, seed
 from egenmon.devices.mosquitto import Mosquitto, MosquittoError
 from egenmon.settings import Settings, load_settings
-from egenmon.store.cluster import Cluster, ClusterError
+from egenmon.store.cluster import Cluster, ClusterError, ForeignOwner, write_secret
 from egenmon.store.db import DatabaseError, connect
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon"
+DB_ROLE = "egenmon"  # the platform's own login: owns its database, no superuser
+ENV_FILE = "env"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +46,7 @@ def say(text: str) -> None:
 
 
 def _lock(state: Path) -> int:
-    fd = os.open(state / "dev.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(state / "dev.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -91,45 +94,34 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
     env.setdefault("EGENMON_ENVIRONMENT", "development")
     secret_file = state / "auth.secret"
     if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(32))
-        secret_file.chmod(0o600)
+        write_secret(secret_file, secrets.token_urlsafe(32))
     env.setdefault("EGENMON_AUTH_SECRET", secret_file.read_text().strip())
     try:
         if not settings.database_url:
             cluster = Cluster(state / "pg")
             if cluster.user:
-                os.chmod(state, 0o755)  # noqa: S103 (postgres must reach its folder)
+                # postgres must pass through to its data folder, not list what is here.
+                os.chmod(state, 0o711)  # noqa: S103
+            else:
+                os.chmod(state, 0o700)
             say("starting the private PostgreSQL+TimescaleDB cluster")
             cluster.start()
-            with connect(cluster.url(), autocommit=True) as conn:
-                if not conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
-                ).fetchone():
-                    conn.execute(f"CREATE DATABASE {DB_NAME}")
-            env["EGENMON_DATABASE_URL"] = cluster.url(DB_NAME)
+            env["EGENMON_DATABASE_URL"] = app_database(cluster, state)
         if not settings.mqtt_url:
             broker = Mosquitto(state / "mqtt", prefix=settings.mqtt_topic_prefix)
             say("starting the private Mosquitto broker")
             broker.start()
+            os.chmod(state / "mqtt", 0o700)  # its persistence holds readings in flight
             env["EGENMON_MQTT_URL"] = broker.mqtt_url
-        os.environ.update(
-            {
-                k: env[k]
-                for k in (
-                    "EGENMON_DATABASE_URL",
-                    "EGENMON_MQTT_URL",
-                    "EGENMON_ENVIRONMENT",
-                    "EGENMON_AUTH_SECRET",
-                )
-                if k in env
-            }
-        )
+        instance = {k: v for k, v in env.items() if k.startswith("EGENMON_")}
+        os.environ.update(instance)
         run_settings = load_settings()
         with connect(run_settings.require_database(), autocommit=True) as conn:
             ran = migrate(conn)
             if ran:
                 say(f"applied {len(ran)} migration(s)")
             devices = seed(conn, run_settings, state)
+        env_file = write_env_file(state, instance)
         serve = subprocess.Popen(
             [sys.executable, "-m", "egenmon", "serve", "--port", str(args.port)], env=env
         )
@@ -137,9 +129,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", serve)
         if not args.no_simulator:
             children.extend(start_simulators(env, state, args.port, devices))
-        say(f"ready: http://127.0.0.1:{args.port}/  (API docs /docs, FHIR /fhir/metadata)")
-        say(f"{len(devices)} demo patients with devices; state in {state}")
-        for line in demo_logins(state):
+        app = _answers(f"http://127.0.0.1:{args.port}/app/")
+        for line in ready_lines(args.port, state, env_file, len(devices), patient_app=app):
             say(line)
         say("Ctrl-C stops everything")
         while all(c.poll() is None for c in children[:1]):
@@ -200,6 +191,66 @@ def start_simulators(env: dict, state: Path, port: int, devices: list) -> list[s
             env=env,
             stdout=subprocess.DEVNULL,
         )
+    ]
+
+
+def app_database(cluster: Cluster, state: Path) -> str:
+    """The URL the platform uses: its own role, owner of its database, not a superuser.
+
+    A database made by an older egenmon belongs to the superuser; then the platform keeps
+    using the superuser (with its password), and says how to start afresh."""
+    try:
+        return cluster.ensure_owned_database(DB_NAME, DB_ROLE, state / "db.password")
+    except ForeignOwner:
+        say(
+            f"the database {DB_NAME} predates the '{DB_ROLE}' role and belongs to the "
+            f"superuser, which the platform therefore uses; remove {state} to start afresh"
+        )
+        return cluster.url(DB_NAME)
+
+
+def write_env_file(state: Path, instance: dict[str, str]) -> Path:
+    """`state/env` (mode 0600): `export EGENMON_...=...` for the running instance."""
+    path = state / ENV_FILE
+    lines = [
+        "# egenmon dev: the running instance. In another shell: . .egenmon/env",
+        "# then admin commands (egenmon patient add, quarantine list, ...) and",
+        "# egenmon token issue work against it. Rewritten at every start.",
+        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(instance.items())),
+    ]
+    write_secret(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _answers(url: str) -> bool:
+    """Does the running server have this page (the patient app, once it exists)?"""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (local URL)
+            return r.status < 400
+    except OSError:  # HTTPError (404) included
+        return False
+
+
+def ready_lines(
+    port: int, state: Path, env_file: Path, n_devices: int, *, patient_app: bool = False
+) -> list[str]:
+    """What a newcomer needs once everything runs: URLs, logins, how to reach it."""
+    base = f"http://127.0.0.1:{port}"
+    try:
+        shown = env_file.relative_to(Path.cwd())
+    except ValueError:
+        shown = env_file
+    return [
+        f"ready: {base}/",
+        f"clinician UI: {base}/ui/",
+        *demo_logins(state),
+        *([f"patient app: {base}/app/"] if patient_app else []),
+        f"API docs {base}/docs, FHIR {base}/fhir/metadata, metrics {base}/metrics",
+        f"{n_devices} demo patients with devices; state in {state}",
+        f"in another shell, `. {shlex.quote(str(shown))}` makes admin commands and "
+        "`egenmon token issue` work against this instance, e.g. "
+        "`egenmon token issue --role clinician --care-unit "
+        f"{DEMO_HSA_ID}`",
     ]
 
 

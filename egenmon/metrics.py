@@ -24,3 +24,8 @@ MQTT_BACKLOG = Gauge("egenmon_mqtt_backlog", "MQTT messages received but not yet
 QUARANTINED = Counter("egenmon_quarantined_total", "Entries put in quarantine", ["source"])
 ALERTS_OPENED = Counter("egenmon_alerts_opened_total", "Alerts opened, by rule", ["rule"])
 SCHEDULER_RUNS = Counter("egenmon_scheduler_runs_total", "Scheduler cycles run as leader")
+WEBHOOK_DELIVERIES = Counter(
+    "egenmon_webhook_deliveries_total",
+    "Webhook delivery attempts, by outcome",
+    ["outcome"],  # delivered; retrying (attempt failed, tried again later); failed (given up)
+)

@@ -12,6 +12,11 @@ Retries: a non-2xx answer or a connection error schedules the next attempt after
 ``base × 2^(attempt-1)`` seconds (base: the scheduler interval, so the first retry comes
 at the next tick; at most one hour between attempts), up to MAX_ATTEMPTS attempts; then
 the delivery is `failed`, kept in the log.
+
+Every failed attempt is logged (WARNING while it will be retried, ERROR when the delivery
+is given up) with the delivery's and alert's ids, the event, the receiver's host and the
+reason; never the payload, the URL's path or query, nor the secret. Attempts are counted in
+``egenmon_webhook_deliveries_total{outcome="delivered"|"retrying"|"failed"}``.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
+from egenmon.metrics import WEBHOOK_DELIVERIES
 from egenmon.store import alerts as store
 
 log = logging.getLogger("egenmon.alerts.notify")
@@ -133,6 +140,9 @@ async def deliver_due(
                 status = "pending"
                 next_at = dt.datetime.now(dt.UTC) + backoff(d["attempts"], base_backoff_s)
                 report.retrying += 1
+            WEBHOOK_DELIVERIES.labels(status if status != "pending" else "retrying").inc()
+            if error is not None:
+                _log_failure(d, status, error, next_at)
             await store.finish_delivery(
                 conn,
                 d["id"],
@@ -143,6 +153,33 @@ async def deliver_due(
                 duration_ms=ms,
             )
     return report
+
+
+def _host(url: str) -> str:
+    """The receiver's host[:port] only: a URL's path or query may carry a credential."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
+    except ValueError:
+        return "?"
+
+
+def _log_failure(
+    d: Mapping[str, Any], status: str, error: str, next_at: dt.datetime | None
+) -> None:
+    """One line per failed attempt: ids, event, host and reason; no payload, no secret."""
+    alert = d["payload"].get("alert", {}) if isinstance(d["payload"], Mapping) else {}
+    host = _host(str(d["url"]))
+    error = error.replace(str(d["url"]), host)
+    where = (
+        f"webhook delivery {d['id']} (alert {alert.get('id', '?')}, event {d['event']}, "
+        f"to {host}) attempt {d['attempts']}"
+    )
+    if status == "failed":
+        log.error("%s failed: %s; given up, kept in the delivery log", where, error)
+    else:
+        wait = (next_at - dt.datetime.now(dt.UTC)).total_seconds() if next_at else 0.0
+        log.warning("%s failed: %s; next attempt in %.0f s", where, error, max(wait, 0.0))
 
 
 async def _send(

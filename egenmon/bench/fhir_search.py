@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from egenmon import progress
 from egenmon.auth import issue_token
 from egenmon.fhir.search import parse_observation_search
 from egenmon.identifiers import luhn_digit
@@ -127,8 +128,10 @@ def _load(
     readings: int,
     start: datetime,
     days: int,
+    shown: progress.tqdm | None = None,
 ) -> int:
-    """COPY `readings` rows in time order (each chunk's indexes stay in memory)."""
+    """COPY `readings` rows in time order (each chunk's indexes stay in memory); `shown`,
+    a progress bar, follows the rows written."""
     series = len(pairs) * len(LOADED_TYPES)
     per_series = max(1, -(-readings // series))  # ceil: the last step may be partial
     step = timedelta(days=days) / per_series
@@ -162,11 +165,15 @@ def _load(
                         break
                 if len(lines) >= _CHUNK_ROWS or written >= readings:
                     copy.write("".join(lines))
+                    if shown is not None:
+                        shown.update(len(lines))
                     lines.clear()
                 if written >= readings:
                     break
             if lines:
                 copy.write("".join(lines))
+                if shown is not None:
+                    shown.update(len(lines))
     conn.commit()
     return written
 
@@ -293,7 +300,10 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict[str, Any]
             conn.commit()
             fsync_load = _setting(conn, "fsync") == "on"
             load_started = time.perf_counter()
-            loaded = _load(conn, pairs, args.readings, start, args.days)
+            with progress.bar(
+                args.readings, "loading", enabled=progress.wanted(args.json)
+            ) as shown:
+                loaded = _load(conn, pairs, args.readings, start, args.days, shown)
             load_seconds = time.perf_counter() - load_started
             conn.autocommit = True
             # The steady state of a store that has been up for a while: autovacuum has

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 
+from egenmon import progress
 from egenmon.cli import CommandError, command, emit
 from egenmon.ingest import quarantine as q
 from egenmon.ingest.pipeline import Pipeline
@@ -142,7 +143,18 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    results = _run(_with_pipeline(settings, lambda p: q.replay(p, args.ids)))
+    async def work(pipeline: Pipeline) -> list[q.Replayed]:
+        if not progress.wanted(args.json):
+            return await q.replay(pipeline, args.ids)
+        # One entry at a time, so a bar can follow a long replay on a terminal.
+        out: list[q.Replayed] = []
+        with progress.bar(len(args.ids), "replay", unit="entry") as shown:
+            for entry_id in args.ids:
+                out += await q.replay(pipeline, [entry_id])
+                shown.update(1)
+        return out
+
+    results = _run(_with_pipeline(settings, work))
     out = [r.json() for r in results]
     emit(
         args,
@@ -183,6 +195,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
                     onset=lambda d: onset_at,
                     batch=args.batch,
                     tz=settings.tz,
+                    progress=progress.wanted(args.json),
                 )
             if args.duration is None or args.duration > 0:
                 try:

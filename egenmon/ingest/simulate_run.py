@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +24,7 @@ import orjson
 
 from egenmon.ingest.simulate import SimDevice, generate, live_interval, messages
 from egenmon.settings import DEFAULT_TIMEZONE
+from egenmon.progress import bar as progress_bar
 
 log = logging.getLogger("egenmon.simulate")
 
@@ -174,28 +175,36 @@ async def backfill(
     batch: int = 500,
     concurrency: int = 8,
     tz: ZoneInfo = ZoneInfo(DEFAULT_TIMEZONE),
+    progress: bool = False,
 ) -> Summary:
-    """Send every device's readings of [start, end) in batches, a few devices at a time."""
+    """Send every device's readings of [start, end) in batches, a few devices at a time.
+    `progress`: a bar of readings sent on standard error (counted first, in a dry pass)."""
     summary = Summary()
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(device: SimDevice) -> None:
-        async with gate:
-            rng = random.Random(f"{seed}|{device.device_id}")  # noqa: S311
-            readings = generate(
-                device,
-                scenario(device),
-                start,
-                end,
-                rng,
-                every=BACKFILL_EVERY,
-                onset=onset(device),
-                tz=tz,
-            )
-            for message in messages(device, readings, batch):
-                await _send(transport, device, message, summary)
+    def readings_of(device: SimDevice) -> Iterable[dict]:
+        rng = random.Random(f"{seed}|{device.device_id}")  # noqa: S311
+        return generate(
+            device,
+            scenario(device),
+            start,
+            end,
+            rng,
+            every=BACKFILL_EVERY,
+            onset=onset(device),
+            tz=tz,
+        )
 
-    await asyncio.gather(*(one(d) for d in devices))
+    total = sum(sum(1 for _ in readings_of(d)) for d in devices) if progress else None
+    with progress_bar(total, "back-fill", enabled=progress) as shown:
+
+        async def one(device: SimDevice) -> None:
+            async with gate:
+                for message in messages(device, readings_of(device), batch):
+                    await _send(transport, device, message, summary)
+                    shown.update(len(message["readings"]))
+
+        await asyncio.gather(*(one(d) for d in devices))
     return summary
 
 

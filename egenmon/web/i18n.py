@@ -92,9 +92,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.done.acknowledge": "Avvikelsen är kvitterad.",
         "action.done.resolve": "Avvikelsen är markerad som åtgärdad.",
         "action.done.dismiss": "Avvikelsen är avfärdad.",
-        "action.failed.conflict": "Åtgärden kunde inte utföras: larmets status tillåter den "
-        "inte (den kan just ha ändrats av någon annan).",
-        "action.failed.invalid": "Åtgärden kunde inte utföras: anteckningen är för lång.",
+        "action.failed.transition": "Åtgärden kunde inte utföras: avvikelsens status tillåter "
+        "den inte längre (någon annan kan ha hanterat den). Sidan visar läget nu.",
+        "action.failed.note_too_long": "Åtgärden kunde inte utföras: anteckningen får vara "
+        "högst {n} tecken.",
+        "action.failed.invalid": "Åtgärden kunde inte utföras.",
         "action.by": "av {user}",
         "type.blood_pressure": "Blodtryck",
         "type.heart_rate": "Puls",
@@ -170,6 +172,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "patient.thresholds_save": "Spara gränser",
         "patient.thresholds_saved": "Gränserna är sparade.",
         "patient.thresholds_error": "Gränserna sparades inte: {reason}",
+        "thresholds.limit_low": "den nedre gränsen",
+        "thresholds.limit_high": "den övre gränsen",
+        "thresholds.not_a_number": "{quantity}: {limit} ({value}) är inget tal.",
+        "thresholds.implausible": "{quantity}: {limit} {value} ligger utanför det rimliga "
+        "intervallet {low}–{high} {unit}.",
+        "thresholds.low_not_below_high": "{quantity}: den nedre gränsen {low} måste vara lägre "
+        "än den övre {high}.",
+        "thresholds.invalid": "kontrollera värdena och försök igen.",
         "patient.history": "Historik",
         "patient.history_none": "Inga tidigare avvikelser.",
         "patient.devices": "Enheter",
@@ -199,7 +209,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "att se den.",
         "error.forbidden": "Begäran avvisades (ogiltig eller utgången säkerhetstoken). Ladda "
         "om sidan och försök igen.",
-        "error.bad_request": "Felaktig begäran: {reason}",
+        "error.bad_action": "Felaktig begäran: okänd åtgärd.",
     },
     "en": {
         "app.name": "egenmon",
@@ -276,9 +286,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "action.done.acknowledge": "The deviation is acknowledged.",
         "action.done.resolve": "The deviation is marked as resolved.",
         "action.done.dismiss": "The deviation is dismissed.",
-        "action.failed.conflict": "The action could not be done: the alert's status does not "
-        "allow it (someone may just have changed it).",
-        "action.failed.invalid": "The action could not be done: the note is too long.",
+        "action.failed.transition": "The action could not be done: the alert's status no "
+        "longer allows it (someone else may have handled it). The page shows it as it is now.",
+        "action.failed.note_too_long": "The action could not be done: a note may have at most "
+        "{n} characters.",
+        "action.failed.invalid": "The action could not be done.",
         "action.by": "by {user}",
         "type.blood_pressure": "Blood pressure",
         "type.heart_rate": "Pulse",
@@ -354,6 +366,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "patient.thresholds_save": "Save limits",
         "patient.thresholds_saved": "The limits are saved.",
         "patient.thresholds_error": "The limits were not saved: {reason}",
+        "thresholds.limit_low": "the lower limit",
+        "thresholds.limit_high": "the upper limit",
+        "thresholds.not_a_number": "{quantity}: {limit} ({value}) is not a number.",
+        "thresholds.implausible": "{quantity}: {limit} {value} is outside the plausible range "
+        "{low}–{high} {unit}.",
+        "thresholds.low_not_below_high": "{quantity}: the lower limit {low} must be below the "
+        "upper limit {high}.",
+        "thresholds.invalid": "check the values and try again.",
         "patient.history": "History",
         "patient.history_none": "No earlier deviations.",
         "patient.devices": "Devices",
@@ -382,7 +402,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.not_found": "The page or patient does not exist, or you may not see it.",
         "error.forbidden": "The request was refused (missing or expired security token). "
         "Reload the page and try again.",
-        "error.bad_request": "Bad request: {reason}",
+        "error.bad_action": "Bad request: unknown action.",
     },
 }
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from egenmon.alerts import lifecycle
-from egenmon.alerts.plans import Plan, build_plan
+from egenmon.alerts.plans import QUANTITIES, Plan, build_plan
 from egenmon.alerts.rules.findings import Reading
 from egenmon.alerts.rules.news2 import news2_assess
 from egenmon.auth import AuthError
@@ -39,6 +40,7 @@ from egenmon.web.i18n import (
     DEFAULT_LOCALE,
     LOCALE_NAMES,
     LOCALES,
+    UNIT_DISPLAY,
     age,
     choose_locale,
     local_time,
@@ -467,7 +469,6 @@ async def worklist_table(request: Request) -> Response:
 
 # Why an action failed, as a message key in the redirect (never text: a link anyone can
 # make must not put their words on a clinician's screen as egenmon's).
-FAILURES = ("conflict", "invalid")
 
 
 def _flash(locale: str, done: str | None, failed: str | None) -> dict[str, str] | None:
@@ -475,9 +476,25 @@ def _flash(locale: str, done: str | None, failed: str | None) -> dict[str, str] 
         return {"kind": "ok", "text": translate(locale, f"action.done.{done}")}
     if done == "thresholds":
         return {"kind": "ok", "text": translate(locale, "patient.thresholds_saved")}
-    if failed in FAILURES:
-        return {"kind": "error", "text": translate(locale, f"action.failed.{failed}")}
+    if failed in ACTION_FAILURES:
+        # Only a known code picks a message; any other text in the URL shows nothing.
+        return {
+            "kind": "error",
+            "text": translate(locale, f"action.failed.{failed}", n=lifecycle.MAX_NOTE),
+        }
     return None
+
+
+# Why an alert action failed, as the `failed` query parameter carries it (i18n action.failed.*).
+ACTION_FAILURES = ("transition", "note_too_long", "invalid")
+
+
+def _action_failure(e: ValueError, note: str | None) -> str:
+    if isinstance(e, lifecycle.TransitionError):
+        return "transition"
+    if note is not None and len(note) > lifecycle.MAX_NOTE:
+        return "note_too_long"
+    return "invalid"
 
 
 # --- alert actions ------------------------------------------------------------------------
@@ -502,7 +519,7 @@ async def alert_action(request: Request, alert_id: str) -> Response:
             "error.html",
             session,
             status=400,
-            message=translate(session.locale, "error.bad_request", reason=f"action {action!r}"),
+            message=translate(session.locale, "error.bad_action"),
         )
     pool = _runtime(request).pool
     try:
@@ -510,10 +527,8 @@ async def alert_action(request: Request, alert_id: str) -> Response:
     except (lifecycle.AlertNotFound, AuthError):
         # Another unit's alert is "not found" too: its existence is not disclosed.
         return _not_found(request, session)
-    except lifecycle.TransitionError:
-        return _redirect(_with_query(_strip_flash(next_), failed="conflict"))
-    except ValueError:
-        return _redirect(_with_query(_strip_flash(next_), failed="invalid"))
+    except (lifecycle.TransitionError, ValueError) as e:
+        return _redirect(_with_query(_strip_flash(next_), failed=_action_failure(e, note)))
     await access.log_access(
         pool,
         session.principal,
@@ -704,6 +719,61 @@ def _device_view(d: dict[str, Any], now: dt.datetime, locale: str, tz: Any) -> d
     }
 
 
+def _form_number(text: str) -> float | None:
+    """A limit as typed: empty is None; a decimal comma and a minus sign are accepted;
+    ValueError when it is not a finite number."""
+    text = text.strip().replace(",", ".").replace("−", "-")
+    if not text:
+        return None
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def threshold_problem(form: Mapping[str, str], locale: str) -> str | None:
+    """What is wrong with the thresholds form, in `locale`'s words (None when nothing is):
+    a limit that is not a number, outside the plausible range, or a low not below its high."""
+    for quantity, (type_name, column) in QUANTITIES.items():
+        name = translate(locale, "quantity." + quantity)
+        mtype = TYPES[type_name]
+        component = mtype.components[0] if column == "value" else mtype.components[1]
+        unit = UNIT_DISPLAY.get(mtype.unit, mtype.unit)
+        limits = {}
+        for side in ("low", "high"):
+            raw = form.get(f"{side}_{quantity}") or ""
+            limit = translate(locale, f"thresholds.limit_{side}")
+            try:
+                value = _form_number(raw)
+            except ValueError:
+                shown = raw.strip()[:20]
+                return translate(
+                    locale, "thresholds.not_a_number", quantity=name, limit=limit, value=shown
+                )
+            if value is not None and not component.low <= value <= component.high:
+                return translate(
+                    locale,
+                    "thresholds.implausible",
+                    quantity=name,
+                    limit=limit,
+                    value=number(value, locale, 2),
+                    low=number(component.low, locale, 2),
+                    high=number(component.high, locale, 2),
+                    unit=unit,
+                )
+            limits[side] = value
+        low, high = limits["low"], limits["high"]
+        if low is not None and high is not None and low >= high:
+            return translate(
+                locale,
+                "thresholds.low_not_below_high",
+                quantity=name,
+                low=number(low, locale, 2),
+                high=number(high, locale, 2),
+            )
+    return None
+
+
 @router.post("/ui/patients/{patient_id}/thresholds")
 async def save_thresholds(request: Request, patient_id: str) -> Response:
     session = await _session(request)
@@ -721,6 +791,9 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     async with pool.connection() as conn:
         plan, _stored = plan_from_row(await alerts_store.aget_plan(conn, pid))
     try:
+        problem = threshold_problem(form, session.locale)
+        if problem:
+            raise ValueError(problem)
         thresholds = views.thresholds_from_form(form)
         # Only the individual limits change; protocol, windows and SpO2 scale stay.
         new_plan = Plan(
@@ -731,10 +804,13 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
             spo2_target=plan.spo2_target,
             started_at=plan.started_at,
         )
-    except ValueError as e:
+    except ValueError:
+        # The reason in the clinician's language; a rule of the shared plan validation
+        # without words here says "check the values" rather than show English.
+        reason = problem or translate(session.locale, "thresholds.invalid")
         flash = {
             "kind": "error",
-            "text": translate(session.locale, "patient.thresholds_error", reason=str(e)),
+            "text": translate(session.locale, "patient.thresholds_error", reason=reason),
         }
         return await _patient_response(
             request, session, header, days, flash, status=400, thresholds_open=True

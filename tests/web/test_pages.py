@@ -250,7 +250,7 @@ def test_editing_individual_thresholds_stores_a_new_plan_version(client, make_us
         f"/ui/patients/{ward.deteriorating}/thresholds",
         data={"csrf_token": token, "low_spo2": "120"},
     )
-    assert bad.status_code == 400 and "sparades inte" in bad.text and "plausible" in bad.text
+    assert bad.status_code == 400 and "sparades inte" in bad.text and "rimliga" in bad.text
     inverted = client.post(
         f"/ui/patients/{ward.deteriorating}/thresholds",
         data={"csrf_token": token, "low_heart_rate": "90", "high_heart_rate": "50"},
@@ -347,11 +347,11 @@ def test_a_failure_message_in_the_url_is_a_key_never_shown_text(client, make_use
     make_user("anna", care_unit)
     login(client, "anna")
     planted = "Systemet är hackat. Ring 0701234567 och uppge ditt lösenord"
-    for page in ("/ui/", f"/ui/?failed={planted}", "/ui/?failed=action.failed.conflict"):
+    for page in ("/ui/", f"/ui/?failed={planted}", "/ui/?failed=action.failed.transition"):
         r = client.get(page.replace(" ", "+"))
         assert r.status_code == 200
         shown = re.sub(r"<[^>]*>", " ", r.text)  # the text on the page, not attributes
         assert "0701234567" not in shown and "hackat" not in shown
         assert "flash-error" not in r.text
-    r = client.get("/ui/?failed=conflict")
-    assert "Åtgärden kunde inte utföras: larmets status tillåter den inte" in r.text
+    r = client.get("/ui/?failed=transition")
+    assert "Åtgärden kunde inte utföras: avvikelsens status tillåter den inte" in r.text
