@@ -25,7 +25,7 @@ PACKAGE = ROOT / "egenmon"
 # anything; nothing imports them.
 ROOMS: list[tuple[str, ...]] = [
     # shared vocabulary and configuration: import no other part of egenmon
-    ("egenmon.settings", "egenmon.identifiers", "egenmon.metrics"),
+    ("egenmon.settings", "egenmon.identifiers", "egenmon.metrics", "egenmon.progress"),
     ("egenmon.store",),  # all SQL; knows no HTTP, MQTT, FHIR or rules
     ("egenmon.auth", "egenmon.runtime"),
     ("egenmon.devices",),

@@ -37,7 +37,7 @@ def test_every_name_a_key_is_built_from_has_its_words():
     from egenmon.alerts.rules.findings import RULES
     from egenmon.alerts.rules.news2 import PARAMETERS
     from egenmon.ingest.types import TYPES
-    from egenmon.web.routes import FAILURES
+    from egenmon.web.routes import ACTION_FAILURES
 
     names = (
         [f"rule.{r}" for r in RULES]
@@ -49,7 +49,7 @@ def test_every_name_a_key_is_built_from_has_its_words():
         + [f"status.{s}" for s in ("open", "acknowledged", "resolved", "dismissed")]
         + [f"action.{a}" for a in ("acknowledge", "resolve", "dismiss")]
         + [f"action.done.{a}" for a in ("acknowledge", "resolve", "dismiss")]
-        + [f"action.failed.{f}" for f in FAILURES]
+        + [f"action.failed.{f}" for f in ACTION_FAILURES]
         + [
             "news2.air",
             "news2.oxygen",
