@@ -78,7 +78,6 @@ KNOWN_SQL_OUTSIDE_STORE = {
     "egenmon.devices.cache": "LISTEN and its liveness probe -> store/devices.py",
     "egenmon.health": "the readiness probe -> store/db.py",
     "egenmon.demo": "demo data -> egenmon/dev/ through store/patients.py",
-    "egenmon.devenv": "the private cluster's database -> egenmon/dev/ and store/cluster.py",
     # The benchmarks build and count their data in SQL; with the move they either go
     # through store/ or are named here as tooling for good.
     "egenmon.bench.alerts_scan": "benchmark set-up",

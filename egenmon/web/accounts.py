@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from psycopg_pool import AsyncConnectionPool
 
+from egenmon.store import login_throttle as throttle
 from egenmon.store import web as store
 
 log = logging.getLogger("egenmon.web")
@@ -107,46 +108,6 @@ class LoginResult:
     retry_after: int | None = None
 
 
-async def _blocked_for(
-    conn: Any, address: str, name: str
-) -> tuple[dt.timedelta | None, dt.timedelta | None]:
-    """How long the address, and the (name, address) pair, are still blocked."""
-    cur = await conn.execute(
-        "SELECT kind, blocked_until - now() AS left FROM login_throttle"
-        " WHERE address = %s AND ((kind = 'address' AND username = '')"
-        "   OR (kind = 'account' AND username = %s)) AND blocked_until > now()",
-        (address, name),
-    )
-    left = {row["kind"]: row["left"] for row in await cur.fetchall()}
-    return left.get("address"), left.get("account")
-
-
-async def _count_failure(conn: Any, kind: str, address: str, name: str) -> int:
-    """One more failure for a counter (restarted when its window is over); its count."""
-    cur = await conn.execute(
-        "INSERT INTO login_throttle AS t (kind, address, username, failures) VALUES"
-        " (%(kind)s, %(address)s, %(name)s, 1)"
-        " ON CONFLICT (kind, address, username) DO UPDATE SET"
-        " failures = CASE WHEN t.first_at < now() - %(window)s AND"
-        "   (t.blocked_until IS NULL OR t.blocked_until < now()) THEN 1 ELSE t.failures + 1 END,"
-        " first_at = CASE WHEN t.first_at < now() - %(window)s AND"
-        "   (t.blocked_until IS NULL OR t.blocked_until < now()) THEN now() ELSE t.first_at END"
-        " RETURNING failures",
-        {"kind": kind, "address": address, "name": name, "window": WINDOW},
-    )
-    row = await cur.fetchone()
-    return int(row["failures"])  # type: ignore[index]
-
-
-async def _block(conn: Any, kind: str, address: str, name: str, span: dt.timedelta) -> None:
-    await conn.execute(
-        "UPDATE login_throttle SET blocked_until = now() + %s"
-        + (", failures = 0, first_at = now()" if kind == "account" else "")
-        + " WHERE kind = %s AND address = %s AND username = %s",
-        (span, kind, address, name),
-    )
-
-
 def address_block(failures: int) -> dt.timedelta | None:
     """How long an address is blocked after its `failures`-th failure in a window."""
     over = failures - ADDRESS_FREE
@@ -171,7 +132,7 @@ async def authenticate(
     """Check a username and password from a client address, counting failures."""
     name = normalise_username(username)[:64]
     async with pool.connection() as conn:
-        address_left, pair_left = await _blocked_for(conn, address, name)
+        address_left, pair_left = await throttle.blocked_for(conn, address, name)
         if address_left is not None:
             # Throttled: answered before any hashing, so a flood costs no CPU.
             return LoginResult(ok=False, retry_after=_seconds(address_left))
@@ -188,23 +149,19 @@ async def authenticate(
             if hasher().check_needs_rehash(user["password_hash"]):
                 new_hash = await asyncio.to_thread(hasher().hash, password)
             await store.record_success(conn, user["user_id"], new_hash)
-            await conn.execute(
-                "DELETE FROM login_throttle WHERE kind = 'account' AND address = %s"
-                " AND username = %s",
-                (address, name),
-            )
+            await throttle.clear_pair(conn, address, name)
             return LoginResult(ok=True, user=user)
         if pair_left is None:
             # While paused even the right password fails, and is not counted again.
-            if await _count_failure(conn, "account", address, name) >= max_attempts:
-                await _block(conn, "account", address, name, lockout)
+            if await throttle.count_failure(conn, "account", address, name, WINDOW) >= max_attempts:
+                await throttle.block(conn, "account", address, name, lockout)
                 log.warning(
                     "login paused for a username from one address after %d failures", max_attempts
                 )
-        failures = await _count_failure(conn, "address", address, "")
+        failures = await throttle.count_failure(conn, "address", address, "", WINDOW)
         span = address_block(failures)
         if span is not None:
-            await _block(conn, "address", address, "", span)
+            await throttle.block(conn, "address", address, "", span)
             if failures == ADDRESS_FREE + 1:
                 log.warning("login attempts throttled for an address after %d failures", failures)
     return LoginResult(ok=False)
@@ -212,11 +169,7 @@ async def authenticate(
 
 async def forget_old_failures(conn: Any) -> None:
     """Remove counters whose window and block are long over (called with session cleanup)."""
-    await conn.execute(
-        "DELETE FROM login_throttle WHERE first_at < now() - %s"
-        " AND (blocked_until IS NULL OR blocked_until < now())",
-        (WINDOW * 4,),
-    )
+    await throttle.forget_old(conn, WINDOW * 4)
 
 
 def new_user_fields(
