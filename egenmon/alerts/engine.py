@@ -70,8 +70,9 @@ ON_TIME = dt.timedelta(minutes=15)
 # transaction may commit a reading received a little before another one already seen.
 # Evaluating a reading twice changes nothing.
 ARRIVAL_OVERLAP = dt.timedelta(minutes=5)
-# With no cycle recorded yet, readings received this long before the scan are new.
-FIRST_LOOKBACK = dt.timedelta(hours=24)
+# With no cycle recorded yet (a new installation, or the first cycle after this version),
+# readings received this long before the scan are new; earlier ones had their cycles.
+FIRST_LOOKBACK = dt.timedelta(minutes=15)
 # How far back each type's rules look (by measurement time), widened by LATE_AFTER for the
 # anchors; other types: threshold and NEWS2 windows. Missing data finds older readings
 # through the `latest` lookup.
