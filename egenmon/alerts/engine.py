@@ -47,7 +47,8 @@ from egenmon.alerts.rules import (
     merge_findings,
 )
 from egenmon.alerts.rules.findings import CLOCK_SKEW
-from egenmon.alerts.rules.news2 import FRESHNESS
+from egenmon.alerts.rules.news2 import FRESHNESS, news2_summary, with_stale
+from egenmon.alerts.rules.news2 import SOURCES as NEWS2_SOURCES
 from egenmon.alerts.rules.spo2 import BASELINE_WINDOW
 from egenmon.alerts.rules.threshold import THRESHOLD_WINDOW
 from egenmon.alerts.rules.trend import BP_SERIES_DAYS, WEIGHT_LOOKBACK
@@ -305,7 +306,40 @@ def scan(
             consider(pid, plan_of(pid), [])
         if pending:
             flush()
+        _add_stale(side, result, now, until)
     return result
+
+
+def _add_stale(
+    conn: psycopg.Connection, result: Scan, now: dt.datetime, until: dt.datetime
+) -> None:
+    """NEWS2 findings at scan time show parameters measured before the window as stale,
+    with their value and age, instead of missing: one query for all of them."""
+    pairs: list[tuple[str, str, str]] = []
+    todo: list[int] = []
+    for i, (pid, f) in enumerate(result.findings):
+        if f.rule != "news2" or (pid, f.key) in result.past:
+            continue
+        params = [p for p in f.details.get("missing", ()) if p in NEWS2_SOURCES]
+        if params:
+            todo.append(i)
+            pairs += [(str(pid), NEWS2_SOURCES[p], TYPES[NEWS2_SOURCES[p]].loinc) for p in params]
+    if not pairs:
+        return
+    found = store.latest_values(conn, pairs, until)
+    for i in todo:
+        pid, f = result.findings[i]
+        older = {
+            p: found[(str(pid), t)]
+            for p, t in NEWS2_SOURCES.items()
+            if p in f.details["missing"] and (str(pid), t) in found
+        }
+        if older:
+            details = with_stale(f.details, older, now)
+            result.findings[i] = (
+                pid,
+                dataclasses.replace(f, details=details, summary=news2_summary(details)),
+            )
 
 
 def _anchors(stored: list[tuple], now: dt.datetime) -> list[tuple[dt.datetime, set[str]]]:

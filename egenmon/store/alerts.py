@@ -299,6 +299,26 @@ def latest_times(
     return {(r[0], r[1]): r[2] for r in rows}
 
 
+def latest_values(
+    conn: psycopg.Connection,
+    pairs: Sequence[tuple[str, str, str]],
+    until: dt.datetime,
+) -> dict[tuple[str, str], tuple[dt.datetime, float]]:
+    """The newest (measurement time, value) of each (patient id text, type, LOINC code),
+    in one query."""
+    if not pairs:
+        return {}
+    rows = conn.execute(
+        "SELECT q.patient_id::text, q.type, x.time, x.value"
+        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS q(patient_id, type, code)"
+        " CROSS JOIN LATERAL (SELECT r.time, r.value FROM readings r"
+        "   WHERE r.patient_id = q.patient_id AND r.code = q.code AND r.time <= %s"
+        "   ORDER BY r.time DESC LIMIT 1) x",
+        ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs], until),
+    ).fetchall()
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
 # --- reconciliation: findings of a whole cycle against the alerts, in one transaction ------
 
 FINDING_COLUMNS = (

@@ -386,3 +386,23 @@ def test_opened_alerts_are_logged_without_health_data_and_counted(
     assert "severity=high" in lines[0]
     text = "\n".join(caplog.messages)
     assert pnr not in text and "2.7" not in text
+
+
+# --- NEWS2: stale values with their age -----------------------------------------------------
+
+
+def test_news2_shows_a_value_older_than_the_window_as_stale_with_its_age(store, patient, now):
+    p, dev = patient("copd", "spo2:85:")
+    old = now - 3 * DAY
+    arrive(store, p, dev, "body_temperature", old, 39.5)  # would score 2 if it were fresh
+    t = now - H
+    arrive(store, p, dev, "respiratory_rate", t, 22)
+    arrive(store, p, dev, "heart_rate", t, 95)
+    arrive(store, p, dev, "spo2", t, 96, on_oxygen=False)
+    store.cycle(now)
+    [a] = by_key(store, p, "news2")
+    assert a["details"]["score"] == 3  # 2 (rr) + 1 (pulse); the old temperature not scored
+    assert a["details"]["stale"] == {"temperature": {"value": 39.5, "age_minutes": 3 * 24 * 60}}
+    assert "temperature" not in a["details"]["missing"]
+    assert "systolic_bp" in a["details"]["missing"]  # never measured
+    assert "temperature 72 h old" in a["summary"]

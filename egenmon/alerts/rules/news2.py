@@ -67,7 +67,7 @@ _NOT_ALERT = {"c", "confusion", "new_confusion", "v", "voice", "p", "pain", "u",
 FRESHNESS = timedelta(hours=24)
 
 # Which reading type feeds which parameter (consciousness has none at home).
-_SOURCES = {
+SOURCES = _SOURCES = {
     "respiratory_rate": "respiratory_rate",
     "spo2": "spo2",
     "systolic_bp": "blood_pressure",
@@ -233,20 +233,43 @@ def check_news2(
     severity = news2_severity(details["score"], points)
     if severity is None:
         return []
-    threes = [name for name, p in details["parameters"].items() if p["points"] == 3]
-    extra = f"; 3 points: {', '.join(threes)}" if threes else ""
-    if details["stale"]:
-        aged = (f"{p} {s['age_minutes'] // 60} h old" for p, s in details["stale"].items())
-        extra += f"; stale, not scored: {', '.join(aged)}"
     return [
         Finding(
             rule="news2",
             severity=severity,
             evidence=evidence,
             details=details,
-            summary=(
-                f"NEWS2 {details['score']} (scale {details['scale']}{extra}; "
-                f"missing: {', '.join(details['missing'])})"
-            ),
+            summary=news2_summary(details),
         )
     ]
+
+
+def news2_summary(details: dict[str, Any]) -> str:
+    """One line for the worklist: the score, parameters scoring 3, stale and missing ones."""
+    threes = [name for name, p in details["parameters"].items() if p["points"] == 3]
+    extra = f"; 3 points: {', '.join(threes)}" if threes else ""
+    if details["stale"]:
+        aged = (f"{p} {s['age_minutes'] // 60} h old" for p, s in details["stale"].items())
+        extra += f"; stale, not scored: {', '.join(aged)}"
+    return (
+        f"NEWS2 {details['score']} (scale {details['scale']}{extra}; "
+        f"missing: {', '.join(details['missing'])})"
+    )
+
+
+def with_stale(
+    details: dict[str, Any], older: dict[str, tuple[datetime, float]], now: datetime
+) -> dict[str, Any]:
+    """Details with parameters listed as missing moved to stale where `older` (parameter →
+    (time, value) of a reading older than what was looked at) has one. Not scored."""
+    stale = dict(details["stale"])
+    for parameter, (t, value) in older.items():
+        if parameter in details["missing"] and parameter not in stale:
+            stale[parameter] = {"value": value, "age_minutes": age_minutes(t, now)}
+    if len(stale) == len(details["stale"]):
+        return details
+    return {
+        **details,
+        "stale": {p: stale[p] for p in PARAMETERS if p in stale},
+        "missing": [p for p in details["missing"] if p not in stale],
+    }
