@@ -37,8 +37,8 @@ def morning(days_ago: int, now: dt.datetime, hh: int = 7, mm: int = 0) -> dt.dat
 
 
 @pytest.fixture
-def patient(cli, device):  # noqa: ANN001, ANN201
-    """Set the device's patient on a protocol: patient(protocol, *thresholds) → (p, dev)."""
+def on_plan(cli, device):  # noqa: ANN001, ANN201
+    """Set the device's patient on a protocol: on_plan(protocol, *thresholds) → (p, dev)."""
 
     def on(protocol: str, *thresholds: str) -> tuple[str, str]:
         args = ["plan", "set", "--patient", device["patient"], "--protocol", protocol]
@@ -70,9 +70,9 @@ def history(store, alert_id) -> list[dict]:  # noqa: ANN001
 # --- heart failure: daily morning weights (trend_weight) --------------------------------------
 
 
-def test_daily_morning_weights_open_weight_gain_on_the_third_morning(store, patient, now):
+def test_daily_morning_weights_open_weight_gain_on_the_third_morning(store, on_plan, now):
     """The issue's case: 80.0, 80.5, 81.2, 82.3 kg at about the same clock time."""
-    p, dev = patient("heart_failure")
+    p, dev = on_plan("heart_failure")
     times = [morning(3, now, 7, 10), morning(2, now, 7, 0), morning(1, now, 7, 25)]
     times.append(morning(0, now, 8, 40))  # 90 minutes later on the clock than day 0
     ids = []
@@ -88,8 +88,8 @@ def test_daily_morning_weights_open_weight_gain_on_the_third_morning(store, pati
 
 
 @pytest.mark.parametrize(("later", "opens"), [(2 * H, True), (2 * H + MIN, False)])
-def test_weight_routine_tolerance_edges_through_the_cycle(store, patient, now, later, opens):
-    p, dev = patient("heart_failure")
+def test_weight_routine_tolerance_edges_through_the_cycle(store, on_plan, now, later, opens):
+    p, dev = on_plan("heart_failure")
     first = morning(3, now, 7, 0)
     arrive(store, p, dev, "body_weight", first, 80.0)
     store.cycle(first + 2 * MIN)
@@ -99,9 +99,9 @@ def test_weight_routine_tolerance_edges_through_the_cycle(store, patient, now, l
     assert bool([a for a in r.opened if a["rule"] == "trend_weight"]) is opens
 
 
-def test_ten_days_of_weights_uploaded_at_once_are_judged_when_measured(store, patient, now):
+def test_ten_days_of_weights_uploaded_at_once_are_judged_when_measured(store, on_plan, now):
     """A scale offline for ten days: a gain of 2.5 kg over days 5 to 8, then stable."""
-    p, dev = patient("heart_failure")
+    p, dev = on_plan("heart_failure")
     kg = [80.0, 80.1, 79.9, 80.0, 80.0, 80.8, 81.6, 82.5, 82.5, 82.4]
     ids = []
     for i, w in enumerate(kg):
@@ -125,8 +125,8 @@ def test_ten_days_of_weights_uploaded_at_once_are_judged_when_measured(store, pa
     assert a["status"] == "open" and a["cleared_at"] is not None
 
 
-def test_weights_across_the_autumn_daylight_saving_change(store, patient):
-    p, dev = patient("heart_failure")
+def test_weights_across_the_autumn_daylight_saving_change(store, on_plan):
+    p, dev = on_plan("heart_failure")
     # 07:00 each morning, 2026-10-23 (CEST) to 2026-10-26 (CET): 73 real hours.
     days = [(23, 80.0), (24, 80.6), (25, 81.3), (26, 82.2)]
     for d, kg in days:
@@ -136,8 +136,8 @@ def test_weights_across_the_autumn_daylight_saving_change(store, patient):
     assert [a["rule"] for a in r.opened] == ["trend_weight"]
 
 
-def test_weights_across_the_spring_daylight_saving_change(store, patient):
-    p, dev = patient("heart_failure")
+def test_weights_across_the_spring_daylight_saving_change(store, on_plan):
+    p, dev = on_plan("heart_failure")
     # 07:00 each morning, 2026-03-27 (CET) to 2026-03-30 (CEST): 71 real hours, and a
     # weighing 2 clock hours later on the last morning (73 h) still counts.
     for d, kg, hh in [(27, 80.0, 7), (28, 80.6, 7), (29, 81.3, 7), (30, 82.2, 9)]:
@@ -164,8 +164,8 @@ def _esh_week(store, p, dev, now, sys, dia, *, received=None, skip_days=()):  # 
     return out
 
 
-def test_esh_home_series_opens_high_home_mean(store, patient, now):
-    p, dev = patient("hypertension")
+def test_esh_home_series_opens_high_home_mean(store, on_plan, now):
+    p, dev = on_plan("hypertension")
     _esh_week(store, p, dev, now, 142, 88, received=now - MIN)
     r = store.cycle(now)
     assert "trend_bp_mean" in [a["rule"] for a in r.opened]
@@ -174,16 +174,16 @@ def test_esh_home_series_opens_high_home_mean(store, patient, now):
     assert a["details"]["systolic_mean"] == 142.0
 
 
-def test_esh_normal_home_series_opens_nothing(store, patient, now):
-    p, dev = patient("hypertension")
+def test_esh_normal_home_series_opens_nothing(store, on_plan, now):
+    p, dev = on_plan("hypertension")
     _esh_week(store, p, dev, now, 126, 78, received=now - MIN)
     r = store.cycle(now)
     assert r.opened == []
 
 
-def test_offline_days_uploaded_late_join_the_series_by_measurement_time(store, patient, now):
+def test_offline_days_uploaded_late_join_the_series_by_measurement_time(store, on_plan, now):
     """The cuff was offline on days 4 and 3 before today; its readings arrive today."""
-    p, dev = patient("hypertension")
+    p, dev = on_plan("hypertension")
     at = morning(0, now, 21, 0) if morning(0, now, 21, 0) <= now else now
     # The days the cuff was online arrived on time; the cycles then saw too few readings.
     for days_ago in (6, 2, 1):
@@ -215,8 +215,8 @@ def _oximetry(store, p, dev, now, days, value, *, received=None, start_days_ago)
     return ids
 
 
-def test_copd_oximetry_drop_from_the_patients_baseline(store, patient, now):
-    p, dev = patient("copd", "spo2:90:")
+def test_copd_oximetry_drop_from_the_patients_baseline(store, on_plan, now):
+    p, dev = on_plan("copd", "spo2:90:")
     _oximetry(store, p, dev, now, 7, 96, start_days_ago=8)
     t = morning(1, now, 8, 0)
     arrive(store, p, dev, "spo2", t, 93, on_oxygen=False)
@@ -226,9 +226,9 @@ def test_copd_oximetry_drop_from_the_patients_baseline(store, patient, now):
     assert a["details"]["baseline"] == 96.0 and a["details"]["drop"] == 3.0
 
 
-def test_copd_drop_uploaded_late_is_judged_against_the_baseline_before_it(store, patient, now):
+def test_copd_drop_uploaded_late_is_judged_against_the_baseline_before_it(store, on_plan, now):
     """The oximeter was offline: a drop five days ago, recovered since, arrives today."""
-    p, dev = patient("copd", "spo2:90:")
+    p, dev = on_plan("copd", "spo2:90:")
     _oximetry(store, p, dev, now, 7, 96, start_days_ago=12)
     store.cycle(morning(5, now, 7, 0))
     dropped = arrive(store, p, dev, "spo2", morning(5, now, 8, 0), 92, received=now - MIN)
@@ -251,8 +251,8 @@ def _news2_set(store, p, dev, t, *, rr=16, spo2=96, pulse=70, temp=37.0, sys=130
     arrive(store, p, dev, "blood_pressure", t, sys, 80)
 
 
-def test_dismissed_news2_stays_dismissed_when_a_normal_reading_arrives(store, patient, now):
-    p, dev = patient("copd", "spo2:85:")
+def test_dismissed_news2_stays_dismissed_when_a_normal_reading_arrives(store, on_plan, now):
+    p, dev = on_plan("copd", "spo2:85:")
     t0 = now - 6 * H
     _news2_set(store, p, dev, t0, rr=22, pulse=95)  # 2 + 1 = NEWS2 3
     r = store.cycle(t0 + 2 * MIN)
@@ -267,8 +267,8 @@ def test_dismissed_news2_stays_dismissed_when_a_normal_reading_arrives(store, pa
     assert [x["status"] for x in by_key(store, p, "news2")] == ["dismissed"]
 
 
-def test_dismissed_news2_opens_again_when_the_score_worsens(store, patient, now):
-    p, dev = patient("copd", "spo2:85:")
+def test_dismissed_news2_opens_again_when_the_score_worsens(store, on_plan, now):
+    p, dev = on_plan("copd", "spo2:85:")
     t0 = now - 6 * H
     _news2_set(store, p, dev, t0, rr=22, pulse=95)  # NEWS2 3, low
     store.cycle(t0 + 2 * MIN)
@@ -289,9 +289,9 @@ def test_dismissed_news2_opens_again_when_the_score_worsens(store, patient, now)
     assert opened["detail"]["previous"]["status"] == "dismissed"
 
 
-def test_dismissed_threshold_stays_dismissed_on_the_same_value(store, patient, now):
+def test_dismissed_threshold_stays_dismissed_on_the_same_value(store, on_plan, now):
     """SpO2 91 % under a limit of 92 %, dismissed; the next reading is 91 % again."""
-    p, dev = patient("copd", "spo2:92:")
+    p, dev = on_plan("copd", "spo2:92:")
     t0 = now - 5 * H
     arrive(store, p, dev, "spo2", t0, 91, on_oxygen=False)
     store.cycle(t0 + 2 * MIN)
@@ -305,8 +305,8 @@ def test_dismissed_threshold_stays_dismissed_on_the_same_value(store, patient, n
     assert [x["status"] for x in by_key(store, p, "threshold:spo2")] == ["dismissed"]
 
 
-def test_resolved_threshold_opens_a_new_episode_after_a_day_within_limits(store, patient, now):
-    p, dev = patient("diabetes")
+def test_resolved_threshold_opens_a_new_episode_after_a_day_within_limits(store, on_plan, now):
+    p, dev = on_plan("diabetes")
     t0 = now - 4 * DAY
     arrive(store, p, dev, "blood_glucose", t0, 3.5)
     store.cycle(t0 + 2 * MIN)
@@ -337,8 +337,8 @@ def test_resolved_threshold_opens_a_new_episode_after_a_day_within_limits(store,
     assert opened["detail"]["previous"]["status"] == "resolved"
 
 
-def test_the_database_keeps_one_open_alert_per_problem_across_episodes(store, patient, now):
-    p, dev = patient("diabetes")
+def test_the_database_keeps_one_open_alert_per_problem_across_episodes(store, on_plan, now):
+    p, dev = on_plan("diabetes")
     arrive(store, p, dev, "blood_glucose", now - H, 3.5)
     store.cycle(now - H + 2 * MIN)
     [a] = by_key(store, p, "threshold:blood_glucose")
@@ -355,8 +355,8 @@ def test_the_database_keeps_one_open_alert_per_problem_across_episodes(store, pa
 # --- late single readings, and what is logged and counted ------------------------------------
 
 
-def test_a_late_out_of_range_reading_opens_an_alert_dated_when_measured(store, patient, now):
-    p, dev = patient("diabetes")
+def test_a_late_out_of_range_reading_opens_an_alert_dated_when_measured(store, on_plan, now):
+    p, dev = on_plan("diabetes")
     arrive(store, p, dev, "blood_glucose", now - 3 * H, 6.0)
     store.cycle(now - 3 * H + 2 * MIN)
     # Measured two days ago on a meter that synced only now; a normal value since.
@@ -370,9 +370,9 @@ def test_a_late_out_of_range_reading_opens_an_alert_dated_when_measured(store, p
 
 
 def test_opened_alerts_are_logged_without_health_data_and_counted(
-    store, patient, now, caplog, conn
+    store, on_plan, now, caplog, conn
 ):
-    p, dev = patient("diabetes")
+    p, dev = on_plan("diabetes")
     pnr = conn.execute("SELECT personnummer FROM patients WHERE id = %s", (p,)).fetchone()[0]
     counter = metrics.ALERT_CHANGES.labels(rule="threshold", event="opened")
     before = counter._value.get()
@@ -391,8 +391,8 @@ def test_opened_alerts_are_logged_without_health_data_and_counted(
 # --- NEWS2: stale values with their age -----------------------------------------------------
 
 
-def test_news2_shows_a_value_older_than_the_window_as_stale_with_its_age(store, patient, now):
-    p, dev = patient("copd", "spo2:85:")
+def test_news2_shows_a_value_older_than_the_window_as_stale_with_its_age(store, on_plan, now):
+    p, dev = on_plan("copd", "spo2:85:")
     old = now - 3 * DAY
     arrive(store, p, dev, "body_temperature", old, 39.5)  # would score 2 if it were fresh
     t = now - H
@@ -406,3 +406,22 @@ def test_news2_shows_a_value_older_than_the_window_as_stale_with_its_age(store, 
     assert "temperature" not in a["details"]["missing"]
     assert "systolic_bp" in a["details"]["missing"]  # never measured
     assert "temperature 72 h old" in a["summary"]
+
+
+def test_news2_scores_only_within_the_freshness_window_the_plan_sets(store, on_plan, now, cli):
+    p, dev = on_plan("copd", "spo2:85:")
+    r = cli("plan", "set", "--patient", p, "--protocol", "copd", "--threshold", "spo2:85:",
+            "--news2-freshness-hours", "6", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    arrive(store, p, dev, "respiratory_rate", now - 8 * H, 26)  # 3 points, but 8 hours old
+    arrive(store, p, dev, "heart_rate", now - H, 95)
+    store.cycle(now)
+    [a] = by_key(store, p, "news2")
+    assert a["details"]["score"] == 1 and a["details"]["freshness_hours"] == 6.0
+    assert a["details"]["stale"]["respiratory_rate"] == {"value": 26.0, "age_minutes": 8 * 60}
+
+
+def test_a_plan_cannot_widen_the_news2_freshness_window(cli, device):
+    r = cli("plan", "set", "--patient", device["patient"], "--protocol", "copd",
+            "--news2-freshness-hours", "48")  # fmt: skip
+    assert r.code != 0 and "freshness" in r.err

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from egenmon.alerts.plans import Plan, Severity
+from egenmon.alerts.plans import NEWS2_FRESHNESS, Plan, Severity
 from egenmon.alerts.rules.findings import (
     Finding,
     Reading,
@@ -64,7 +64,7 @@ _DECIMALS = {"temperature": 1}
 _ALERT = {"a", "alert"}
 _NOT_ALERT = {"c", "confusion", "new_confusion", "v", "voice", "p", "pain", "u", "unresponsive"}
 
-FRESHNESS = timedelta(hours=24)
+FRESHNESS = NEWS2_FRESHNESS  # unless the plan sets a shorter window
 
 # Which reading type feeds which parameter (consciousness has none at home).
 SOURCES = _SOURCES = {
@@ -227,7 +227,7 @@ def check_news2(
     with the values around their own time.
     """
     if freshness is None:
-        freshness = getattr(plan, "news2_freshness", None) or FRESHNESS
+        freshness = plan.news2_freshness or FRESHNESS
     details, evidence = news2_assess(readings, now, scale2=plan.news2_scale2, freshness=freshness)
     points = [p["points"] for p in details["parameters"].values()]
     severity = news2_severity(details["score"], points)
