@@ -1,17 +1,22 @@
 """One rule cycle: fetch every patient's recent readings set-based, evaluate, reconcile.
 
 Fetching: one server-side cursor streams the readings each type's rules look at (SpO2 for
-the 14-day baseline, blood pressure for the 7-day home mean, weight for 72 hours, the rest
-for 36 hours), sorted by patient; plans and bound devices come in one query each; the
-newest reading of an expected type that has none in its window comes from one lateral
-query per few thousand patients. Never one query per patient. Readings are grouped by
-patient in Python and `evaluate_patient` (pure) runs on each group; windows go by
-measurement time, so a late reading (measured days ago, received now) counts where it
-was measured.
+the 14-day baseline, blood pressure for the 7-day home series, weight for 3 days, the rest
+for 36 hours, each widened by LATE_AFTER), sorted by patient, each marked new when it
+arrived after the last cycle's high-water mark; patients with a new reading measured
+before that (a late upload) have their earlier readings fetched in one more query; plans
+and bound devices come in one query each; the newest reading of an expected type that has
+none in its window comes from one lateral query per few thousand patients, and so do
+NEWS2 values too old to score. Never one query per patient. Readings are grouped by
+patient in Python and the pure rules run on each group: `evaluate_patient` at the scan
+time, and `evaluate_at` at the measurement time of each new reading (the windows ending
+there), so a late reading is judged as if it had arrived on time; the worst finding per
+alert key is kept.
 
 With many patients the id space is split into ranges evaluated by worker processes (the
-rules are CPU-bound Python); their findings are reconciled together in one transaction, so
-a failed scan changes no alert.
+rules are CPU-bound Python); their findings are reconciled together in one transaction,
+with the new high-water mark, so a failed scan changes no alert and reads the same
+readings again.
 """
 
 from __future__ import annotations

@@ -425,3 +425,19 @@ def test_a_plan_cannot_widen_the_news2_freshness_window(cli, device):
     r = cli("plan", "set", "--patient", device["patient"], "--protocol", "copd",
             "--news2-freshness-hours", "48")  # fmt: skip
     assert r.code != 0 and "freshness" in r.err
+
+
+def test_run_once_judges_a_late_upload_and_says_when_it_happened(store, on_plan, now, cli):
+    """`egenmon alerts run-once`, as an operator runs it, on a scale's late upload."""
+    p, dev = on_plan("heart_failure")
+    real_now = dt.datetime.now(dt.UTC)
+    for i, kg in enumerate([80.0, 80.0, 80.9, 81.7, 82.4, 82.4]):
+        t = morning(8 - i, real_now, 7, 0)
+        arrive(store, p, dev, "body_weight", t, kg, received=real_now - MIN)
+    r = cli("alerts", "run-once", "--json")
+    assert r.code == 0, r.err
+    # (and missing data: no weight for three days)
+    assert sorted(a["rule"] for a in r.json["opened"]) == ["missing_data", "trend_weight"]
+    assert r.json["anchors"] >= 5
+    [a] = by_key(store, p, "trend_weight")
+    assert a["details"]["measured_at"] == morning(4, real_now, 7, 0).astimezone(dt.UTC).isoformat()
