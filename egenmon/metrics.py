@@ -23,6 +23,11 @@ BATCH_ROWS = Histogram(
 MQTT_BACKLOG = Gauge("egenmon_mqtt_backlog", "MQTT messages received but not yet acknowledged")
 QUARANTINED = Counter("egenmon_quarantined_total", "Entries put in quarantine", ["source"])
 ALERTS_OPENED = Counter("egenmon_alerts_opened_total", "Alerts opened, by rule", ["rule"])
+ALERT_CHANGES = Counter(
+    "egenmon_alert_changes_total",
+    "Alerts opened, re-opened (a worse deviation or a new episode) or escalated, by rule",
+    ["rule", "event"],  # event: opened, reopened, escalated
+)
 SCHEDULER_RUNS = Counter("egenmon_scheduler_runs_total", "Scheduler cycles run as leader")
 WEBHOOK_DELIVERIES = Counter(
     "egenmon_webhook_deliveries_total",

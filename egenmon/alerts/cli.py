@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="NEWS2 SpO2 scale 2 (hypercapnic respiratory failure; target 88-92%%)",
     )
     p.add_argument("--spo2-target", metavar="LOW:HIGH", help="SpO2 target range in %%")
+    p.add_argument(
+        "--news2-freshness-hours",
+        type=float,
+        metavar="H",
+        help="NEWS2 scores values measured in the last H hours (1-24, default 24)",
+    )
     p.add_argument("--set-by", help="who sets the plan (default: the operating-system user)")
     p = command(pl, "show", cmd_plan_show, "show a patient's monitoring plan")
     p.add_argument("--patient", required=True, type=_uuid)
@@ -93,7 +99,11 @@ def cmd_plan_set(args: argparse.Namespace, settings: Settings) -> None:
             raise CommandError(f"--spo2-target {args.spo2_target!r} is not LOW:HIGH")
     try:
         plan = monitoring.make_plan(
-            args.protocol, args.threshold, news2_scale2=args.scale2, spo2_target=target
+            args.protocol,
+            args.threshold,
+            news2_scale2=args.scale2,
+            spo2_target=target,
+            news2_freshness_hours=args.news2_freshness_hours,
         )
         with db(settings) as conn:
             shown = monitoring.set_plan(conn, args.patient, plan, _operator(args))

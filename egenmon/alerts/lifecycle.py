@@ -10,9 +10,18 @@ Choices (documented in the README):
   every deviation egenmon found, even a passing one.
 - While open, a worse finding escalates the alert (severity is the worst seen, and the
   due time moves earlier); a milder one only updates `current_severity`.
-- Resolving or dismissing never re-opens on the same readings: a closed alert remembers
-  everything its findings rested on (`basis`), and only a finding resting on something
-  new (a newer reading, a device's newer silence) opens a new alert.
+- Episodes (clinical.md, "Judged at the time things happened"): an alert a clinician
+  resolved or dismissed is an episode judged, and the same episode does not alert again,
+  however many new readings show the same deviation. A new alert for the same problem
+  (key) opens only for
+  - a worse deviation: a higher severity than the closed alert's worst, or for news2 a
+    higher score than its highest (`open_reason` 'worse'); or
+  - a new episode: the deviation was gone ("back within limits": the cycles no longer
+    found it) for the rule's episode gap (EPISODE_GAPS), then came back
+    (`open_reason` 'new_episode').
+  The new alert links the closed one (`previous_id`) and its opened event says why.
+  Resolving or dismissing never re-opens on the same readings either: a closed alert
+  remembers everything its findings rested on (`basis`).
 - Care contact due times: high → within 1 hour; medium → the same day, i.e. the end of
   the local calendar day (EGENMON_TIMEZONE, daylight saving included) but never less
   than 4 hours after the alert opened, so a medium contact is never due before a high
@@ -40,6 +49,21 @@ OPEN_STATUSES = ("open", "acknowledged")
 CATEGORIES = ("clinical", "technical")
 # Technical deviations go to technical staff, not the clinician's worklist.
 TECHNICAL_RULES = frozenset({"device_inactive"})
+
+# "Back within limits" per rule: how long the deviation must have been gone after its
+# alert was closed before it coming back is a new episode. A day of normal values for
+# single readings and scores (covers a twice-daily and a three-times-daily routine);
+# three days for the trends (the weight window; a new run of BP readings); missing data
+# and silent devices are new episodes as soon as a reading or message ended the last one.
+EPISODE_GAPS: dict[str, dt.timedelta] = {
+    "threshold": dt.timedelta(hours=24),
+    "news2": dt.timedelta(hours=24),
+    "spo2_drop": dt.timedelta(hours=24),
+    "trend_weight": dt.timedelta(hours=72),
+    "trend_bp_mean": dt.timedelta(hours=72),
+    "missing_data": dt.timedelta(0),
+    "device_inactive": dt.timedelta(0),
+}
 
 DUE_HIGH = dt.timedelta(hours=1)
 DUE_MEDIUM_MIN = dt.timedelta(hours=4)
@@ -151,6 +175,8 @@ def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "dismissed_by": row["dismissed_by"],
         "dismissed_at": _iso(row["dismissed_at"]),
         "notes": row["notes"],
+        "open_reason": row.get("open_reason", "first"),
+        "previous_id": str(row["previous_id"]) if row.get("previous_id") else None,
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from egenmon.alerts.plans import (
+    NEWS2_FRESHNESS,
     SEVERITIES,
     Plan,
     Threshold,
@@ -36,6 +37,7 @@ def make_plan(
     news2_scale2: bool = False,
     spo2_target: tuple[float, float] | list[float] | None = None,
     expected_hours: Mapping[str, float | None] | None = None,
+    news2_freshness_hours: float | None = None,
 ) -> Plan:
     """A plan from request values: CLI threshold strings ``TYPE:LOW:HIGH`` or a mapping
     quantity → {"low", "high", "severity"}; expected windows in hours (None removes).
@@ -61,8 +63,16 @@ def make_plan(
             if len(spo2_target) != 2:
                 raise ValueError("spo2_target is [low, high]")
             target = (float(spo2_target[0]), float(spo2_target[1]))
+        fresh = None
+        if news2_freshness_hours is not None:
+            fresh = dt.timedelta(hours=float(news2_freshness_hours))
         return build_plan(
-            protocol, own, expected=expected, news2_scale2=news2_scale2, spo2_target=target
+            protocol,
+            own,
+            expected=expected,
+            news2_scale2=news2_scale2,
+            spo2_target=target,
+            news2_freshness=fresh,
         )
     except (ValueError, TypeError) as e:
         raise PlanError(str(e)) from None
@@ -120,6 +130,7 @@ def view(patient_id: uuid.UUID, row: Mapping[str, Any] | None) -> dict[str, Any]
         "set_at": row["set_at"].astimezone(dt.UTC).isoformat() if row else None,
         "news2_scale2": plan.news2_scale2,
         "spo2_target": list(plan.spo2_range),
+        "news2_freshness_hours": (plan.news2_freshness or NEWS2_FRESHNESS).total_seconds() / 3600,
         "expected": {t: w.total_seconds() / 3600 for t, w in sorted(plan.expected.items())},
         "thresholds": {
             q: {"low": t.low, "high": t.high, "severity": t.severity}

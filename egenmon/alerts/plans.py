@@ -203,6 +203,10 @@ DEFAULT_ALARMS: dict[str, tuple[Alarm, ...]] = {
 # BTS 2017 target ranges (clinical.md, COPD and oxygen).
 SPO2_TARGET = (94.0, 98.0)
 SPO2_TARGET_HYPERCAPNIC = (88.0, 92.0)
+# NEWS2 scores values measured this recently (a plan may set a shorter window, not longer:
+# the rule cycle reads 24 hours of every NEWS2 parameter).
+NEWS2_FRESHNESS = timedelta(hours=24)
+NEWS2_FRESHNESS_MIN = timedelta(hours=1)
 SPO2_URGENT_BELOW_TARGET = 2.0
 
 
@@ -229,6 +233,8 @@ class Plan:
     set_by: str | None = None
     set_at: datetime | None = None
     started_at: datetime | None = None
+    # NEWS2 scores only values this recent (None: NEWS2_FRESHNESS); older ones are stale.
+    news2_freshness: timedelta | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -247,6 +253,13 @@ class Plan:
             lo, hi = self.spo2_target
             if not 50 <= lo < hi <= 100:
                 raise ValueError(f"SpO2 target {lo:g}-{hi:g} is not a range within 50-100 %")
+        f = self.news2_freshness
+        if f is not None and not NEWS2_FRESHNESS_MIN <= f <= NEWS2_FRESHNESS:
+            raise ValueError(
+                f"NEWS2 freshness {f.total_seconds() / 3600:g} h is not within "
+                f"{NEWS2_FRESHNESS_MIN.total_seconds() / 3600:g}-"
+                f"{NEWS2_FRESHNESS.total_seconds() / 3600:g} h"
+            )
         for name in ("set_at", "started_at"):
             t = getattr(self, name)
             if t is not None and t.utcoffset() is None:
@@ -298,6 +311,9 @@ class Plan:
             },
             "news2_scale2": self.news2_scale2,
             "spo2_target": list(self.spo2_target) if self.spo2_target else None,
+            "news2_freshness_hours": (
+                self.news2_freshness.total_seconds() / 3600 if self.news2_freshness else None
+            ),
             "set_by": self.set_by,
             "set_at": self.set_at.isoformat() if self.set_at else None,
             "started_at": self.started_at.isoformat() if self.started_at else None,
@@ -307,6 +323,7 @@ class Plan:
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """The inverse of `to_dict`."""
         target = data.get("spo2_target")
+        fresh = data.get("news2_freshness_hours")
         return cls(
             protocol=data["protocol"],
             expected={t: timedelta(seconds=s) for t, s in data["expected"].items()},
@@ -316,6 +333,7 @@ class Plan:
             set_by=data.get("set_by"),
             set_at=_parse_time(data.get("set_at")),
             started_at=_parse_time(data.get("started_at")),
+            news2_freshness=timedelta(hours=float(fresh)) if fresh else None,
         )
 
 
@@ -333,6 +351,7 @@ def build_plan(
     set_by: str | None = None,
     set_at: datetime | None = None,
     started_at: datetime | None = None,
+    news2_freshness: timedelta | None = None,
 ) -> Plan:
     """A plan from a protocol's defaults and a clinician's overrides.
 
@@ -360,6 +379,7 @@ def build_plan(
         set_by=set_by,
         set_at=set_at,
         started_at=started_at,
+        news2_freshness=news2_freshness,
     )
 
 

@@ -7,11 +7,16 @@ on the five protocols (hypertension, heart failure, COPD, diabetes, general), ea
 monitoring plan, a bound device and 7 days of readings at the protocol's pace (about 26
 readings a patient), 5 % of them deteriorating over the last two days. Then two cycles run
 as `egenmon alerts run-once` runs them: the first opens the alerts, the second is the
-steady state (every minute in production). Each prints one line: `patients`,
+steady state (every minute in production). Before the steady cycle, late readings arrive:
+LATE_SHARE of the patients upload a device's readings of 10 to 1 days ago at once (the
+protocol's schedule, a fifth of them with a gain or fall over days 8 to 5), so the steady
+cycle judges them at their measurement times. Each prints one line: `patients`,
 `readings_in_window`, `seconds` (the whole cycle: fetch, evaluate, reconcile), with
-`scan_seconds`, the alerts changed, the worker processes, `cpu_s` (CPU seconds of the
-cycle's processes, the database's excluded) and `ceiling_stream_s`: a plain server-side
-cursor over the same window (the cost of reading the data at all).
+`scan_seconds`, `late_readings` (arrived late since the previous cycle), `anchors`
+(measurement times evaluated besides the scan time), the alerts changed, the worker
+processes, `cpu_s` (CPU seconds of the cycle's processes, the database's excluded) and
+`ceiling_stream_s`: a plain server-side cursor over the same window (the cost of reading
+the data at all).
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ SCHEDULE: dict[str, list[tuple[str, int, float, float, float | None, float | Non
 }
 SICK_SHARE = 0.05
 DAYS = 7
+# Patients (one in 50) whose device was offline and uploads 10 to 1 days ago at once.
+LATE_EVERY = 50
+LATE_DAYS = (10, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +97,10 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         stored = load(url, args.patients, now)
         stream_s = ceiling_stream(url, now)
+        late = 0
         for label in ("first", "steady"):
+            if label == "steady":
+                late = add_late(url, now)
             cpu = _cpu()
             result = engine.run_cycle(url, tz=settings.tz, now=now, workers=args.workers)
             yield {
@@ -98,6 +109,8 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
                 "seconds": round(result.seconds, 3),
                 "cycle": label,
                 "scan_seconds": round(result.scan_seconds, 3),
+                "late_readings": late,
+                "anchors": result.anchors,
                 "ceiling_stream_s": round(stream_s, 3),
                 "cpu_s": round(_cpu() - cpu, 3),
                 "workers": result.workers,
@@ -168,7 +181,7 @@ def load(url: str, n: int, now: dt.datetime) -> int:
             )
         )[0]
         conn.execute(
-            "CREATE TEMPORARY TABLE bench_patients AS"
+            "CREATE UNLOGGED TABLE bench_patients AS"
             " SELECT i, gen_random_uuid() AS id, 'bench-' || i AS device_id,"
             " (random() < %s) AS sick, (random() * 600)::int AS phase_min,"
             " CASE WHEN i %% 20 < 6 THEN 'hypertension' WHEN i %% 20 < 11 THEN 'heart_failure'"
@@ -201,7 +214,7 @@ def load(url: str, n: int, now: dt.datetime) -> int:
                 (protocol, Jsonb(doc), now, protocol),
             )
         conn.execute(
-            "CREATE TEMPORARY TABLE bench_schedule (protocol text, type text, code text,"
+            "CREATE UNLOGGED TABLE bench_schedule (protocol text, type text, code text,"
             " mdc text, unit text, every interval, v1 float8, s1 float8, v2 float8, s2 float8,"
             " sick float8)"
         )
@@ -250,6 +263,40 @@ def load(url: str, n: int, now: dt.datetime) -> int:
         conn.execute("ANALYZE device_bindings")
         conn.execute("ANALYZE devices")
         return int(one(conn.execute("SELECT count(*) FROM readings"))[0])
+
+
+def add_late(url: str, now: dt.datetime) -> int:
+    """Late uploads before the steady cycle (received half a minute after `now`): every
+    LATE_EVERY-th patient's readings of LATE_DAYS ago on the protocol's schedule, a fifth
+    of them changing over days 8 to 5 by the protocol's deterioration; the number."""
+    oldest, newest = LATE_DAYS
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(
+            "INSERT INTO readings (time, patient_id, device_id, type, code, mdc, value, value2,"
+            " unit, on_oxygen, source, dedup_key, received_at)"
+            " SELECT t, p.id, p.device_id, s.type, s.code, s.mdc,"
+            "  round((s.v1 + s.s1 * (random() - 0.5) * 2 + CASE WHEN p.i %% (5 * %(every)s) = 0"
+            "   THEN s.sick * least(1, greatest(0, extract(epoch FROM t - (%(now)s -"
+            "   interval '8 days')) / 259200)) ELSE 0 END)::numeric, 1)::float8,"
+            "  CASE WHEN s.v2 IS NULL THEN NULL ELSE round(s.v2 + s.s2 * (random() - 0.5) * 2)"
+            "   END,"
+            "  s.unit, CASE WHEN s.type = 'spo2' THEN false END, 'http',"
+            "  p.device_id || '|late|' || s.type || '|' ||"
+            "   to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00',"
+            "  %(received)s"
+            " FROM bench_patients p JOIN bench_schedule s ON s.protocol = p.protocol"
+            " CROSS JOIN LATERAL generate_series(%(start)s + (p.phase_min + 17) * interval"
+            "   '1 minute', %(end)s, s.every) AS t"
+            " WHERE p.i %% %(every)s = 0",
+            {
+                "every": LATE_EVERY,
+                "now": now,
+                "start": now - dt.timedelta(days=oldest),
+                "end": now - dt.timedelta(days=newest),
+                "received": now + dt.timedelta(seconds=30),
+            },
+        )
+        return cur.rowcount
 
 
 def ceiling_stream(url: str, now: dt.datetime) -> float:

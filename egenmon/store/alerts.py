@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -133,30 +133,29 @@ def stream_window(
     until: dt.datetime,
     lo: uuid.UUID | None = None,
     hi: uuid.UUID | None = None,
+    new_since: dt.datetime | None = None,
     batch: int = 20_000,
 ) -> Iterator[tuple]:
-    """(patient_id as text, time, type, value, value2, on_oxygen, dedup_key) of every reading in
-    its type's window, ordered by patient, through a server-side cursor.
+    """(patient_id as text, time, type, value, value2, on_oxygen, dedup_key, new) of every
+    reading in its type's window, ordered by patient, through a server-side cursor.
 
-    since: type → the earliest measurement time that type's rules look at. The order comes
-    from the (patient_id, code, time) index of each chunk, merged: rows stream from the
-    first one instead of waiting for a sort of the whole window.
+    since: type → the earliest measurement time that type's rules look at. new: the
+    reading was received after `new_since` (false when None). The order comes from the
+    (patient_id, code, time) index of each chunk, merged: rows stream from the first one
+    instead of waiting for a sort of the whole window.
     """
     earliest = min([default_since, *since.values()])
-    cases = sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN {}").format(sql.Literal(t), sql.Literal(s))
-        for t, s in sorted(since.items())
-    )
     query = sql.SQL(
-        "SELECT patient_id::text, time, type, value, value2, on_oxygen, dedup_key FROM readings"
+        "SELECT patient_id::text, time, type, value, value2, on_oxygen, dedup_key,"
+        " COALESCE(received_at > {new_since}, false) FROM readings"
         " WHERE time > {earliest} AND time <= {until}"
-        " AND time > CASE type {cases} ELSE {default} END{range}"
+        " AND time > {start}{range}"
         " ORDER BY patient_id"
     ).format(
+        new_since=sql.Literal(new_since),
         earliest=sql.Literal(earliest),
         until=sql.Literal(until),
-        cases=cases,
-        default=sql.Literal(default_since),
+        start=_window_start(since, default_since),
         range=_range(lo, hi, "patient_id"),
     )
     with conn.transaction():
@@ -168,6 +167,71 @@ def stream_window(
             cur.itersize = batch
             cur.execute(query)
             yield from cur
+
+
+def _window_start(
+    since: dict[str, dt.datetime], default_since: dt.datetime, column: str = "type"
+) -> sql.Composable:
+    """Where each type's window starts, as an SQL expression over the type column."""
+    cases = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(sql.Literal(t), sql.Literal(s))
+        for t, s in sorted(since.items())
+    )
+    return sql.SQL("CASE {} {} ELSE {} END").format(
+        sql.SQL(column), cases, sql.Literal(default_since)
+    )
+
+
+def late_rows(
+    conn: psycopg.Connection,
+    since: dict[str, dt.datetime],
+    default_since: dt.datetime,
+    until: dt.datetime,
+    new_since: dt.datetime,
+    late_before: dt.datetime,
+    lookback: dt.timedelta,
+    lo: uuid.UUID | None = None,
+    hi: uuid.UUID | None = None,
+) -> list[tuple]:
+    """Rows as `stream_window` gives them, of the readings before the window of each patient
+    with a late reading: one received after `new_since` but measured before `late_before`.
+    Those readings, and every reading of the patient from `lookback` before the earliest
+    of them up to where the window starts, so the rules see around them.
+
+    Set-based: new readings are found through the received_at index, their patients'
+    readings through the (patient_id, code, time) index, in one query.
+    """
+    query = sql.SQL(
+        "WITH late AS (SELECT patient_id, min(time) AS first FROM readings"
+        "  WHERE received_at > {new_since} AND time < {late_before}{range}"
+        "  GROUP BY patient_id)"
+        " SELECT r.patient_id::text, r.time, r.type, r.value, r.value2, r.on_oxygen,"
+        " r.dedup_key, r.received_at > {new_since}"
+        " FROM late l JOIN readings r ON r.patient_id = l.patient_id"
+        " AND r.time >= l.first - {lookback} AND r.time <= {until}"
+        " WHERE r.time <= {start}"
+        " ORDER BY r.patient_id, r.time"
+    ).format(
+        new_since=sql.Literal(new_since),
+        late_before=sql.Literal(late_before),
+        lookback=sql.Literal(lookback),
+        until=sql.Literal(until),
+        start=_window_start(since, default_since, "r.type"),
+        range=_range(lo, hi, "patient_id"),
+    )
+    return conn.execute(query).fetchall()
+
+
+def scan_marks(
+    conn: psycopg.Connection, now: dt.datetime
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(the newest arrival the last committed cycle saw or None, the newest arrival now)."""
+    row = conn.execute(
+        "SELECT (SELECT received_until FROM alert_scan_state),"
+        " (SELECT max(received_at) FROM readings WHERE received_at <= %s)",
+        (now,),
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def load_plans(
@@ -235,6 +299,26 @@ def latest_times(
     return {(r[0], r[1]): r[2] for r in rows}
 
 
+def latest_values(
+    conn: psycopg.Connection,
+    pairs: Sequence[tuple[str, str, str]],
+    until: dt.datetime,
+) -> dict[tuple[str, str], tuple[dt.datetime, float]]:
+    """The newest (measurement time, value) of each (patient id text, type, LOINC code),
+    in one query."""
+    if not pairs:
+        return {}
+    rows = conn.execute(
+        "SELECT q.patient_id::text, q.type, x.time, x.value"
+        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS q(patient_id, type, code)"
+        " CROSS JOIN LATERAL (SELECT r.time, r.value FROM readings r"
+        "   WHERE r.patient_id = q.patient_id AND r.code = q.code AND r.time <= %s"
+        "   ORDER BY r.time DESC LIMIT 1) x",
+        ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs], until),
+    ).fetchall()
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
 # --- reconciliation: findings of a whole cycle against the alerts, in one transaction ------
 
 FINDING_COLUMNS = (
@@ -249,6 +333,7 @@ FINDING_COLUMNS = (
     "basis",
     "evidence_until",
     "due_at",
+    "current",
 )
 _FINDING_TYPES = (
     "uuid",
@@ -262,27 +347,32 @@ _FINDING_TYPES = (
     "text[]",
     "timestamptz",
     "timestamptz",
+    "bool",
 )
 _STAGE = (
     "CREATE TEMPORARY TABLE alert_findings (patient_id uuid NOT NULL, key text NOT NULL,"
     " rule text NOT NULL, category text NOT NULL, severity text NOT NULL,"
     " summary text NOT NULL, details jsonb NOT NULL, evidence text[] NOT NULL,"
-    " basis text[] NOT NULL, evidence_until timestamptz, due_at timestamptz NOT NULL)"
+    " basis text[] NOT NULL, evidence_until timestamptz, due_at timestamptz NOT NULL,"
+    " current boolean NOT NULL)"
     " ON COMMIT DROP"
 )
 _RANK_F = _SEVERITY_RANK.format("cur.f_severity")
 _RANK_A = _SEVERITY_RANK.format("a.severity")
+# The NEWS2 score of a staged finding (None for other rules).
+_SCORE = "CASE WHEN {0}.rule = 'news2' THEN ({0}.details->>'score')::float8 END"
 _UPDATE_OPEN = f"""
 WITH cur AS (
     SELECT a.id, a.severity AS old_severity, a.cleared_at IS NOT NULL AS was_cleared,
            f.severity AS f_severity, f.summary, f.details, f.evidence, f.basis,
-           f.evidence_until, f.due_at AS f_due
+           f.evidence_until, f.due_at AS f_due, {_SCORE.format("f")} AS f_score,
+           f.current AS f_current
     FROM alert_findings f
     JOIN alerts a ON a.patient_id = f.patient_id AND a.key = f.key
                  AND a.status IN ('open', 'acknowledged')
     WHERE f.basis IS DISTINCT FROM a.last_basis
        OR f.severity IS DISTINCT FROM a.current_severity
-       OR a.cleared_at IS NOT NULL
+       OR (a.cleared_at IS NOT NULL AND f.current)
     FOR UPDATE OF a
 )
 UPDATE alerts a SET
@@ -295,33 +385,92 @@ UPDATE alerts a SET
     last_basis = cur.basis,
     evidence_until = GREATEST(a.evidence_until, cur.evidence_until),
     due_at = CASE WHEN {_RANK_F} > {_RANK_A} THEN LEAST(a.due_at, cur.f_due) ELSE a.due_at END,
-    cleared_at = NULL,
+    peak_score = GREATEST(a.peak_score, cur.f_score),
+    cleared_at = CASE WHEN cur.f_current THEN NULL ELSE a.cleared_at END,
     updated_at = %(now)s
 FROM cur
 WHERE a.id = cur.id
 RETURNING a.*, cur.old_severity, cur.was_cleared
 """
-_INSERT_NEW = """
+# A finding with no open alert for its key opens one when the key has never alerted
+# ('first'), or its newest closed alert is of an episode judged: then only a worse
+# deviation ('worse': a higher severity than the closed alert's worst, or a NEWS2 score
+# above its peak) or a new episode ('new_episode': the deviation was gone for the rule's
+# episode gap, cleared_at on the closed alert) opens one. Never on readings the closed
+# alert already rested on.
+_INSERT_NEW = f"""
+WITH prev AS (
+    SELECT DISTINCT ON (c.patient_id, c.key) c.patient_id, c.key, c.id, c.severity,
+           COALESCE(c.peak_score, {_SCORE.format("c")}) AS peak_score, c.cleared_at, c.basis
+    FROM alerts c JOIN alert_findings f ON f.patient_id = c.patient_id AND f.key = c.key
+    WHERE c.status IN ('resolved', 'dismissed')
+    ORDER BY c.patient_id, c.key, c.opened_at DESC, c.id DESC
+), cand AS (
+    SELECT f.*, p.id AS prev_id, {_SCORE.format("f")} AS score,
+           CASE
+               WHEN p.id IS NULL THEN 'first'
+               WHEN f.basis <@ p.basis THEN NULL
+               WHEN {_SEVERITY_RANK.format("f.severity")} > {_SEVERITY_RANK.format("p.severity")}
+                 OR {_SCORE.format("f")} > COALESCE(p.peak_score, 0) THEN 'worse'
+               WHEN p.cleared_at IS NOT NULL
+                AND %(now)s - p.cleared_at >= COALESCE((%(gaps)s::jsonb ->> f.rule)::float8, 0)
+                                              * interval '1 second' THEN 'new_episode'
+           END AS reason
+    FROM alert_findings f
+    LEFT JOIN prev p ON p.patient_id = f.patient_id AND p.key = f.key
+    WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.patient_id = f.patient_id
+                      AND a.key = f.key AND a.status IN ('open', 'acknowledged'))
+)
 INSERT INTO alerts (patient_id, key, rule, category, severity, current_severity, summary,
                     details, evidence, basis, last_basis, evidence_until, due_at, opened_at,
-                    updated_at)
+                    updated_at, peak_score, previous_id, open_reason)
 SELECT f.patient_id, f.key, f.rule, f.category, f.severity, f.severity, f.summary, f.details,
-       f.evidence, f.basis, f.basis, f.evidence_until, f.due_at, %(now)s, %(now)s
-FROM alert_findings f
-WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.patient_id = f.patient_id
-                  AND a.key = f.key AND a.status IN ('open', 'acknowledged'))
-  AND NOT EXISTS (SELECT 1 FROM alerts c WHERE c.patient_id = f.patient_id
-                  AND c.key = f.key AND c.status IN ('resolved', 'dismissed')
-                  AND f.basis <@ c.basis)
+       f.evidence, f.basis, f.basis, f.evidence_until, f.due_at, %(now)s, %(now)s,
+       f.score, f.prev_id, f.reason
+FROM cand f
+WHERE f.reason IS NOT NULL
 ON CONFLICT (patient_id, key) WHERE status IN ('open', 'acknowledged') DO NOTHING
 RETURNING *
 """
+# Whether a deviation is there now is the scan-time evaluation's word (`current`); a
+# finding only at an earlier measurement time (a late reading) opens or updates alerts
+# but does not keep a deviation present.
 _MARK_CLEARED = """
 UPDATE alerts a SET cleared_at = %(now)s, updated_at = %(now)s
 WHERE a.status IN ('open', 'acknowledged') AND a.cleared_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM alert_findings f
-                  WHERE f.patient_id = a.patient_id AND f.key = a.key)
+                  WHERE f.patient_id = a.patient_id AND f.key = a.key AND f.current)
 RETURNING a.*
+"""
+# The newest closed alert of a key (no open or newer alert for it) keeps the episode:
+# cleared_at is when the deviation was last found gone, NULL while it is still found.
+_NEWEST_CLOSED = """
+c.status IN ('resolved', 'dismissed')
+AND NOT EXISTS (SELECT 1 FROM alerts n WHERE n.patient_id = c.patient_id AND n.key = c.key
+                AND n.id <> c.id AND (n.opened_at > c.opened_at
+                                      OR n.status IN ('open', 'acknowledged')))
+"""
+_EPISODE_GONE = f"""
+UPDATE alerts c SET cleared_at = %(now)s
+WHERE c.cleared_at IS NULL AND {_NEWEST_CLOSED}
+  AND NOT EXISTS (SELECT 1 FROM alert_findings f
+                  WHERE f.patient_id = c.patient_id AND f.key = c.key AND f.current)
+"""
+_EPISODE_GOES_ON = f"""
+UPDATE alerts c SET cleared_at = NULL
+FROM alert_findings f
+WHERE f.patient_id = c.patient_id AND f.key = c.key AND c.cleared_at IS NOT NULL
+  AND f.current AND {_NEWEST_CLOSED}
+"""
+_PREVIOUS = (
+    "SELECT id, status, severity, cleared_at,"
+    f" COALESCE(peak_score, {_SCORE.format('alerts')}) AS peak_score"
+    " FROM alerts WHERE id = ANY(%s)"
+)
+_MARK_READ = """
+INSERT INTO alert_scan_state AS s (id, received_until, updated_at) VALUES (true, %s, now())
+ON CONFLICT (id) DO UPDATE SET
+    received_until = GREATEST(s.received_until, EXCLUDED.received_until), updated_at = now()
 """
 _ADD_EVENTS = (
     "INSERT INTO alert_events (alert_id, event, actor, severity, status, note, detail)"
@@ -357,14 +506,21 @@ def reconcile(
     findings: Iterable[tuple],
     now: dt.datetime,
     payload: Any,
+    gaps: Mapping[str, dt.timedelta] | None = None,
+    *,
+    received_until: dt.datetime | None = None,
 ) -> dict[str, list[dict]]:
     """Bring the alerts in line with a whole cycle's findings, in one transaction.
 
     findings: tuples in FINDING_COLUMNS order (details a dict). payload(event, row) builds a
-    webhook payload. Returns {"opened", "updated", "escalated", "cleared"}: alert rows.
-    Serialised by an advisory lock, so concurrent cycles see each other's alerts; the
-    partial unique index makes a second open alert per key impossible regardless.
+    webhook payload. gaps: rule → how long a deviation must be gone before it is a new
+    episode after its alert was closed (missing: no wait). received_until: the newest
+    arrival this cycle read, recorded with its changes. Returns {"opened", "updated",
+    "escalated", "cleared"}: alert rows. Serialised by an advisory lock, so concurrent
+    cycles see each other's alerts; the partial unique index makes a second open alert
+    per key impossible regardless.
     """
+    gap_s = {rule: g.total_seconds() for rule, g in (gaps or {}).items()}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (RECONCILE_LOCK,))
         cur.execute(_STAGE)
@@ -374,10 +530,23 @@ def reconcile(
             copy.set_types(_FINDING_TYPES)
             for f in findings:
                 copy.write_row((*f[:6], Jsonb(f[6]), *f[7:]))
+        # The joins with the alerts go by (patient, key): an index keeps every plan an
+        # index lookup, whatever the planner thinks of a freshly filled alerts table.
+        cur.execute("CREATE INDEX ON alert_findings (patient_id, key)")
         cur.execute("ANALYZE alert_findings")
         changed = cur.execute(_UPDATE_OPEN, {"now": now}).fetchall()
-        opened = cur.execute(_INSERT_NEW, {"now": now}).fetchall()
+        opened = cur.execute(_INSERT_NEW, {"now": now, "gaps": Jsonb(gap_s)}).fetchall()
         cleared = cur.execute(_MARK_CLEARED, {"now": now}).fetchall()
+        cur.execute(_EPISODE_GONE, {"now": now})
+        cur.execute(_EPISODE_GOES_ON)
+        if received_until is not None:
+            cur.execute(_MARK_READ, (received_until,))
+        previous = {
+            r["id"]: r
+            for r in cur.execute(
+                _PREVIOUS, ([r["previous_id"] for r in opened if r["previous_id"]],)
+            ).fetchall()
+        }
         rank = {"low": 1, "medium": 2, "high": 3}
         escalated = [r for r in changed if rank[r["severity"]] > rank[r["old_severity"]]]
         updated = [r for r in changed if rank[r["severity"]] <= rank[r["old_severity"]]]
@@ -390,7 +559,11 @@ def reconcile(
             ("cleared", cleared),
         ):
             for r in rows:
-                detail = {"from": r["old_severity"]} if event == "escalated" else None
+                detail: dict | None = None
+                if event == "escalated":
+                    detail = {"from": r["old_severity"]}
+                elif event == "opened":
+                    detail = _why_opened(r, previous.get(r["previous_id"]), now)
                 events.append(
                     (r["id"], event, "scheduler", r["severity"], r["status"], None, detail)
                 )
@@ -401,6 +574,32 @@ def reconcile(
         if notify:
             cur.execute(_ENQUEUE, _enqueue_args(notify))
     return {"opened": opened, "updated": updated, "escalated": escalated, "cleared": cleared}
+
+
+def _why_opened(row: dict, prev: dict | None, now: dt.datetime) -> dict:
+    """The opened event's detail: why this alert opened, and the episode it follows."""
+    detail: dict[str, Any] = {"reason": row["open_reason"]}
+    if row.get("evidence_until") is not None:
+        detail["measured_at"] = row["evidence_until"].astimezone(dt.UTC).isoformat()
+    if prev is None:
+        return detail
+    detail["previous"] = {
+        "id": str(prev["id"]),
+        "status": prev["status"],
+        "severity": prev["severity"],
+    }
+    if prev["peak_score"] is not None:
+        detail["previous"]["score"] = prev["peak_score"]
+    if row["open_reason"] == "worse":
+        if row["peak_score"] is not None and prev["peak_score"] is not None:
+            detail["score"] = {"from": prev["peak_score"], "to": row["peak_score"]}
+        detail["severity"] = {"from": prev["severity"], "to": row["severity"]}
+    # The closed alert keeps since when its deviation was gone (this cycle leaves it as is).
+    if row["open_reason"] == "new_episode" and prev["cleared_at"] is not None:
+        normal = prev["cleared_at"]
+        detail["within_limits_since"] = normal.astimezone(dt.UTC).isoformat()
+        detail["within_limits_hours"] = round((now - normal).total_seconds() / 3600, 2)
+    return detail
 
 
 # --- alerts for the API ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from egenmon.alerts import lifecycle
-from egenmon.alerts.plans import QUANTITIES, Plan, build_plan
+from egenmon.alerts.plans import NEWS2_FRESHNESS, QUANTITIES, Plan, build_plan
 from egenmon.alerts.rules.findings import Reading
 from egenmon.alerts.rules.news2 import news2_assess
 from egenmon.auth import AuthError
@@ -656,6 +656,7 @@ async def _patient_response(
         ],
         now,
         scale2=plan.news2_scale2,
+        freshness=plan.news2_freshness or NEWS2_FRESHNESS,
     )
     charts = views.chart_data(
         rows,

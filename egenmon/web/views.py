@@ -488,10 +488,14 @@ def latest_values(
 def news2_rows(details: Mapping[str, Any], locale: str) -> dict[str, Any]:
     """The NEWS2 breakdown: one row per parameter (scored or missing) and the total."""
     params = details.get("parameters") or {}
+    stale = details.get("stale") or {}
     rows = []
     for p in NEWS2_PARAMETERS:
         info = params.get(p)
         name = translate(locale, "news2." + p)
+        if info is None and isinstance(stale.get(p), Mapping):
+            # Older than the freshness window: shown with its value and age, not scored.
+            info = {**stale[p], "points": None}
         if info is None:
             rows.append(
                 {
@@ -527,7 +531,11 @@ def news2_rows(details: Mapping[str, Any], locale: str) -> dict[str, Any]:
                 "missing": False,
             }
         )
-    missing = [translate(locale, "news2." + p) for p in details.get("missing") or ()]
+    missing = [
+        translate(locale, "news2." + p)
+        for p in NEWS2_PARAMETERS
+        if p in (details.get("missing") or ()) or p in stale
+    ]
     return {
         "score": details.get("score", 0),
         "scale": details.get("scale", 1),

@@ -11,7 +11,13 @@ import psycopg
 import pytest
 
 from egenmon.alerts import engine, monitoring
-from egenmon.alerts.rules import DeviceStatus, Reading, evaluate_patient
+from egenmon.alerts.rules import (
+    DeviceStatus,
+    Reading,
+    evaluate_at,
+    evaluate_patient,
+    merge_findings,
+)
 from egenmon.fhir.ids import observation_id
 from egenmon.store import alerts as store_sql
 from tests.alerts.conftest import STOCKHOLM, store_simulated
@@ -65,7 +71,9 @@ def population(cli, care_unit, database_url):
 
 
 def oracle(url: str, pid: str, now: dt.datetime) -> set[tuple]:
-    """evaluate_patient over every stored reading of the patient, with real ids."""
+    """evaluate_patient over every stored reading of the patient, with real ids, and
+    evaluate_at the measurement time of every new reading (all of them are: stored just
+    now), merged as the engine merges them."""
     with psycopg.connect(url, options="-c TimeZone=UTC") as conn:
         rows = conn.execute(
             "SELECT time, type, value, value2, on_oxygen, dedup_key FROM readings"
@@ -82,6 +90,17 @@ def oracle(url: str, pid: str, now: dt.datetime) -> set[tuple]:
         ]
     readings = [Reading(observation_id(t, k), t, ty, v, v2, ox) for t, ty, v, v2, ox, k in rows]
     found = evaluate_patient(readings, plan, now, devices, tz=STOCKHOLM)
+    newest: dict[str, dt.datetime] = {}
+    for r in readings:
+        newest[r.type] = max(r.time, newest.get(r.type, r.time))
+    anchors: dict[dt.datetime, set[str]] = {}
+    for r in readings:
+        if not (r.time == newest[r.type] and now - r.time <= engine.ON_TIME):
+            anchors.setdefault(r.time, set()).add(r.type)
+    pairs = [(f, now) for f in found]
+    for at, types in anchors.items():
+        pairs += [(f, at) for f in evaluate_at(readings, plan, at, types, tz=STOCKHOLM)]
+    found = merge_findings(pairs)
     return {(f.key, f.severity, f.evidence, repr(f.details)) for f in found}
 
 

@@ -232,15 +232,34 @@ def test_aggregate_sums_every_parameter_including_oxygen():
     ("age", "fresh"),
     [(timedelta(hours=24), True), (timedelta(hours=24, seconds=1), False)],
 )
-def test_a_parameter_older_than_the_freshness_window_is_missing(age, fresh):
+def test_a_parameter_older_than_the_freshness_window_is_stale_with_its_age(age, fresh):
     readings = [*full_set(), _r("rr-old", timedelta(hours=48), "respiratory_rate", 30)]
     readings = [r for r in readings if r.id != "rr"] + [_r("rr", age, "respiratory_rate", 25)]
     details, evidence = news2_assess(readings, NOW)
     assert ("respiratory_rate" in details["parameters"]) is fresh
-    assert ("respiratory_rate" in details["missing"]) is not fresh
+    # Stale is not missing: it is shown with its value and age, and not scored.
+    assert "respiratory_rate" not in details["missing"]
     assert ("rr" in evidence) is fresh
+    assert details["score"] == (3 if fresh else 0)
     if not fresh:
-        assert details["stale"] == {"respiratory_rate": 24 * 60}
+        assert details["stale"] == {"respiratory_rate": {"value": 25, "age_minutes": 24 * 60}}
+
+
+def test_a_parameter_never_measured_is_missing_not_stale():
+    readings = [r for r in full_set() if r.id != "rr"]
+    details, _ = news2_assess(readings, NOW)
+    assert "respiratory_rate" in details["missing"]
+    assert details["stale"] == {}
+
+
+def test_the_finding_names_stale_values_with_their_age():
+    plan = build_plan("copd")
+    readings = [r for r in full_set(rr=25) if r.id != "temp"]
+    readings.append(_r("temp", timedelta(hours=30), "body_temperature", 39.5))
+    [f] = check_news2(readings, plan, NOW)
+    assert f.details["stale"] == {"temperature": {"value": 39.5, "age_minutes": 30 * 60}}
+    assert "temperature" not in f.details["parameters"]
+    assert "stale, not scored: temperature 30 h old" in f.summary
 
 
 def test_freshest_reading_wins_whatever_order_readings_arrive_in():
@@ -351,4 +370,4 @@ def test_freshness_window_is_real_time_across_dst():
     # 2026-10-24 03:30 CEST to 2026-10-25 03:00 CET is 24.5 h of real time (23.5 on the clock).
     readings = [Reading("hr", datetime(2026, 10, 24, 3, 30, tzinfo=STHLM), "heart_rate", 70)]
     details, _ = news2_assess(readings, datetime(2026, 10, 25, 3, 0, tzinfo=STHLM))
-    assert details["stale"] == {"pulse": 24 * 60 + 30}
+    assert details["stale"] == {"pulse": {"value": 70, "age_minutes": 24 * 60 + 30}}

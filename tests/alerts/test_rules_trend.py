@@ -39,11 +39,46 @@ def test_gain_limit(lowest, newest, found):
 
 @pytest.mark.parametrize(
     ("ago", "found"),
-    [(timedelta(hours=72), True), (timedelta(hours=72, seconds=1), False)],
+    [
+        (timedelta(hours=72), True),
+        # The routine tolerance: three mornings earlier, up to two hours earlier on the clock.
+        (timedelta(hours=74), True),
+        (timedelta(hours=74, seconds=1), False),
+    ],
 )
-def test_window_edge(ago, found):
+def test_three_days_and_the_routine_tolerance_edges(ago, found):
     findings = check_trend_weight([_w("a", ago, 80.0), _w("b", timedelta(0), 82.5)], HF, NOW)
     assert bool(findings) is found
+
+
+def test_the_daily_morning_routine_of_the_issue():
+    # 80.0, 80.5, 81.2, 82.3 kg, each morning at about the same clock time; this morning's
+    # weighing is 75 minutes later on the clock than three mornings ago.
+    day = timedelta(days=1)
+    first = NOW - 3 * day
+    readings = [
+        Reading("d0", first, "body_weight", 80.0),
+        Reading("d1", first + day - timedelta(minutes=20), "body_weight", 80.5),
+        Reading("d2", first + 2 * day + timedelta(minutes=30), "body_weight", 81.2),
+        Reading("d3", first + 3 * day + timedelta(minutes=75), "body_weight", 82.3),
+    ]
+    (f,) = check_trend_weight(readings, HF, first + 3 * day + timedelta(hours=2))
+    assert f.evidence == ("d0", "d3")
+    assert f.details["gain_kg"] == 2.3
+    assert f.details["tolerance_hours"] == 2.0
+
+
+def test_the_newest_weight_is_compared_not_the_scan_time():
+    # Judged at the newest weight, not at now: the 3-day span ends at the weighing.
+    readings = [_w("a", 80 * H, 80.0), _w("b", 8 * H, 82.5)]
+    assert [f.evidence for f in check_trend_weight(readings, HF, NOW)] == [("a", "b")]
+
+
+def test_no_weight_in_the_last_three_days_is_no_current_gain():
+    readings = [_w("a", 100 * H, 80.0), _w("b", 75 * H, 82.5)]
+    assert check_trend_weight(readings, HF, NOW) == []
+    # ...but judged at that weighing's own time (a late upload), the gain is there.
+    assert len(check_trend_weight(readings, HF, NOW - 75 * H)) == 1
 
 
 def test_compares_with_the_lowest_not_the_first():
@@ -73,49 +108,55 @@ def test_one_reading_is_no_trend():
 
 
 @pytest.mark.parametrize(
-    ("lowest_at", "now", "found"),
+    ("lowest_at", "newest_at", "found"),
     [
-        # Fall back on 2026-10-25: three calendar days hold 73 real hours.
+        # Fall back on 2026-10-25: the same clock time three days earlier is 73 real hours.
         (
             datetime(2026, 10, 23, 8, 0, tzinfo=STHLM),
             datetime(2026, 10, 26, 8, 0, tzinfo=STHLM),
-            False,
+            True,
         ),
         (
-            datetime(2026, 10, 23, 9, 0, tzinfo=STHLM),
+            datetime(2026, 10, 23, 7, 0, tzinfo=STHLM),  # 74 h
             datetime(2026, 10, 26, 8, 0, tzinfo=STHLM),
             True,
         ),
-        # Spring forward on 2026-03-29: three calendar days hold 71 real hours.
+        (
+            datetime(2026, 10, 23, 6, 59, 59, tzinfo=STHLM),
+            datetime(2026, 10, 26, 8, 0, tzinfo=STHLM),
+            False,
+        ),
+        # Spring forward on 2026-03-29: the same clock time three days earlier is 71 hours.
         (
             datetime(2026, 3, 27, 8, 0, tzinfo=STHLM),
             datetime(2026, 3, 30, 8, 0, tzinfo=STHLM),
             True,
         ),
         (
-            datetime(2026, 3, 27, 7, 0, tzinfo=STHLM),
+            datetime(2026, 3, 27, 5, 0, tzinfo=STHLM),  # 74 h
             datetime(2026, 3, 30, 8, 0, tzinfo=STHLM),
             True,
         ),
         (
-            datetime(2026, 3, 27, 6, 59, 59, tzinfo=STHLM),
+            datetime(2026, 3, 27, 4, 59, 59, tzinfo=STHLM),
             datetime(2026, 3, 30, 8, 0, tzinfo=STHLM),
             False,
         ),
     ],
 )
-def test_window_is_72_real_hours_across_dst(lowest_at, now, found):
+def test_the_span_is_real_hours_across_dst(lowest_at, newest_at, found):
     readings = [
         Reading("low", lowest_at, "body_weight", 80.0),
-        Reading("new", now - timedelta(minutes=10), "body_weight", 82.5),
+        Reading("new", newest_at, "body_weight", 82.5),
     ]
+    now = newest_at + timedelta(minutes=10)
     assert bool(check_trend_weight(readings, HF, now)) is found
 
 
 # --- trend_bp_mean ----------------------------------------------------------------------
 
-# Tuesday 2026-11-24 21:00 in Stockholm; the 7-day window starts Tuesday 2026-11-17 21:00.
-BP_NOW = datetime(2026, 11, 24, 21, 0, tzinfo=STHLM)
+# Monday 2026-11-23 21:00 in Stockholm; the 7 calendar days are 2026-11-17 to 2026-11-23.
+BP_NOW = datetime(2026, 11, 23, 21, 0, tzinfo=STHLM)
 
 
 def _bp_series(n, sys, dia, first_day=(200, 120)):
@@ -198,19 +239,27 @@ def test_first_day_is_a_local_calendar_day():
 @pytest.mark.parametrize(
     ("edge", "first_day"),
     [
-        # now 2026-10-26 00:00 CET; 168 real hours back is 2026-10-19 01:00 CEST.
-        (datetime(2026, 10, 19, 1, 0, tzinfo=STHLM), date(2026, 10, 19)),
-        (datetime(2026, 10, 19, 0, 59, 59, tzinfo=STHLM), date(2026, 10, 20)),
+        # now 2026-10-26 00:30 CET: the 7 calendar days are 10-20 to 10-26, whatever their
+        # hours (10-25 has 25).
+        (datetime(2026, 10, 20, 0, 0, tzinfo=STHLM), date(2026, 10, 20)),
+        (datetime(2026, 10, 19, 23, 59, 59, tzinfo=STHLM), date(2026, 10, 21)),
     ],
 )
-def test_seven_days_are_168_real_hours_across_dst(edge, first_day):
-    now = datetime(2026, 10, 26, 0, 0, tzinfo=STHLM)
+def test_seven_days_are_local_calendar_days_across_dst(edge, first_day):
+    now = datetime(2026, 10, 26, 0, 30, tzinfo=STHLM)
     readings = [Reading("edge", edge, "blood_pressure", 150, 95)]
     readings += [
         Reading(f"r{d}", datetime(2026, 10, d, 8, 0, tzinfo=STHLM), "blood_pressure", 150, 95)
-        for d in range(20, 26)
+        for d in range(21, 26)
     ]
     assert home_bp_mean(readings, now).first_day == first_day
+
+
+def test_judged_at_a_reading_the_series_ends_at_that_reading():
+    readings = _bp_series(12, 150, 95)
+    at = readings[8].time  # the eighth of the series (2026-11-20 07:00)
+    m = home_bp_mean(readings, at)
+    assert m.count == 8 and all(r.time <= at for r in m.used)
 
 
 def test_no_readings_no_mean():

@@ -309,7 +309,10 @@ def test_news2_rows_list_every_parameter_scored_or_missing():
     assert rows["spo2"]["points"] == 3 and rows["spo2"]["value"] == "91\u00a0%"
     assert rows["air_or_oxygen"]["value"] == "luft" and rows["air_or_oxygen"]["points"] == 0
     assert rows["pulse"]["points"] == 2 and rows["pulse"]["age"] == "3\u00a0h"
-    assert rows["temperature"]["missing"] and rows["consciousness"]["missing"]
+    # Older than the freshness window: shown with its value and age, not scored.
+    assert not rows["temperature"]["missing"] and rows["temperature"]["points"] is None
+    assert rows["temperature"]["value"] == "38,5\u00a0°C" and rows["temperature"]["age"]
+    assert rows["consciousness"]["missing"]
     assert view["score"] == 5
     assert "Temperatur" in view["missing_text"] and "24 timmar" in view["missing_text"]
 

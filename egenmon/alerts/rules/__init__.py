@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
 
 from egenmon.alerts.plans import SEVERITY_RANK, Plan, Severity, worse, worst
-from egenmon.alerts.rules.findings import RULES, Finding, Reading, prepare
+from egenmon.alerts.rules.findings import RULES, Finding, Reading, as_utc, prepare
 from egenmon.alerts.rules.missing import (
     DEVICE_WINDOW,
     DeviceStatus,
@@ -54,7 +54,9 @@ __all__ = [
     "check_threshold",
     "check_trend_bp_mean",
     "check_trend_weight",
+    "evaluate_at",
     "evaluate_patient",
+    "merge_findings",
     "home_bp_mean",
     "news2_assess",
     "news2_points",
@@ -114,6 +116,59 @@ def evaluate_patient(
     else:
         findings += silent + missing
     return sorted(findings, key=_order)
+
+
+# Which windowed rules a new reading of a type is an anchor for (threshold: its own type).
+_NEWS2_TYPES = frozenset(
+    {"respiratory_rate", "spo2", "blood_pressure", "heart_rate", "body_temperature"}
+)
+
+
+def evaluate_at(
+    readings: Iterable[Reading],
+    plan: Plan,
+    at: datetime,
+    types: Iterable[str],
+    *,
+    tz: tzinfo = STOCKHOLM,
+) -> list[Finding]:
+    """The findings of the windowed rules at measurement time `at`, for new readings of
+    `types` measured then: each rule's window ends at `at`, as if the cycle had run the
+    moment the reading was taken.
+
+    threshold judges the new reading's type; news2 runs for its parameters' types,
+    spo2_drop for SpO2, trend_weight (heart failure) for weight, trend_bp_mean
+    (hypertension) for blood pressure. Missing data and device silence are judged only
+    at the scan time (`evaluate_patient`).
+    """
+    at, rows = prepare(readings, at)
+    kinds = set(types)
+    findings = [f for f in check_threshold(rows, plan, at) if f.details.get("type") in kinds]
+    if kinds & _NEWS2_TYPES:
+        findings += check_news2(rows, plan, at)
+    if "spo2" in kinds:
+        findings += check_spo2_drop(rows, plan, at)
+    if plan.protocol == "heart_failure" and "body_weight" in kinds:
+        findings += check_trend_weight(rows, plan, at)
+    if plan.protocol == "hypertension" and "blood_pressure" in kinds:
+        findings += check_trend_bp_mean(rows, plan, at, tz=tz)
+    return findings
+
+
+def merge_findings(found: Iterable[tuple[Finding, datetime]]) -> list[Finding]:
+    """One finding per key from findings at several evaluation times (finding, time).
+
+    The worst wins (severity, then the NEWS2 score); of equals, the one evaluated latest,
+    which describes the patient now.
+    """
+    best: dict[str, tuple[tuple[int, float, datetime], Finding]] = {}
+    for f, at in found:
+        score = f.details.get("score") if f.rule == "news2" else None
+        w = (SEVERITY_RANK[f.severity], float(score or 0), as_utc(at))
+        cur = best.get(f.key)
+        if cur is None or w > cur[0]:
+            best[f.key] = (w, f)
+    return sorted((f for _, f in best.values()), key=_order)
 
 
 def _order(f: Finding) -> tuple[int, int, str]:

@@ -3,7 +3,9 @@
 NEWS2 was validated for acutely ill adults in hospital, not for home self-measurement
 (clinical.md): the score is decision support shown beside the raw values. At home
 consciousness is not measured, so it is always listed as missing; other parameters are
-missing when they have no reading, or only one older than the freshness window.
+missing when they have no reading at all. A parameter whose newest reading is older than
+the freshness window (24 hours unless the plan sets another) is listed as stale, with its
+value and age, and is not scored.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from egenmon.alerts.plans import Plan, Severity
+from egenmon.alerts.plans import NEWS2_FRESHNESS, Plan, Severity
 from egenmon.alerts.rules.findings import (
     Finding,
     Reading,
@@ -62,10 +64,10 @@ _DECIMALS = {"temperature": 1}
 _ALERT = {"a", "alert"}
 _NOT_ALERT = {"c", "confusion", "new_confusion", "v", "voice", "p", "pain", "u", "unresponsive"}
 
-FRESHNESS = timedelta(hours=24)
+FRESHNESS = NEWS2_FRESHNESS  # unless the plan sets a shorter window
 
 # Which reading type feeds which parameter (consciousness has none at home).
-_SOURCES = {
+SOURCES = _SOURCES = {
     "respiratory_rate": "respiratory_rate",
     "spo2": "spo2",
     "systolic_bp": "blood_pressure",
@@ -154,13 +156,15 @@ def news2_assess(
     """The NEWS2 details (contract shape) and the ids of the readings scored.
 
     details: ``{"score", "parameters": {name: {"value", "points", "age_minutes"}},
-    "missing": [names], "scale": 1|2, "stale": {name: age_minutes}}``. The oxygen parameter
+    "missing": [names], "scale": 1|2, "stale": {name: {"value", "age_minutes"}}}``:
+    a stale parameter (newest reading older than `freshness`) is shown with its value and
+    age but not scored, and is not listed as missing. The oxygen parameter
     comes from the freshest SpO2 reading's on_oxygen; where that is unknown it is missing
     and SpO2 on scale 2 is scored as on air.
     """
     now, rows = prepare(readings, now)
     parameters: dict[str, dict[str, Any]] = {}
-    stale: dict[str, int] = {}
+    stale: dict[str, dict[str, Any]] = {}
     evidence: list[str] = []
 
     def fresh(parameter: str) -> Reading | None:
@@ -168,7 +172,7 @@ def news2_assess(
         if r is None:
             return None
         if now - r.time > freshness:
-            stale[parameter] = age_minutes(r.time, now)
+            stale[parameter] = {"value": r.value, "age_minutes": age_minutes(r.time, now)}
             return None
         return r
 
@@ -197,7 +201,7 @@ def news2_assess(
     details: dict[str, Any] = {
         "score": sum(p["points"] for p in ordered.values()),
         "parameters": ordered,
-        "missing": [p for p in PARAMETERS if p not in ordered],
+        "missing": [p for p in PARAMETERS if p not in ordered and p not in stale],
         "scale": 2 if scale2 else 1,
         "stale": {p: stale[p] for p in PARAMETERS if p in stale},
         "freshness_hours": hours(freshness),
@@ -210,25 +214,62 @@ def check_news2(
     plan: Plan,
     now: datetime,
     *,
-    freshness: timedelta = FRESHNESS,
+    freshness: timedelta | None = None,
 ) -> list[Finding]:
-    """A finding when the NEWS2 score of what is fresh is 1 or more (contract mapping)."""
+    """NEWS2 as decision support beside the raw values.
+
+    What opens an alert: the NEWS2 score of the values measured within the freshness
+    window before `now` (24 hours unless the plan sets another) is 1 or more: 7 or more
+    is high, 5–6 or any single parameter scoring 3 is medium, 1–4 is low. Older values
+    are shown as stale with their age and not scored; parameters never measured (and
+    consciousness, not measured at home) are listed as missing. The cycle evaluates the
+    score at each new reading's measurement time as well, so late readings are scored
+    with the values around their own time.
+    """
+    if freshness is None:
+        freshness = plan.news2_freshness or FRESHNESS
     details, evidence = news2_assess(readings, now, scale2=plan.news2_scale2, freshness=freshness)
     points = [p["points"] for p in details["parameters"].values()]
     severity = news2_severity(details["score"], points)
     if severity is None:
         return []
-    threes = [name for name, p in details["parameters"].items() if p["points"] == 3]
-    extra = f"; 3 points: {', '.join(threes)}" if threes else ""
     return [
         Finding(
             rule="news2",
             severity=severity,
             evidence=evidence,
             details=details,
-            summary=(
-                f"NEWS2 {details['score']} (scale {details['scale']}{extra}; "
-                f"missing: {', '.join(details['missing'])})"
-            ),
+            summary=news2_summary(details),
         )
     ]
+
+
+def news2_summary(details: dict[str, Any]) -> str:
+    """One line for the worklist: the score, parameters scoring 3, stale and missing ones."""
+    threes = [name for name, p in details["parameters"].items() if p["points"] == 3]
+    extra = f"; 3 points: {', '.join(threes)}" if threes else ""
+    if details["stale"]:
+        aged = (f"{p} {s['age_minutes'] // 60} h old" for p, s in details["stale"].items())
+        extra += f"; stale, not scored: {', '.join(aged)}"
+    return (
+        f"NEWS2 {details['score']} (scale {details['scale']}{extra}; "
+        f"missing: {', '.join(details['missing'])})"
+    )
+
+
+def with_stale(
+    details: dict[str, Any], older: dict[str, tuple[datetime, float]], now: datetime
+) -> dict[str, Any]:
+    """Details with parameters listed as missing moved to stale where `older` (parameter →
+    (time, value) of a reading older than what was looked at) has one. Not scored."""
+    stale = dict(details["stale"])
+    for parameter, (t, value) in older.items():
+        if parameter in details["missing"] and parameter not in stale:
+            stale[parameter] = {"value": value, "age_minutes": age_minutes(t, now)}
+    if len(stale) == len(details["stale"]):
+        return details
+    return {
+        **details,
+        "stale": {p: stale[p] for p in PARAMETERS if p in stale},
+        "missing": [p for p in details["missing"] if p not in stale],
+    }

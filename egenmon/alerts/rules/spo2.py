@@ -18,6 +18,7 @@ from egenmon.alerts.rules.findings import (
     Reading,
     between,
     hours,
+    iso,
     newest,
     of_type,
     prepare,
@@ -68,8 +69,16 @@ def check_spo2_drop(
     current_window: timedelta = CURRENT_WINDOW,
     min_baseline: int = MIN_BASELINE_READINGS,
 ) -> list[Finding]:
-    """The newest SpO2 of the last 24 h, `drop_points` or more under the baseline or under
-    the plan's target range."""
+    """Oxygen saturation fallen (BTS 2017).
+
+    What opens an alert: the newest SpO2 measured in the 24 hours up to `now` is 3
+    percentage points or more under the patient's own baseline, or under the plan's
+    target range (94–98 %, or 88–92 % for a patient at risk of hypercapnia). The baseline
+    is the median of the SpO2 readings measured from 14 days to 24 hours before `now`
+    (at least 5 of them), so it is made of readings from before the drop, by measurement
+    time. The cycle evaluates the rule at each new SpO2 reading's own measurement time,
+    so a late reading is compared with the baseline of its own day.
+    """
     now, rows = prepare(readings, now)
     current = newest(since(of_type(rows, "spo2"), now - current_window))
     if current is None:
@@ -112,6 +121,7 @@ def check_spo2_drop(
                 "drop": drop,
                 "drop_limit": drop_points,
                 "target": [target_low, target_high],
+                "measured_at": iso(current.time),
             },
             summary=f"SpO2 {current.value:g}%: " + "; ".join(texts),
         )

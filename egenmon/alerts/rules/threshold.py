@@ -32,6 +32,12 @@ def check_threshold(
 ) -> list[Finding]:
     """One finding per measurement type whose newest reading in the window is out of range.
 
+    What opens an alert: the newest reading of a measurement type, measured in the 36
+    hours up to `now`, is outside the plan's limits (the patient's own, or the protocol's
+    alarm limits). The cycle also evaluates the rule at the measurement time of each
+    reading new since the last cycle, so an out-of-range reading uploaded late still
+    opens an alert, dated when it was measured.
+
     Only the newest reading counts: a patient who re-measures after a high value (as home
     BP guidance asks) closes the deviation with the second reading. Blood pressure checks
     systolic (value) and diastolic (value2) and gives one finding for both.

@@ -1,4 +1,8 @@
-"""Rules `trend_weight` (heart failure) and `trend_bp_mean` (hypertension)."""
+"""Rules `trend_weight` (heart failure) and `trend_bp_mean` (hypertension).
+
+Both are windowed: the engine evaluates them at the scan time and at the measurement time
+of every reading new since the last cycle (`now` is then that reading's time).
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from egenmon.alerts.rules.findings import (
     of_type,
     prepare,
     reading_dict,
-    since,
 )
 from egenmon.settings import DEFAULT_TIMEZONE
 
 # clinical.md, heart failure (ESC HFA patient guidance): a gain of more than 2 kg in
 # 3 days signals fluid retention and asks for contact.
+# clinical.md, "Judged at the time things happened": weighed every morning, so the weight
+# three mornings earlier counts, give or take the spread of a morning routine.
 WEIGHT_WINDOW = timedelta(hours=72)
+WEIGHT_ROUTINE_TOLERANCE = timedelta(hours=2)
+WEIGHT_LOOKBACK = WEIGHT_WINDOW + WEIGHT_ROUTINE_TOLERANCE
 WEIGHT_GAIN_KG = 2.0
 
 # clinical.md, hypertension (ESH): the mean of a 7-day series, first day discarded, at
@@ -42,23 +49,40 @@ def check_trend_weight(
     now: datetime,
     *,
     window: timedelta = WEIGHT_WINDOW,
+    tolerance: timedelta = WEIGHT_ROUTINE_TOLERANCE,
     gain_kg: float = WEIGHT_GAIN_KG,
 ) -> list[Finding]:
-    """The newest weight more than `gain_kg` above the lowest weight in the window.
+    """Weight gain in heart failure, as the daily morning routine is practised.
 
-    The window is [now - 72 h, now] in real time, so it holds 72 hours whether or not a
-    daylight-saving change falls inside it.
+    What opens an alert: the newest weight is more than 2 kg above any weight measured in
+    the three days before it. "Three days" is 72 hours plus a routine tolerance of
+    2 hours, so the weight taken three mornings earlier counts even when this morning's
+    weighing was up to two hours later on the clock (and across a daylight-saving change,
+    when the same clock time three days earlier is 71 or 73 real hours back). A weight
+    taken more than 74 hours before the newest one does not count.
+
+    The newest weight is the newest measured at or before `now` (the cycle evaluates this
+    rule at each new weight's own measurement time, so late uploads are judged where they
+    belong); when it is more than 74 hours old there is no current gain to report.
     """
     now, rows = prepare(readings, now)
-    weights = since(of_type(rows, "body_weight"), now - window)
+    weights = of_type(rows, "body_weight")
     if len(weights) < 2:
         return []
+    span = window + tolerance
     latest = weights[-1]
-    lowest = min(weights, key=lambda r: (r.value, r.time))
+    if now - latest.time > span:
+        return []
+    start = latest.time - span
+    earlier = [w for w in weights[:-1] if w.time >= start]
+    if not earlier:
+        return []
+    lowest = min(earlier, key=lambda r: (r.value, r.time))
     # Weights are stored to 2 decimals; rounding keeps 81.4 - 79.4 from exceeding 2.0.
     gain = round(latest.value - lowest.value, 3)
     if gain <= gain_kg:
         return []
+    between_h = hours(latest.time - lowest.time)
     return [
         Finding(
             rule="trend_weight",
@@ -68,14 +92,16 @@ def check_trend_weight(
                 "gain_kg": gain,
                 "limit_kg": gain_kg,
                 "window_hours": hours(window),
-                "hours_between": hours(latest.time - lowest.time),
+                "tolerance_hours": hours(tolerance),
+                "hours_between": between_h,
+                "measured_at": iso(latest.time),
                 "lowest": reading_dict(lowest),
                 "newest": reading_dict(latest),
             },
             summary=(
-                f"weight up {gain:g} kg in {hours(latest.time - lowest.time):g} h "
+                f"weight up {gain:g} kg in {between_h:g} h "
                 f"({lowest.value:g} → {latest.value:g} kg; limit > {gain_kg:g} kg in "
-                f"{hours(window):g} h)"
+                f"{hours(window):g} h ± {hours(tolerance):g} h)"
             ),
         )
     ]
@@ -105,23 +131,29 @@ def home_bp_mean(
     days: int = BP_SERIES_DAYS,
     min_readings: int = BP_MIN_READINGS,
 ) -> HomeBpMean:
-    """The mean home BP over the last `days` × 24 h, the first calendar day discarded.
+    """The ESH home BP mean of the last `days` calendar days, the first day discarded.
 
-    The first day is the local calendar day (in `tz`) of the earliest reading in the
-    window; every reading on that day is left out, as ESH asks. In a rolling window the
-    discarded day is the oldest one, which is conservative: fewer readings, never more.
+    The series is the readings of the `days` local calendar days (in `tz`, where the
+    patient lives) ending with the day of `now`, measured at or before `now`: a day is a
+    calendar day whether it has 23, 24 or 25 hours. The first day of the series (the
+    earliest calendar day with a reading) is left out, as ESH asks; in a rolling series
+    that is conservative: fewer readings, never more.
     """
     now, rows = prepare(readings, now)
-    series = [
-        r
-        for r in since(of_type(rows, "blood_pressure"), now - timedelta(days=days))
-        if r.value2 is not None
-    ]
+    last_day = now.astimezone(tz).date()
+    first_allowed = last_day - timedelta(days=days - 1)
+    series = []
+    for r in of_type(rows, "blood_pressure"):
+        if r.value2 is None or r.time > now:
+            continue
+        day = r.time.astimezone(tz).date()
+        if first_allowed <= day <= last_day:
+            series.append((r, day))
     if not series:
         return HomeBpMean(None, None, (), (), None, False)
-    first_day = series[0].time.astimezone(tz).date()
-    discarded = tuple(r for r in series if r.time.astimezone(tz).date() == first_day)
-    used = tuple(r for r in series if r.time.astimezone(tz).date() != first_day)
+    first_day = series[0][1]
+    discarded = tuple(r for r, day in series if day == first_day)
+    used = tuple(r for r, day in series if day != first_day)
     if not used:
         return HomeBpMean(None, None, used, discarded, first_day, False)
     systolic = math.fsum(r.value for r in used) / len(used)
@@ -139,10 +171,14 @@ def check_trend_bp_mean(
     min_readings: int = BP_MIN_READINGS,
     limit: tuple[float, float] = BP_MEAN_LIMIT,
 ) -> list[Finding]:
-    """A finding when the 7-day home mean is >= 135 systolic or >= 85 diastolic.
+    """High home blood pressure (ESH), on the 7-day home series.
 
-    With fewer than `min_readings` readings averaged there is no finding: the mean is not
-    a valid ESH home measurement (`home_bp_mean` says so for a display).
+    What opens an alert: the mean of the home readings of the last 7 calendar days where
+    the patient lives (the first day of the series left out, at least 12 readings
+    averaged) is 135 systolic or more, or 85 diastolic or more. With fewer readings the
+    mean is not a valid ESH home measurement and nothing opens (`home_bp_mean` says so for
+    a display). The cycle evaluates the series ending at each new reading's measurement
+    time, so a week uploaded late is judged as if it had arrived day by day.
     """
     m = home_bp_mean(readings, now, tz=tz, days=days, min_readings=min_readings)
     if not m.enough or m.systolic is None or m.diastolic is None:
@@ -167,6 +203,7 @@ def check_trend_bp_mean(
                 "window_days": days,
                 "from": iso(m.used[0].time),
                 "to": iso(m.used[-1].time),
+                "measured_at": iso(m.used[-1].time),
             },
             summary=(
                 f"home BP mean {systolic:g}/{diastolic:g} mmHg over {m.count} readings "
