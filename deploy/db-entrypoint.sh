@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA" /var/run/postgresql
     chown postgres:postgres "$PGDATA" /var/run/postgresql
     chmod 0700 "$PGDATA"
-    exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+    exec setpriv --reuid=postgres --regid=postgres --init-groups sh "$0" "$@"
 fi
 
 if [ "${1:-postgres}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -38,14 +38,18 @@ listen_addresses = '*'
 shared_preload_libraries = 'timescaledb'
 timescaledb.telemetry_level = off
 CONF
-    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    # No TCP, and a socket in a private folder: nothing outside sees this server.
+    sock=$(mktemp -d)
+    pg_ctl -D "$PGDATA" -w start \
+        -o "-c listen_addresses='' -c unix_socket_directories='$sock'" >/dev/null
     if [ "$db" != postgres ]; then
-        psql -v ON_ERROR_STOP=1 -q -U "$user" -d postgres \
+        psql -h "$sock" -v ON_ERROR_STOP=1 -q -U "$user" -d postgres \
             -c "CREATE DATABASE \"$db\"" >/dev/null
     fi
-    psql -v ON_ERROR_STOP=1 -q -U "$user" -d "$db" \
+    psql -h "$sock" -v ON_ERROR_STOP=1 -q -U "$user" -d "$db" \
         -c "CREATE EXTENSION IF NOT EXISTS timescaledb" >/dev/null
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+    rmdir "$sock"
     say "initialised $PGDATA (database $db, owner $user, timescaledb)"
 fi
 

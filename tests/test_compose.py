@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +20,7 @@ import pytest
 import yaml
 
 from egenmon.settings import Settings, load_settings
+from egenmon.store.cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -469,3 +474,106 @@ def test_no_debian_mirror_or_registry_is_hard_coded():
     images = (ROOT / "scripts" / "images.sh").read_text()
     assert "/etc/apt/sources.list.d/debian.sources" in images, "the URI comes from /etc/apt"
     assert "debootstrap" in images and "docker import" in images
+
+
+def start_db_entrypoint(datadir: Path, sockdir: Path, port: int, env: dict[str, str]):
+    """deploy/db-entrypoint.sh on this machine's PostgreSQL (as the image runs it)."""
+    from egenmon.store.cluster import pg_bindir
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRES_"))}
+    clean["PATH"] = f"{pg_bindir()}{os.pathsep}{clean['PATH']}"
+    clean["PGDATA"] = str(datadir)
+    # A copy the postgres user can read (the checkout may be closed to it).
+    script = datadir.parent / "db-entrypoint.sh"
+    shutil.copyfile(DEPLOY / "db-entrypoint.sh", script)
+    script.chmod(0o755)
+    return subprocess.Popen(
+        [
+            "sh",
+            str(script),
+            "postgres",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(sockdir),
+        ],
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def connect_tcp(port: int, password: str, timeout: float = 60):
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return psycopg.connect(
+                host="127.0.0.1", port=port, user="egenmon", dbname="egenmon",
+                password=password, connect_timeout=3, autocommit=True,
+            )  # fmt: skip
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def stop_db(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)  # the image's STOPSIGNAL: fast shutdown
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def test_the_database_entrypoint_initialises_once_with_timescaledb_and_password_auth():
+    import psycopg
+
+    # A folder the postgres user can reach when the test runs as root (setpriv drops to it).
+    base = Path(tempfile.mkdtemp(prefix="egenmon-db-entrypoint-"))
+    base.chmod(0o755)
+    datadir, sockdir = base / "data", base / "sock"
+    sockdir.mkdir(mode=0o777)
+    sockdir.chmod(0o777)
+    env = {"POSTGRES_USER": "egenmon", "POSTGRES_DB": "egenmon", "POSTGRES_PASSWORD": "pw-0123"}
+    try:
+        refused = start_db_entrypoint(datadir, sockdir, free_port(), {"POSTGRES_USER": "egenmon"})
+        assert refused.wait(timeout=60) != 0, "an empty database must need POSTGRES_PASSWORD"
+        assert "POSTGRES_PASSWORD" in refused.stdout.read()
+
+        port = free_port()
+        proc = start_db_entrypoint(datadir, sockdir, port, env)
+        try:
+            with connect_tcp(port, "pw-0123") as conn:
+                ext = conn.execute(
+                    "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+                ).fetchone()
+                assert ext is not None, "the database has the timescaledb extension"
+                assert conn.execute("SHOW shared_preload_libraries").fetchone()[0] == "timescaledb"
+                assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'egenmon'")
+                conn.execute("CREATE TABLE kept (x int)")
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(
+                    host="127.0.0.1", port=port, user="egenmon", dbname="egenmon",
+                    password="wrong", connect_timeout=3,
+                )  # fmt: skip
+        finally:
+            out = stop_db(proc)
+        assert "initialised" in out
+        assert "pw-0123" not in out, "the password is never printed"
+
+        # Second start: the same data, no second initialisation, no password needed.
+        port = free_port()
+        proc = start_db_entrypoint(
+            datadir, sockdir, port, {"POSTGRES_USER": "egenmon", "POSTGRES_DB": "egenmon"}
+        )
+        try:
+            with connect_tcp(port, "pw-0123") as conn:
+                assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+        finally:
+            out = stop_db(proc)
+        assert "initialised" not in out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
