@@ -36,8 +36,18 @@ RUN groupadd --system --gid 10001 egenmon \
 WORKDIR /build
 COPY pyproject.toml README.md constraints.tx[t] ./
 COPY egenmon ./egenmon
+# BUILD_CA_CERTS: PEM certificates to trust for this step alone, for a build behind a
+# TLS-inspecting proxy (scripts/images.sh passes the build machine's local CAs); they
+# stay out of the image's trust store, so egenmon's own connections never trust them.
+ARG BUILD_CA_CERTS=""
 RUN if [ -f constraints.txt ]; then set -- -c constraints.txt; fi \
+    && if [ -n "$BUILD_CA_CERTS" ]; then \
+        { cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; \
+          printf '%s\n' "$BUILD_CA_CERTS"; } >/tmp/build-ca.pem \
+        && export PIP_CERT=/tmp/build-ca.pem; \
+    fi \
     && pip install "$@" . \
+    && rm -f /tmp/build-ca.pem \
     && python3 -c 'import uvloop, httptools' \
     && rm -rf /build
 

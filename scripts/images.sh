@@ -89,10 +89,16 @@ build_base() {
       --message "debootstrap $SUITE minbase" - "$BASE_IMAGE" >/dev/null
 }
 
+# The machine's local certificate authorities (Debian keeps them in
+# /usr/local/share/ca-certificates): a build behind a TLS-inspecting proxy needs them to
+# reach PyPI. The Dockerfile trusts them for its pip step only.
+BUILD_CA_CERTS=$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true)
+
 build() {
   local tag=$1 file=$2
   log "build $tag ($file)"
   nice -n 10 docker build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --build-arg "BUILD_CA_CERTS=$BUILD_CA_CERTS" \
     -f "$file" -t "$tag" . >"${TMPDIR:-/tmp}/egenmon-build-${tag%%:*}.log" 2>&1 || {
     tail -n 40 "${TMPDIR:-/tmp}/egenmon-build-${tag%%:*}.log" >&2
     log "building $tag failed"
