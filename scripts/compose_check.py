@@ -17,12 +17,14 @@ ends with `down -v`. It prints no secret and no personnummer.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -381,8 +383,12 @@ def drive(stack: Stack, workdir: Path) -> list[tuple[str, float]]:
         "run", "--rm", "--no-deps", "-T", "--entrypoint", "tar", "broker",
         "-C", "/mosquitto/config", "--numeric-owner", "-cf", "-", ".",
     ).stdout  # fmt: skip
-    if len(dump) < 10_000 or len(broker_tar) < 10_000:
-        raise CheckFailed(f"backup too small: dump {len(dump)} B, broker {len(broker_tar)} B")
+    with tarfile.open(fileobj=io.BytesIO(broker_tar)) as tar:
+        saved = {Path(name).name for name in tar.getnames()}
+    if not {"mosquitto.conf", "dynamic-security.json", "platform.secret"} <= saved:
+        raise CheckFailed("the broker volume's backup misses its configuration or accounts")
+    if not dump.startswith(b"PGDMP"):
+        raise CheckFailed("pg_dump wrote no custom-format dump")
     (workdir / "egenmon.dump").write_bytes(dump)
     stack.compose("down", "-v")
     if subprocess.run(
