@@ -273,7 +273,8 @@ def test_the_docker_context_leaves_out_local_state_but_keeps_what_the_build_copi
             for p in patterns
         )
 
-    for path in (".venv", ".egenmon", ".env", ".pytest_cache", "tests", ".git"):
+    backups = ("egenmon.dump", "mosquitto.tar")  # the README's backup files
+    for path in (".venv", ".egenmon", ".env", ".pytest_cache", "tests", ".git", *backups):
         assert ignored(path), f"{path} must stay out of the image"
     copies = [rest.split()[:-1] for word, rest in dockerfile_instructions() if word == "COPY"]
     for path in (p for sources in copies for p in sources):
