@@ -49,6 +49,10 @@ stop_dockerd() {
     kill -TERM "$DOCKERD_PID"
     for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$DOCKERD_PID" 2>/dev/null && kill -KILL "$DOCKERD_PID"
+    # dockerd leaves its default network namespace mounted.
+    if grep -q " $RUN_DIR/exec/netns/default " /proc/mounts; then
+      umount "$RUN_DIR/exec/netns/default" || true
+    fi
   fi
   return 0
 }
