@@ -37,3 +37,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .egenmon .pytest_cache
+
+# The production shape on this machine (docker-compose, images from Debian alone); as root.
+# About the duration and when it runs: README, "Production with docker-compose".
+.PHONY: compose-check
+compose-check:
+	@bash scripts/compose-check.sh

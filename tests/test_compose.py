@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +20,7 @@ import pytest
 import yaml
 
 from egenmon.settings import Settings, load_settings
+from egenmon.store.cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -77,6 +82,15 @@ def depends(service: dict) -> dict[str, str]:
 def option(args: list[str], name: str) -> str:
     assert name in args, f"{name} missing from {args}"
     return args[args.index(name) + 1]
+
+
+def published(service: dict, container_port: str) -> str:
+    """The host side of a short-form port mapping, with compose's defaults filled in."""
+    for spec in service.get("ports") or []:
+        host, _, target = interpolate(str(spec), {}).rpartition(":")
+        if target == container_port:
+            return host
+    raise AssertionError(f"port {container_port} is not published")
 
 
 def mounts(service: dict) -> dict[str, str]:
@@ -188,7 +202,7 @@ def test_the_broker_is_mosquitto_2_configured_by_the_config_step(compose):
     services = compose["services"]
     broker = services["broker"]
     assert re.fullmatch(r"eclipse-mosquitto:2(\.\d+){0,2}", broker["image"])
-    assert "1883:1883" in [str(p) for p in broker["ports"]]
+    assert published(broker, "1883") == "1883"
     _, step = config_step(services)
     args = as_list(step["command"])
     mount_dir = option(args, "--mount-dir")
@@ -209,7 +223,7 @@ def test_egenmon_serves_on_all_interfaces_and_is_checked_on_readyz(services):
     assert args[0] == "serve"
     assert option(args, "--host") == ALL_INTERFACES
     port = option(args, "--port")
-    assert f"{port}:{port}" in [str(p) for p in egenmon["ports"]]
+    assert published(egenmon, port) == port
     assert f"127.0.0.1:{port}/readyz" in " ".join(as_list(egenmon["healthcheck"]["test"]))
 
 
@@ -229,12 +243,17 @@ def test_the_mqtt_url_reaches_egenmon_through_the_shared_volume(services):
 
 def test_the_dockerfile_runs_egenmon_as_a_non_root_user():
     steps = dockerfile_instructions()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim"), "the official base by default"
+    assert steps[1] == ("FROM", "${BASE_IMAGE}")
     entrypoint = [rest for word, rest in steps if word == "ENTRYPOINT"][-1]
     assert json.loads(entrypoint) == ["egenmon"]
     user = [rest for word, rest in steps if word == "USER"][-1]
     assert user.split(":")[0] not in ("root", "0")
-    assert any(word == "RUN" and "pip install ." in rest for word, rest in steps)
+    install = [rest for word, rest in steps if word == "RUN" and "pip install" in rest]
+    assert len(install) == 1
+    # The pinned, tested versions wherever the repository has them.
+    assert "-c constraints.txt" in install[0]
+    assert 'pip install "$@" .' in install[0]
     copies = [rest.split() for word, rest in steps if word == "COPY"]
     assert ["deploy/compose-init.sh", "/usr/local/bin/egenmon-compose-init"] in copies
 
@@ -254,7 +273,8 @@ def test_the_docker_context_leaves_out_local_state_but_keeps_what_the_build_copi
             for p in patterns
         )
 
-    for path in (".venv", ".egenmon", ".env", ".pytest_cache", "tests", ".git"):
+    backups = ("egenmon.dump", "mosquitto.tar")  # the README's backup files
+    for path in (".venv", ".egenmon", ".env", ".pytest_cache", "tests", ".git", *backups):
         assert ignored(path), f"{path} must stay out of the image"
     copies = [rest.split()[:-1] for word, rest in dockerfile_instructions() if word == "COPY"]
     for path in (p for sources in copies for p in sources):
@@ -370,3 +390,191 @@ def test_readme_configuration_table_names_every_setting():
     section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\|\s*`(EGENMON_\w+)`", section, re.MULTILINE))
     assert rows == SETTINGS_VARS
+
+
+LOCAL = ROOT / "docker-compose.local.yml"
+DEPLOY = ROOT / "deploy"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def test_the_local_override_swaps_only_images_for_the_ones_built_from_debian(services):
+    local = yaml.safe_load(LOCAL.read_text())["services"]
+    assert set(local) == set(services)
+    assert local["db"] == {"image": "egenmon-db:local"}
+    assert local["broker"] == {"image": "egenmon-broker:local"}
+    for name in egenmon_services(services):
+        assert set(local[name]) == {"image", "build"}, f"{name}: no other change than the image"
+        assert local[name]["image"] == "egenmon:local"
+        assert local[name]["build"]["args"] == {"BASE_IMAGE": "egenmon-base:bookworm"}
+    images = (ROOT / "scripts" / "images.sh").read_text()
+    for tag in (
+        "egenmon-base:bookworm",
+        "egenmon:local",
+        "egenmon-db:local",
+        "egenmon-broker:local",
+    ):
+        assert tag in images, f"scripts/images.sh does not build {tag}"
+
+
+def test_the_debian_broker_image_is_laid_out_as_compose_expects(services):
+    steps = instructions(DEPLOY / "broker.Dockerfile")
+    run = " ".join(rest for word, rest in steps if word == "RUN")
+    uid = re.search(r"broker_uid=(\d+)", INIT_SCRIPT.read_text()).group(1)
+    assert f"--uid {uid}" in run, "the broker runs as the uid compose-init hands its volume to"
+    _, step = config_step(services)
+    plugin = option(as_list(step["command"]), "--plugin")
+    assert plugin in run, "the plugin is where broker-config says it is"
+    cmd = json.loads([rest for word, rest in steps if word == "CMD"][-1])
+    assert cmd == as_list(services["broker"]["command"])
+    assert "mosquitto-clients" in run, "the healthcheck needs mosquitto_sub"
+
+
+def test_the_debian_database_image_builds_timescaledb_as_the_install_script_does():
+    steps = instructions(DEPLOY / "db.Dockerfile")
+    build = " ".join(rest for word, rest in steps if word == "RUN")
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    for flag in ("-DAPACHE_ONLY=ON", "-DREGRESS_CHECKS=OFF", "-DTAP_CHECKS=OFF"):
+        assert flag in install and flag in build
+    assert "deb-src $uri trixie main" in build
+    assert "source --download-only timescaledb" in build
+    assert ("ARG", "PG_MAJOR=15") in steps
+    assert json.loads([rest for word, rest in steps if word == "ENTRYPOINT"][-1]) == [
+        "egenmon-db-entrypoint"
+    ]
+    assert ["deploy/db-entrypoint.sh", "/usr/local/bin/egenmon-db-entrypoint"] in [
+        rest.split() for word, rest in steps if word == "COPY"
+    ]
+    entry = (DEPLOY / "db-entrypoint.sh").read_text()
+    for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        assert var in entry, f"the image honours {var} as the official one does"
+    assert "shared_preload_libraries = 'timescaledb'" in entry
+
+
+def test_no_debian_mirror_or_registry_is_hard_coded():
+    files = [
+        ROOT / "scripts" / "images.sh",
+        ROOT / "scripts" / "compose-check.sh",
+        DEPLOY / "db.Dockerfile",
+        DEPLOY / "broker.Dockerfile",
+        DOCKERFILE,
+        LOCAL,
+    ]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(https?|ftp)://", text), f"{path.name} names a URL"
+    images = (ROOT / "scripts" / "images.sh").read_text()
+    assert "/etc/apt/sources.list.d/debian.sources" in images, "the URI comes from /etc/apt"
+    assert "debootstrap" in images and "docker import" in images
+
+
+def start_db_entrypoint(datadir: Path, sockdir: Path, port: int, env: dict[str, str]):
+    """deploy/db-entrypoint.sh on this machine's PostgreSQL (as the image runs it)."""
+    from egenmon.store.cluster import pg_bindir
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRES_"))}
+    clean["PATH"] = f"{pg_bindir()}{os.pathsep}{clean['PATH']}"
+    clean["PGDATA"] = str(datadir)
+    # A copy the postgres user can read (the checkout may be closed to it).
+    script = datadir.parent / "db-entrypoint.sh"
+    shutil.copyfile(DEPLOY / "db-entrypoint.sh", script)
+    script.chmod(0o755)
+    return subprocess.Popen(
+        [
+            "sh",
+            str(script),
+            "postgres",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(sockdir),
+        ],
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def connect_tcp(port: int, password: str, timeout: float = 60):
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return psycopg.connect(
+                host="127.0.0.1", port=port, user="egenmon", dbname="egenmon",
+                password=password, connect_timeout=3, autocommit=True,
+            )  # fmt: skip
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def stop_db(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)  # the image's STOPSIGNAL: fast shutdown
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def test_the_database_entrypoint_initialises_once_with_timescaledb_and_password_auth():
+    import psycopg
+
+    # A folder the postgres user can reach when the test runs as root (setpriv drops to it).
+    base = Path(tempfile.mkdtemp(prefix="egenmon-db-entrypoint-"))
+    base.chmod(0o755)
+    datadir, sockdir = base / "data", base / "sock"
+    sockdir.mkdir(mode=0o777)
+    sockdir.chmod(0o777)
+    env = {"POSTGRES_USER": "egenmon", "POSTGRES_DB": "egenmon", "POSTGRES_PASSWORD": "pw-0123"}
+    try:
+        refused = start_db_entrypoint(datadir, sockdir, free_port(), {"POSTGRES_USER": "egenmon"})
+        assert refused.wait(timeout=60) != 0, "an empty database must need POSTGRES_PASSWORD"
+        assert "POSTGRES_PASSWORD" in refused.stdout.read()
+
+        port = free_port()
+        proc = start_db_entrypoint(datadir, sockdir, port, env)
+        try:
+            with connect_tcp(port, "pw-0123") as conn:
+                ext = conn.execute(
+                    "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+                ).fetchone()
+                assert ext is not None, "the database has the timescaledb extension"
+                assert conn.execute("SHOW shared_preload_libraries").fetchone()[0] == "timescaledb"
+                assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'egenmon'")
+                conn.execute("CREATE TABLE kept (x int)")
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(
+                    host="127.0.0.1", port=port, user="egenmon", dbname="egenmon",
+                    password="wrong", connect_timeout=3,
+                )  # fmt: skip
+        finally:
+            out = stop_db(proc)
+        assert "initialised" in out
+        assert "pw-0123" not in out, "the password is never printed"
+
+        # Second start: the same data, no second initialisation, no password needed.
+        port = free_port()
+        proc = start_db_entrypoint(
+            datadir, sockdir, port, {"POSTGRES_USER": "egenmon", "POSTGRES_DB": "egenmon"}
+        )
+        try:
+            with connect_tcp(port, "pw-0123") as conn:
+                assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+        finally:
+            out = stop_db(proc)
+        assert "initialised" not in out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
