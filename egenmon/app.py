@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from egenmon.auth import AuthError
+from egenmon.limits import RequestLimits, parameter_error
 from egenmon.runtime import Runtime
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
@@ -99,6 +101,8 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     for module, attr in ROUTERS:
         app.include_router(_load(module, attr))
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
+    app.add_middleware(RequestLimits)  # query, body size and JSON checks for every route
     return app
 
 

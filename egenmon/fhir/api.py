@@ -9,6 +9,7 @@ AuthError by the app's handler).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.outcome import FhirError, bad_request, not_found
 from egenmon.ingest.writer import WriteError
+from egenmon.limits import FHIR_BODY, BodyTooLarge
 from egenmon.runtime import Runtime
 
 __all__ = ["FHIR_JSON", "MAX_BODY", "router"]
@@ -31,7 +33,7 @@ __all__ = ["FHIR_JSON", "MAX_BODY", "router"]
 log = logging.getLogger("egenmon.fhir")
 
 FHIR_JSON = "application/fhir+json"
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = FHIR_BODY
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 _FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir")
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
@@ -60,6 +62,8 @@ def fhir_route(func: Handler) -> Handler:
             return _outcome_response(exc)
         except AuthError:
             raise
+        except BodyTooLarge as exc:  # counted while it streamed in (egenmon.limits)
+            return _outcome_response(FhirError(413, "too-costly", exc.args[0]))
         except WriteError:
             return _outcome_response(
                 FhirError(503, "transient", "the store is unavailable; try again")
@@ -101,7 +105,9 @@ def _prefer(request: Request) -> dict[str, str]:
     return prefs
 
 
-async def _context(request: Request) -> reads.Context:
+async def _context(request: Request, resource: str) -> reads.Context:
+    """The read context; paging cursors are signed for `resource`'s searches only, so a
+    cursor taken to another resource's search is refused as not valid (a 400), not run."""
     principal = await authenticate(request)
     runtime = _runtime(request)
     settings = runtime.settings
@@ -110,7 +116,9 @@ async def _context(request: Request) -> reads.Context:
         principal=principal,
         base=_base(request),
         tz=settings.tz,
-        cursor_key=reads.cursor_key(settings.signing_secret),
+        cursor_key=hashlib.sha256(
+            reads.cursor_key(settings.signing_secret) + b"\x00" + resource.encode()
+        ).digest(),
         lenient=_prefer(request).get("handling") == "lenient",
     )
 
@@ -175,7 +183,7 @@ _SEARCH: dict[str, Any] = {
 
 def _reader(resource: str) -> Handler:
     async def read(request: Request) -> Response:
-        ctx = await _context(request)
+        ctx = await _context(request, resource)
         return fhir_response(await _READ[resource](ctx, request.path_params["id"]))
 
     read.__name__ = f"read_{resource.lower()}"
@@ -184,7 +192,7 @@ def _reader(resource: str) -> Handler:
 
 def _searcher(resource: str) -> Handler:
     async def search(request: Request) -> Response:
-        ctx = await _context(request)
+        ctx = await _context(request, resource)
         return fhir_response(await _SEARCH[resource](ctx, await _search_params(request)))
 
     search.__name__ = f"search_{resource.lower()}"
@@ -224,7 +232,7 @@ def _creator(resource: str) -> Handler:
 
 
 async def lastn(request: Request) -> Response:
-    ctx = await _context(request)
+    ctx = await _context(request, "Observation/$lastn")
     return fhir_response(await reads.lastn(ctx, await _search_params(request)))
 
 
