@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from egenmon import openapi
 from egenmon.auth import AuthError
 from egenmon.limits import RequestLimits, parameter_error
 from egenmon.runtime import Runtime
@@ -102,7 +103,8 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         app.include_router(_load(module, attr))
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
-    app.add_middleware(RequestLimits)  # query, body size and JSON checks for every route
+    app.add_middleware(RequestLimits)
+    app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]  # query, body size and JSON checks for every route
     return app
 
 

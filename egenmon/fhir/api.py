@@ -262,7 +262,13 @@ def _register() -> None:
     for spec in RESOURCES:
         for op in spec.operations:
             handler = fhir_route(_OPERATIONS[(spec.type, op.name)])
-            router.add_api_route(f"/fhir/{spec.type}/${op.name}", handler, methods=["GET", "POST"])
+            for method in ("GET", "POST"):  # one route each: one OpenAPI operation id each
+                router.add_api_route(
+                    f"/fhir/{spec.type}/${op.name}",
+                    handler,
+                    methods=[method],
+                    operation_id=f"{op.name}_{spec.type.lower()}_{method.lower()}",
+                )
         for interaction in spec.interactions:
             handler = fhir_route(_FACTORIES[interaction](spec.type))
             if interaction == "read":
@@ -272,8 +278,10 @@ def _register() -> None:
                 router.add_api_route(f"/fhir/{spec.type}/_search", handler, methods=["POST"])
             else:
                 router.add_api_route(f"/fhir/{spec.type}", handler, methods=["POST"])
-    for path in ("/fhir", "/fhir/"):
-        router.add_api_route(path, fhir_route(system_bundle), methods=["POST"])
+    router.add_api_route("/fhir", fhir_route(system_bundle), methods=["POST"])
+    router.add_api_route(
+        "/fhir/", fhir_route(system_bundle), methods=["POST"], include_in_schema=False
+    )
     # Anything else under /fhir is an OperationOutcome too, not the framework's JSON.
     router.add_api_route(
         "/fhir", fhir_route(unknown), methods=["GET", "PUT", "PATCH", "DELETE"],
