@@ -7,6 +7,9 @@ orjson parses, and on top of it two rules a JSON parser does not keep by itself:
   answered (a 500 and nothing kept). No FHIR resource or reading needs more than a dozen.
 - **duplicate keys**: refused, not "last one wins": `{"value": 400, "value": 72}` must not
   be stored as 72 while the device or its developer believe they sent 400.
+- **NUL** (`\u0000`) in a key or a string: PostgreSQL text and jsonb cannot hold it, so
+  such a body could never be stored; refused here with a reason that does not repeat it,
+  rather than failing a write later (which looked like a database outage).
 
 Both checks run at C speed on the hot path, with one `orjson.dumps` of what was parsed:
 wrapped in enough lists that orjson's own nesting limit falls exactly at `MAX_DEPTH`, it
@@ -83,7 +86,21 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
             f"has the key {_duplicate_key(raw)} twice in one object: each key may appear "
             "once, so it is not guessed which value was meant"
         )
+    if b"\\u0000" in raw and _has_nul(data):
+        raise JsonBodyError(
+            "holds a NUL character (\\u0000) in a key or value: no text can be stored with it"
+        )
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _strings(raw: bytes) -> int:

@@ -58,12 +58,22 @@ def _resource_body(kind: str) -> dict[str, Any]:
     return {"required": True, "content": {_FHIR: {"schema": schema}}}
 
 
-def _search_parameters(names: list[str]) -> list[dict[str, Any]]:
-    common = ["_count", "_summary", "_total", "_cursor", "_format"]
+_FORMAT = {
+    "name": "_format",
+    "in": "query",
+    "required": False,
+    "schema": {"enum": ["json", "application/json", "application/fhir+json"]},
+}
+
+
+def _query(names: list[str]) -> list[dict[str, Any]]:
     return [
-        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-        for n in [*names, *common]
-    ]
+        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names
+    ] + [_FORMAT]
+
+
+def _search_parameters(names: list[str]) -> list[dict[str, Any]]:
+    return _query([*names, "_count", "_summary", "_total", "_cursor"])
 
 
 def _fhir_details(path: str, method: str) -> dict[str, Any]:
@@ -78,13 +88,11 @@ def _fhir_details(path: str, method: str) -> dict[str, Any]:
     names = sorted(spec.param_names)
     if len(parts) == 2 and parts[1] == "{id}":
         out["parameters"] = [
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+            _FORMAT,
         ]
     elif len(parts) == 2 and parts[1] == "$lastn":
-        out["parameters"] = [
-            {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-            for n in ("patient", "code", "max", "_format")
-        ]
+        out["parameters"] = _query(["patient", "code", "max"])
     elif method == "get":
         out["parameters"] = _search_parameters(names)
     elif len(parts) == 2 and parts[1] == "_search":

@@ -74,3 +74,21 @@ def test_what_is_not_json_is_refused_as_such(raw: bytes) -> None:
 @pytest.mark.parametrize("raw", [b"1", b'"s"', b"null", b"[]", b"{}", '{"å": "ä"}'])
 def test_plain_json_parses_as_orjson_does(raw: bytes | str) -> None:
     assert loads(raw) == orjson.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"x\\u0000y": 1}',
+        b'{"readings": [{"note": "a\\u0000b"}]}',
+        b'["\\u0000"]',
+    ],
+)
+def test_nul_in_a_key_or_string_is_refused_without_repeating_it(raw: bytes) -> None:
+    with pytest.raises(JsonBodyError) as caught:
+        loads(raw)
+    assert "NUL" in str(caught.value) and "\x00" not in str(caught.value)
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    assert loads(b'{"note": "a\\\\u0000"}') == {"note": "a\\u0000"}
