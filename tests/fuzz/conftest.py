@@ -51,7 +51,7 @@ class FuzzServer:
         return self.headers["admin"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fuzz_server(
     pg_cluster: Cluster, broker: Mosquitto, request: pytest.FixtureRequest
 ) -> Iterator[FuzzServer]:
