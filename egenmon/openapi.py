@@ -33,13 +33,14 @@ _REASONS = {
     401: "No or bad credentials",
     403: "Not allowed for these credentials",
     404: "Not found",
+    405: "Method not allowed on this path (Allow names those that are)",
     406: "Only JSON is served",
     413: "Body over the limit",
     415: "Unsupported media type",
     422: "Unprocessable: names what is wrong",
     503: "The store is unavailable; try again",
 }
-_FHIR_ERRORS = (400, 401, 403, 404, 406, 413, 415, 422, 503)
+_FHIR_ERRORS = (400, 401, 403, 404, 405, 406, 413, 415, 422, 503)
 _API_ERRORS = (400, 401, 403, 404, 413, 422, 503)
 _OPEN = ("/healthz", "/readyz", "/metrics", "/fhir/metadata")
 _FORM = {
@@ -153,5 +154,8 @@ def document(app: FastAPI) -> dict[str, Any]:
             if path not in _OPEN:
                 operation["security"] = [{"bearer": []}]
             _errors(path, method, operation)
+    metrics = doc.get("paths", {}).get("/metrics", {}).get("get")
+    if metrics is not None:  # Prometheus text, not JSON
+        metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
     app.openapi_schema = doc
     return doc

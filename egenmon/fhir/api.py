@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from egenmon.auth import AuthError, authenticate
 from egenmon.fhir import ingest, reads
@@ -245,7 +246,28 @@ async def system_bundle(request: Request) -> Response:
 
 
 async def unknown(request: Request) -> Response:
+    """A resource path served with other methods is a 405 with Allow; anything else,
+    and the base itself (no system-level search or history), a 404."""
+    path = request.url.path
+    allowed = _allowed_methods(path) if path.rstrip("/") != "/fhir" else []
+    if allowed:
+        error = FhirError(
+            405,
+            "not-supported",
+            f"{request.method} is not supported on this path (allowed: {', '.join(allowed)})",
+        )
+        return fhir_response(error.outcome(), 405, {"Allow": ", ".join(allowed)})
     raise not_found(f"{request.method} {request.url.path}: no such FHIR interaction here")
+
+
+def _allowed_methods(path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in router.routes:
+        if not isinstance(route, APIRoute) or route.path == "/fhir/{rest:path}":
+            continue
+        if route.path_regex.match(path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 _OPERATIONS: dict[tuple[str, str], Handler] = {("Observation", "lastn"): lastn}

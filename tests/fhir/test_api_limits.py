@@ -142,3 +142,15 @@ def test_a_chunked_200_mb_body_is_refused_at_the_limit_not_buffered(fhir: FhirSe
     # The server stopped reading at 8 MiB: what the client could push past it is what the
     # sockets' buffers hold, far from the 200 MB.
     assert sent < 64 * 1024 * 1024
+
+
+def test_an_unsupported_method_on_a_served_path_is_405_naming_the_allowed(
+    fhir: FhirServer,
+) -> None:
+    with fhir.client(fhir.token()) as c:
+        r = c.delete("/Observation")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+        assert "allowed: GET, POST" in outcome(r)
+        r = c.put("/metadata")
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        assert c.delete("/Nothing").status_code == 404
