@@ -1,8 +1,9 @@
 """Request limits every route shares, checked before a route runs (an ASGI middleware).
 
-- **query**: a parameter name or value with a control character (NUL and the like) is a
-  400 naming the parameter. No route has a use for them, and PostgreSQL text cannot hold
-  NUL (that was a 500 on `/api/v1/alerts` and `/api/v1/quarantine`).
+- **query and path**: a parameter name or value with a control character (NUL and the
+  like) is a 400 naming the parameter; one in the path (`/fhir/Device/%00`) a 400 too.
+  No route has a use for them, and PostgreSQL text cannot hold NUL (that was a 500 on
+  `/api/v1/alerts` and `/api/v1/quarantine`).
 - **body size, while streaming**: a declared Content-Length over the route's limit is a
   413 before a byte is read; a chunked body is counted as it arrives and refused at the
   limit, so a 200 MB upload costs at most the limit in memory. HTTP ingest keeps its
@@ -73,6 +74,13 @@ def body_limit(path: str) -> int | None:
     return API_BODY
 
 
+def path_problem(path: str) -> str | None:
+    """Why a (decoded) path is refused: a control character, such as %00 in an id."""
+    if _CONTROL.isdisjoint(path):
+        return None
+    return "the path: control characters (such as NUL) are not allowed in a path"
+
+
 def query_problem(query: bytes) -> str | None:
     """Why a query string is refused (naming the parameter), or None."""
     if not query:
@@ -128,7 +136,7 @@ class RequestLimits:
             return
         path = scope["path"]
         fhir = path == "/fhir" or path.startswith("/fhir/")
-        problem = query_problem(scope.get("query_string", b""))
+        problem = path_problem(path) or query_problem(scope.get("query_string", b""))
         if problem is not None:
             await _refuse(send, fhir, 400, "invalid", problem)
             return

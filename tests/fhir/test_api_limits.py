@@ -154,3 +154,11 @@ def test_an_unsupported_method_on_a_served_path_is_405_naming_the_allowed(
         r = c.put("/metadata")
         assert r.status_code == 405 and r.headers["allow"] == "GET"
         assert c.delete("/Nothing").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/Device/a%00b", "/Patient/%01", "/Observation/x%7F"])
+def test_a_control_character_in_a_read_id_is_400(fhir: FhirServer, path: str) -> None:
+    with fhir.client(fhir.token()) as c:
+        r = c.get(path)
+    assert r.status_code == 400
+    assert "control characters" in outcome(r)

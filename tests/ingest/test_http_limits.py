@@ -107,3 +107,17 @@ def test_readings_keep_their_own_limit_and_quarantine(in_app, device, conn):
     assert r.status_code == 413
     [q] = quarantine_rows(conn)
     assert len(bytes(q["raw"])) == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/alerts/a%00b", "/api/v1/patients/%00/plan", "/api/v1/webhooks/%01"]
+)
+def test_a_control_character_in_a_path_is_400(in_app, settings, path):
+    async def go(client, app):
+        return await client.request(
+            "DELETE" if "webhooks" in path else "GET", path, headers=token(settings)
+        )
+
+    r = in_app(go)
+    assert r.status_code == 400
+    assert "control characters" in r.json()["error"]
