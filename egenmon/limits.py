@@ -144,8 +144,8 @@ class RequestLimits:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        declared = (_header(scope, b"content-length") or "").strip()
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
             await _refuse(send, fhir, 413, "too-costly", BodyTooLarge(limit).args[0])
             return
         counted = _Counted(receive, limit)
