@@ -53,3 +53,24 @@ def test_a_repeated_key_with_nul_is_quarantined_with_the_nul_escaped(in_app, dev
     assert r.status_code == 400
     [q] = quarantine_rows(conn)
     assert "\x00" not in q["reason"] and "x\\u0000y" in q["reason"]
+
+
+def test_mqtt_messages_go_through_the_same_parser(in_app, device, conn):
+    from tests.ingest.conftest import pipeline_of
+
+    topic = f"egenmon/v1/devices/{device['id']}/readings"
+    deep = b'{"readings": [{"note": ' + b"[" * 400 + b"]" * 400 + b"}]}"
+    repeated = b'{"readings": [{"type": "heart_rate", "value": 400, "value": 72}]}'
+    good = orjson.dumps({"message_id": "ok", "readings": [reading()]})
+
+    async def go(client, app):
+        batch = [(deep, device["id"], topic), (repeated, device["id"], topic)]
+        batch.append((good, device["id"], topic))
+        return await pipeline_of(app).ingest_many(batch, source="mqtt")
+
+    deep_result, repeated_result, good_result = in_app(go)
+    assert deep_result.status == 400 and "levels deep" in deep_result.error
+    assert repeated_result.status == 400 and '"value" twice' in repeated_result.error
+    assert good_result.status == 200 and good_result.accepted == 1
+    kept = [(bytes(q["raw"]), q["source"], q["topic"]) for q in quarantine_rows(conn)]
+    assert kept == [(deep, "mqtt", topic), (repeated, "mqtt", topic)]
