@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from egenmon import openapi
 from egenmon.auth import AuthError
+from egenmon.limits import RequestLimits, parameter_error
 from egenmon.runtime import Runtime
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
@@ -106,7 +109,11 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     for module, attr in ROUTERS:
         app.include_router(_load(module, attr))
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
+    app.add_middleware(RequestLimits)
+    # Outermost, so that every answer over https carries it, refusals by the limits too.
     app.add_middleware(StrictTransportSecurity)
+    app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app
 
 

@@ -16,7 +16,7 @@ from egenmon.settings import SettingsError, load_settings
 
 
 @contextmanager
-def app_client(monkeypatch, base_url: str = "http://testserver", **env: str) -> Iterator:  # noqa: ANN001
+def app_client(monkeypatch, base_url: str = "http://testserver", **env: str) -> Iterator:
     """The app in-process (HTTP role) with extra EGENMON_ variables set."""
     for k, v in env.items():
         monkeypatch.setenv(f"EGENMON_{k.upper()}", v)
@@ -52,7 +52,7 @@ def test_docs_load_nothing_from_a_cdn_and_the_openapi_document_stays(env, monkey
         assert doc.status_code == 200 and "/api/v1/alerts" in doc.json()["paths"]
 
 
-def _admin(c) -> dict:  # noqa: ANN001
+def _admin(c) -> dict:
     return {"Authorization": "Bearer " + issue_token(c.settings, role="admin")}
 
 

@@ -50,7 +50,7 @@ def run(argv: list[str], *, terminal: bool, timeout: float = 120) -> tuple[int, 
     return proc.returncode, out, err.decode(errors="replace")
 
 
-def devices_file(tmp_path, device) -> str:  # noqa: ANN001
+def devices_file(tmp_path, device) -> str:
     path = tmp_path / "devices.json"
     path.write_text(
         json.dumps([{"device_id": device["id"], "secret": device["secret"], "scenario": "stable"}])
@@ -77,7 +77,7 @@ def test_simulate_backfill_shows_a_bar_on_a_terminal_only(serve, device, tmp_pat
     assert json.loads(out)["readings"] > sent
 
 
-def test_quarantine_replay_shows_a_bar_on_a_terminal_only(env):  # noqa: ARG001
+def test_quarantine_replay_shows_a_bar_on_a_terminal_only(env):
     code, out, err = run(["quarantine", "replay", "999998", "999999"], terminal=True)
     assert code == 1  # neither exists: nothing resolved
     assert "replay" in err and "2.00/2.00" in err

@@ -9,6 +9,7 @@ AuthError by the app's handler).
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,12 +20,14 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from egenmon.auth import AuthError, authenticate
 from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.outcome import FhirError, bad_request, not_found
 from egenmon.ingest.writer import WriteError
+from egenmon.limits import FHIR_BODY, BodyTooLarge
 from egenmon.runtime import Runtime
 
 __all__ = ["FHIR_JSON", "MAX_BODY", "router"]
@@ -32,7 +35,7 @@ __all__ = ["FHIR_JSON", "MAX_BODY", "router"]
 log = logging.getLogger("egenmon.fhir")
 
 FHIR_JSON = "application/fhir+json"
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = FHIR_BODY
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 _FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir")
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
@@ -61,6 +64,8 @@ def fhir_route(func: Handler) -> Handler:
             return _outcome_response(exc)
         except AuthError:
             raise
+        except BodyTooLarge as exc:  # counted while it streamed in (egenmon.limits)
+            return _outcome_response(FhirError(413, "too-costly", exc.args[0]))
         except WriteError:
             return _outcome_response(
                 FhirError(503, "transient", "the store is unavailable; try again")
@@ -123,7 +128,9 @@ def _prefer(request: Request) -> dict[str, str]:
     return prefs
 
 
-async def _context(request: Request) -> reads.Context:
+async def _context(request: Request, resource: str) -> reads.Context:
+    """The read context; paging cursors are signed for `resource`'s searches only, so a
+    cursor taken to another resource's search is refused as not valid (a 400), not run."""
     principal = await authenticate(request)
     runtime = _runtime(request)
     settings = runtime.settings
@@ -132,7 +139,9 @@ async def _context(request: Request) -> reads.Context:
         principal=principal,
         base=_base(request),
         tz=settings.tz,
-        cursor_key=reads.cursor_key(settings.signing_secret),
+        cursor_key=hashlib.sha256(
+            reads.cursor_key(settings.signing_secret) + b"\x00" + resource.encode()
+        ).digest(),
         lenient=_prefer(request).get("handling") == "lenient",
     )
 
@@ -201,7 +210,7 @@ _REFUSED = (403, 404)
 
 def _reader(resource: str) -> Handler:
     async def read(request: Request) -> Response:
-        ctx = await _context(request)
+        ctx = await _context(request, resource)
         ident = request.path_params["id"]
         try:
             return fhir_response(await _READ[resource](ctx, ident))
@@ -218,7 +227,7 @@ def _reader(resource: str) -> Handler:
 
 def _searcher(resource: str) -> Handler:
     async def search(request: Request) -> Response:
-        ctx = await _context(request)
+        ctx = await _context(request, resource)
         params = await _search_params(request)
         try:
             return fhir_response(await _SEARCH[resource](ctx, params))
@@ -281,7 +290,7 @@ def _creator(resource: str) -> Handler:
 
 
 async def lastn(request: Request) -> Response:
-    ctx = await _context(request)
+    ctx = await _context(request, "Observation/$lastn")
     params = await _search_params(request)
     try:
         return fhir_response(await reads.lastn(ctx, params))
@@ -308,7 +317,28 @@ async def system_bundle(request: Request) -> Response:
 
 
 async def unknown(request: Request) -> Response:
+    """A resource path served with other methods is a 405 with Allow; anything else,
+    and the base itself (no system-level search or history), a 404."""
+    path = request.url.path
+    allowed = _allowed_methods(path) if path.rstrip("/") != "/fhir" else []
+    if allowed:
+        error = FhirError(
+            405,
+            "not-supported",
+            f"{request.method} is not supported on this path (allowed: {', '.join(allowed)})",
+        )
+        return fhir_response(error.outcome(), 405, {"Allow": ", ".join(allowed)})
     raise not_found(f"{request.method} {request.url.path}: no such FHIR interaction here")
+
+
+def _allowed_methods(path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in router.routes:
+        if not isinstance(route, APIRoute) or route.path == "/fhir/{rest:path}":
+            continue
+        if route.path_regex.match(path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 _OPERATIONS: dict[tuple[str, str], Handler] = {("Observation", "lastn"): lastn}
@@ -325,7 +355,13 @@ def _register() -> None:
     for spec in RESOURCES:
         for op in spec.operations:
             handler = fhir_route(_OPERATIONS[(spec.type, op.name)])
-            router.add_api_route(f"/fhir/{spec.type}/${op.name}", handler, methods=["GET", "POST"])
+            for method in ("GET", "POST"):  # one route each: one OpenAPI operation id each
+                router.add_api_route(
+                    f"/fhir/{spec.type}/${op.name}",
+                    handler,
+                    methods=[method],
+                    operation_id=f"{op.name}_{spec.type.lower()}_{method.lower()}",
+                )
         for interaction in spec.interactions:
             handler = fhir_route(_FACTORIES[interaction](spec.type))
             if interaction == "read":
@@ -335,8 +371,10 @@ def _register() -> None:
                 router.add_api_route(f"/fhir/{spec.type}/_search", handler, methods=["POST"])
             else:
                 router.add_api_route(f"/fhir/{spec.type}", handler, methods=["POST"])
-    for path in ("/fhir", "/fhir/"):
-        router.add_api_route(path, fhir_route(system_bundle), methods=["POST"])
+    router.add_api_route("/fhir", fhir_route(system_bundle), methods=["POST"])
+    router.add_api_route(
+        "/fhir/", fhir_route(system_bundle), methods=["POST"], include_in_schema=False
+    )
     # Anything else under /fhir is an OperationOutcome too, not the framework's JSON.
     router.add_api_route(
         "/fhir", fhir_route(unknown), methods=["GET", "PUT", "PATCH", "DELETE"],

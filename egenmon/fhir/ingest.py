@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from egenmon import jsonbody
 from egenmon.auth import AuthError, Principal
 from egenmon.fhir.ids import observation_id
 from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
@@ -298,10 +299,10 @@ async def create_observation(
     ctx.principal.require("Observation", "c")
     request_id = uuid.uuid4().hex
     try:
-        resource = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        await _quarantine(ctx, body, f"not JSON: {exc}", None)
-        raise bad_request(f"the body is not JSON: {exc}") from None
+        resource = jsonbody.loads(body)
+    except jsonbody.JsonBodyError as exc:
+        await _quarantine(ctx, body, f"the body {exc}", None)
+        raise bad_request(f"the body {exc}") from None
     entry = _Entry(0, "Observation", resource, if_none_exist)
     now = datetime.now(UTC)
     try:
@@ -388,10 +389,10 @@ async def process_bundle(ctx: IngestContext, body: bytes) -> dict[str, Any]:
     """POST /fhir with a batch or transaction Bundle: the response Bundle."""
     ctx.principal.require("Observation", "c")
     try:
-        bundle = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        await _quarantine(ctx, body, f"not JSON: {exc}", None)
-        raise bad_request(f"the body is not JSON: {exc}") from None
+        bundle = jsonbody.loads(body)
+    except jsonbody.JsonBodyError as exc:
+        await _quarantine(ctx, body, f"the body {exc}", None)
+        raise bad_request(f"the body {exc}") from None
     try:
         kind, entries, _ = _entries(bundle)
     except FhirError as exc:

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from egenmon.fhir.outcome import bad_request, unprocessable
 from egenmon.fhir.render import ON_OXYGEN_URL
 from egenmon.ingest.types import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
+from egenmon.jsonbody import quote_key
 
 __all__ = ["PostedObservation", "observation_to_reading"]
 
@@ -86,7 +87,14 @@ class PostedObservation:
 def _element_path(loc: tuple[int | str, ...]) -> str:
     path = "Observation"
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:  # a key from the body: control characters escaped, a long one cut short
+            path += (
+                f".{part}"
+                if str(part).isprintable() and len(str(part)) <= 60
+                else ("." + quote_key(str(part)))
+            )
     return path
 
 

@@ -155,7 +155,7 @@ async def get_quarantine(
     device: str | None = None,
     source: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: int | None = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> Response:
     """Quarantine entries, newest first (`before`: an id, for the next page)."""
     roles_allowed(principal, ("admin",))

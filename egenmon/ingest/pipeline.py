@@ -73,7 +73,7 @@ def safe_reason(text: str) -> str:
     return safe_text(text) or ""
 
 
-class StoreRefused(Exception):  # noqa: N818 (a refusal, not a failure of ours)
+class StoreRefused(Exception):
     """The database refused what it was given (not an outage): retrying cannot help."""
 
 

@@ -23,8 +23,8 @@ import httpx
 import orjson
 
 from egenmon.ingest.simulate import SimDevice, generate, live_interval, messages
-from egenmon.settings import DEFAULT_TIMEZONE
 from egenmon.progress import bar as progress_bar
+from egenmon.settings import DEFAULT_TIMEZONE
 
 log = logging.getLogger("egenmon.simulate")
 

@@ -292,7 +292,7 @@ def test_webhooks_are_for_admins(client, settings, care_unit):
 
 
 @pytest.fixture
-def plan_patient(cli, care_unit) -> str:  # noqa: ANN001
+def plan_patient(cli, care_unit) -> str:
     r = cli(
         "patient", "add", "--personnummer", make_personnummer(), "--care-unit", care_unit, "--json"
     )
@@ -301,7 +301,7 @@ def plan_patient(cli, care_unit) -> str:  # noqa: ANN001
     return pid
 
 
-def _versions(settings, pid: str) -> int:  # noqa: ANN001
+def _versions(settings, pid: str) -> int:
     with psycopg.connect(settings.database_url) as conn:
         return conn.execute(
             "SELECT count(*) FROM monitoring_plan_history WHERE patient_id = %s", (pid,)

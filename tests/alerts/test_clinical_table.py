@@ -37,7 +37,7 @@ def morning(days_ago: int, now: dt.datetime, hh: int = 7, mm: int = 0) -> dt.dat
 
 
 @pytest.fixture
-def on_plan(cli, device):  # noqa: ANN001, ANN201
+def on_plan(cli, device):
     """Set the device's patient on a protocol: on_plan(protocol, *thresholds) → (p, dev)."""
 
     def on(protocol: str, *thresholds: str) -> tuple[str, str]:
@@ -51,16 +51,16 @@ def on_plan(cli, device):  # noqa: ANN001, ANN201
     return on
 
 
-def arrive(store, p, dev, type_, at, value, value2=None, *, received=None, **kw):  # noqa: ANN001, ANN201
+def arrive(store, p, dev, type_, at, value, value2=None, *, received=None, **kw):
     """A reading measured at `at`, received a minute later unless `received` says when."""
     return store.add(p, dev, type_, at, value, value2, received_at=received or at + MIN, **kw)
 
 
-def by_key(store, p, key):  # noqa: ANN001, ANN201
+def by_key(store, p, key):
     return [a for a in store.alerts(p) if a["key"] == key]
 
 
-def history(store, alert_id) -> list[dict]:  # noqa: ANN001
+def history(store, alert_id) -> list[dict]:
     with psycopg.connect(store.url) as conn, conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT event, detail FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,)
@@ -150,7 +150,7 @@ def test_weights_across_the_spring_daylight_saving_change(store, on_plan):
 # --- hypertension: ESH twice-daily home blood pressure (trend_bp_mean) ------------------------
 
 
-def _esh_week(store, p, dev, now, sys, dia, *, received=None, skip_days=()):  # noqa: ANN001, ANN201
+def _esh_week(store, p, dev, now, sys, dia, *, received=None, skip_days=()):
     """Seven days ending today, two readings in the morning and two in the evening."""
     out = []
     for days_ago in range(6, -1, -1):
@@ -204,7 +204,7 @@ def test_offline_days_uploaded_late_join_the_series_by_measurement_time(store, o
 # --- COPD: oximetry three times a day (spo2_drop) ---------------------------------------------
 
 
-def _oximetry(store, p, dev, now, days, value, *, received=None, start_days_ago):  # noqa: ANN001, ANN201
+def _oximetry(store, p, dev, now, days, value, *, received=None, start_days_ago):
     ids = []
     for d in range(days):
         for hh in (8, 14, 20):
@@ -243,7 +243,7 @@ def test_copd_drop_uploaded_late_is_judged_against_the_baseline_before_it(store,
 # --- episodes: dismiss-then-normal, dismiss-then-worse, resolve-then-new-episode -------------
 
 
-def _news2_set(store, p, dev, t, *, rr=16, spo2=96, pulse=70, temp=37.0, sys=130):  # noqa: ANN001, ANN201
+def _news2_set(store, p, dev, t, *, rr=16, spo2=96, pulse=70, temp=37.0, sys=130):
     arrive(store, p, dev, "respiratory_rate", t, rr)
     arrive(store, p, dev, "spo2", t, spo2, on_oxygen=False)
     arrive(store, p, dev, "heart_rate", t, pulse)

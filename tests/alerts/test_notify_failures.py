@@ -34,7 +34,7 @@ def counted(outcome: str) -> float:
     return REGISTRY.get_sample_value(COUNTER, {"outcome": outcome}) or 0.0
 
 
-def warnings_of(caplog) -> list[logging.LogRecord]:  # noqa: ANN001
+def warnings_of(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "egenmon.alerts.notify"]
 
 

@@ -50,7 +50,7 @@ class Served:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115
+        self._out = open(log, "wb")
         env = {**os.environ, "EGENMON_LOG_LEVEL": "INFO"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "egenmon", "serve", "--port", str(self.port)],

@@ -14,7 +14,7 @@ N = 300
 
 
 @pytest.fixture
-def attacker(cli, patient) -> dict:  # noqa: ANN001
+def attacker(cli, patient) -> dict:
     r = cli(
         "device", "add", "--patient", patient, "--model", "Hijacker", "--since",
         "2020-01-01T00:00:00Z", "--json",
@@ -48,7 +48,7 @@ class Hijacker:
             )
             c.username_pw_set(self.device["id"], self.device["secret"])
 
-            def on_connect(client, userdata, flags, reason, properties, got=got) -> None:  # noqa: ANN001
+            def on_connect(client, userdata, flags, reason, properties, got=got) -> None:
                 self.answers.append(str(reason))
                 got.set()
 

@@ -12,7 +12,7 @@ GOOD = 40
 
 
 @pytest.fixture
-def other(cli, patient) -> dict:  # noqa: ANN001
+def other(cli, patient) -> dict:
     r = cli(
         "device", "add", "--patient", patient, "--model", "Poisoner", "--since",
         "2020-01-01T00:00:00Z", "--json",

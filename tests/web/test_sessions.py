@@ -63,13 +63,13 @@ def test_wrong_password_is_refused_with_a_generic_message(client, make_user, car
     assert unknown.status_code == 401 and "Inloggningen misslyckades" in unknown.text
 
 
-def from_address(client, address: str) -> None:  # noqa: ANN001
+def from_address(client, address: str) -> None:
     """Make the test client's next requests come from `address` (the ASGI scope's client,
     which uvicorn fills from the socket or a trusted proxy's X-Forwarded-For)."""
     client._transport.client = (address, 50000)
 
 
-def login_error(r) -> tuple[int, str]:  # noqa: ANN001
+def login_error(r) -> tuple[int, str]:
     """What a refused login tells: the status and the error shown (nothing else differs)."""
     m = re.search(r'id="login-error">([^<]*)<', r.text)
     assert m, r.text

@@ -51,7 +51,7 @@ def test_the_ui_code_never_shows_an_exception_text():
         assert not re.search(r"reason=str\(e\)|failed=str\(e\)|reason=failed", code)
 
 
-def post_thresholds(client, ward, token, **fields):  # noqa: ANN001, ANN003, ANN201
+def post_thresholds(client, ward, token, **fields):
     return client.post(
         f"/ui/patients/{ward.deteriorating}/thresholds",
         data={"csrf_token": token, **fields},
@@ -64,7 +64,7 @@ def flash_of(page: str) -> str:
     return html.unescape(m.group(1))
 
 
-def switch_to_english(client, token):  # noqa: ANN001, ANN201
+def switch_to_english(client, token):
     r = client.post("/ui/locale", data={"csrf_token": token, "locale": "en", "next": "/ui/"})
     assert r.status_code == 303
 
