@@ -26,8 +26,9 @@ _OUTCOME = {
     "required": ["resourceType", "issue"],
     "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}},
 }
-_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {}}}
-_VALIDATION = {"type": "object"}  # FastAPI's {"detail": [...]} for a refused body model
+_ERROR: dict[str, Any] = {"type": "object", "required": ["error"], "properties": {"error": {}}}
+# FastAPI's {"detail": [...]} for a refused body model
+_VALIDATION: dict[str, Any] = {"type": "object"}
 _REASONS = {
     400: "Bad request: names what is wrong",
     401: "No or bad credentials",

@@ -47,12 +47,13 @@ def make_plan(
     quantities, types and fields refused with a PlanError naming them."""
     try:
         if isinstance(thresholds, Mapping):
-            own: Mapping[str, Threshold] | Iterable[str] = {}
+            given: dict[str, Threshold] = {}
             for q, t in thresholds.items():
                 quantity = canonical_quantity(q)
-                if quantity in own:
+                if quantity in given:
                     raise ValueError(f"threshold for {quantity} given twice")
-                own[quantity] = _threshold(quantity, t)
+                given[quantity] = _threshold(quantity, t)
+            own: Mapping[str, Threshold] | Iterable[str] = given
         else:
             own = list(thresholds)
         expected = None

@@ -305,7 +305,7 @@ async def login(request: Request) -> Response:
     )
     if result.retry_after is not None:
         # This address has failed too often: the same answer whatever the username.
-        response = _login_page(
+        throttled = _login_page(
             request,
             locale=locale,
             next_=next_,
@@ -314,8 +314,8 @@ async def login(request: Request) -> Response:
             error=translate(locale, "login.throttled", seconds=result.retry_after),
             username=username[:64],
         )
-        response.headers["Retry-After"] = str(result.retry_after)
-        return response
+        throttled.headers["Retry-After"] = str(result.retry_after)
+        return throttled
     if not result.ok or result.user is None:
         # Wrong password, unknown name, or a name paused for this address: one answer.
         return _login_page(
