@@ -25,7 +25,14 @@ PACKAGE = ROOT / "egenmon"
 # anything; nothing imports them.
 ROOMS: list[tuple[str, ...]] = [
     # shared vocabulary and configuration: import no other part of egenmon
-    ("egenmon.settings", "egenmon.identifiers", "egenmon.metrics", "egenmon.progress"),
+    (
+        "egenmon.settings",
+        "egenmon.identifiers",
+        "egenmon.metrics",
+        "egenmon.progress",
+        "egenmon.jsonbody",
+    ),
+    ("egenmon.limits",),  # request limits for every route, on the one JSON parser
     ("egenmon.store",),  # all SQL; knows no HTTP, MQTT, FHIR or rules
     ("egenmon.auth", "egenmon.runtime"),
     ("egenmon.devices",),

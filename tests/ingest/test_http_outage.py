@@ -95,7 +95,9 @@ def test_an_outage_answers_503_and_loses_nothing_acknowledged(
             await asyncio.wait_for(asyncio.gather(*senders), 30)
 
     asyncio.run(run())
-    assert 503 in statuses and statuses[-1] == 200
+    # Under load a sender's last request may still have been answered 503 while the others
+    # reached 20 answers of 200 after the restore: recovery is those 20, not the last status.
+    assert 503 in statuses and phase["200_after_restore"] >= 20
     with psycopg.connect(database_url) as conn:
         ids = {r[0] for r in conn.execute("SELECT DISTINCT message_id FROM readings")}
         total = conn.execute("SELECT count(*), count(DISTINCT dedup_key) FROM readings").fetchone()

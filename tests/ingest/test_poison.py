@@ -129,12 +129,8 @@ def test_poison_over_fhir_is_4xx_and_quarantined(in_app, settings, device, conn,
         return await client.post(path, content=orjson.dumps(resource), headers=headers)
 
     r = in_app(go)
-    if where == "bundle":
-        assert r.status_code == 200, r.text
-        [entry] = r.json()["entry"]
-        assert entry["response"]["status"].startswith("4"), entry
-    else:
-        assert 400 <= r.status_code < 500, r.text
+    # The one JSON parser refuses NUL anywhere in a body, a Bundle's entries included.
+    assert 400 <= r.status_code < 500, r.text
     rows = quarantine_rows(conn)
     assert len(rows) == 1 and rows[0]["source"] == "fhir"
     assert "\x00" not in rows[0]["reason"]

@@ -61,6 +61,7 @@ def scratch():
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.services  # starts a cluster of its own
 def test_a_trusting_cluster_of_an_older_egenmon_is_given_a_password_on_start(scratch):
     cluster = Cluster(
         scratch / "pg", fsync=False, extra_conf={"timescaledb.max_background_workers": "0"}
@@ -160,6 +161,7 @@ finally:
 """
 
 
+@pytest.mark.services  # starts a cluster of its own, as another user
 def test_the_cluster_works_for_a_normal_user_too(scratch):
     """As root the suite's clusters run as `postgres`; a developer runs them as themself."""
     import json
