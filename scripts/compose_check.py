@@ -189,9 +189,8 @@ def mqtt_round_trip(stack: Stack, device: dict, message: dict, timeout: float = 
     """Publish as the device at QoS 1 and wait for the platform's result on results/."""
     got: list[dict] = []
     subscribed = []
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"check-{uuid.uuid4().hex[:8]}"
-    )
+    # The broker lets a device connect only with its own device id as client id.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device["id"])
     client.username_pw_set(device["id"], device["secret"])
     base = f"{PREFIX}/devices/{device['id']}"
 
