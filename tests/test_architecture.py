@@ -36,9 +36,7 @@ ROOMS: list[tuple[str, ...]] = [
 ]
 EDGES = (
     "egenmon.app",
-    "egenmon.serve",
     "egenmon.cli",
-    "egenmon.authcli",
     "egenmon.health",
     "egenmon.devenv",
     "egenmon.demo",
@@ -62,12 +60,6 @@ KNOWN_UPWARD_IMPORTS = {
     ("egenmon.ingest.quarantine", "egenmon.fhir"),
     ("egenmon.ingest.quarantine", "egenmon.fhir.ingest"),
     ("egenmon.ingest.quarantine", "egenmon.fhir.outcome"),
-    # each wing's sub-CLI imports egenmon.cli back: the commands move to egenmon/cli/.
-    ("egenmon.store.cli", "egenmon.cli"),
-    ("egenmon.devices.cli", "egenmon.cli"),
-    ("egenmon.ingest.cli", "egenmon.cli"),
-    ("egenmon.alerts.cli", "egenmon.cli"),
-    ("egenmon.web.cli", "egenmon.cli"),
 }
 
 # Modules outside store/ with SQL text today, and where it goes (issue 13).

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from egenmon import progress
-from egenmon.cli import CommandError, command, emit
+from egenmon.cli.common import CommandError, command, emit
 from egenmon.ingest import quarantine as q
 from egenmon.ingest.pipeline import Pipeline
 from egenmon.ingest.simulate import SCENARIOS, SimDevice
