@@ -38,8 +38,7 @@ EDGES = (
     "egenmon.app",
     "egenmon.cli",
     "egenmon.health",
-    "egenmon.devenv",
-    "egenmon.demo",
+    "egenmon.dev",
     "egenmon.bench",
     "egenmon.__main__",
     "egenmon",  # the package's __init__
@@ -69,7 +68,10 @@ KNOWN_SQL_OUTSIDE_STORE = {
     "egenmon.app": "the schema check -> store/migrate.py",
     "egenmon.devices.cache": "LISTEN and its liveness probe -> store/devices.py",
     "egenmon.health": "the readiness probe -> store/db.py",
-    "egenmon.demo": "demo data -> egenmon/dev/ through store/patients.py",
+    "egenmon.dev.demo": "demo data -> through store/patients.py",
+    # Tooling for good: the private cluster of `egenmon dev`, the suite and the
+    # benchmarks makes its roles and databases; no table of the platform.
+    "egenmon.dev.cluster": "cluster set-up (dev and test tooling)",
     # The benchmarks build and count their data in SQL; with the move they either go
     # through store/ or are named here as tooling for good.
     "egenmon.bench.alerts_scan": "benchmark set-up",
@@ -274,8 +276,8 @@ def test_under_m_unit_service_tests_are_left_out_and_a_unit_test_cannot_start_a_
     pytester.makepyfile(
         test_inner="""
         import pytest
-        from egenmon.devices.mosquitto import Mosquitto
-        from egenmon.store.cluster import Cluster
+        from egenmon.dev.mosquitto import Mosquitto
+        from egenmon.dev.cluster import Cluster
 
         def test_pure():
             assert 1 + 1 == 2

@@ -1,12 +1,12 @@
-"""`egenmon dev`: the platform with a private database and broker (egenmon.devenv)."""
+"""`egenmon dev`: the platform with a private database and broker (egenmon.dev.devenv)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from egenmon import devenv
 from egenmon.cli.common import CommandError, command
+from egenmon.dev import devenv
 from egenmon.settings import Settings
 
 

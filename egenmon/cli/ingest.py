@@ -14,10 +14,8 @@ import psycopg
 
 from egenmon import progress
 from egenmon.cli.common import CommandError, command, emit
-from egenmon.ingest import quarantine as q
-from egenmon.ingest.pipeline import Pipeline
-from egenmon.ingest.simulate import SCENARIOS, SimDevice
-from egenmon.ingest.simulate_run import (
+from egenmon.dev.simulate import SCENARIOS, SimDevice
+from egenmon.dev.simulate_run import (
     HttpTransport,
     Summary,
     Transport,
@@ -25,6 +23,8 @@ from egenmon.ingest.simulate_run import (
     live,
     load_devices,
 )
+from egenmon.ingest import quarantine as q
+from egenmon.ingest.pipeline import Pipeline
 from egenmon.settings import Settings
 from egenmon.store.db import make_pool
 
@@ -236,7 +236,7 @@ def _transport(args: argparse.Namespace, settings: Settings) -> Transport:
     # The MQTT side supplies its transport: MqttTransport(settings), implementing
     # simulate_run.Transport (send one message as the device, return the result object).
     try:
-        from egenmon.ingest.simulate_mqtt import MqttTransport
+        from egenmon.dev.simulate_mqtt import MqttTransport
     except ImportError:
         raise CommandError("--via mqtt: the MQTT transport is not available yet") from None
     if not settings.mqtt:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from egenmon.store.cluster import Cluster, ClusterError
+from egenmon.dev.cluster import Cluster, ClusterError
 
 
 def no_password_url(cluster: Cluster, dbname: str = "postgres") -> str:
@@ -61,6 +61,7 @@ def scratch():
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.services
 def test_a_trusting_cluster_of_an_older_egenmon_is_given_a_password_on_start(scratch):
     cluster = Cluster(
         scratch / "pg", fsync=False, extra_conf={"timescaledb.max_background_workers": "0"}
@@ -119,7 +120,7 @@ def test_an_owned_database_belongs_to_an_ordinary_role(pg_cluster, scratch):
 
 
 def test_a_database_of_another_owner_is_not_taken_over(pg_cluster, scratch):
-    from egenmon.store.cluster import ForeignOwner
+    from egenmon.dev.cluster import ForeignOwner
 
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE owned_by_superuser")
@@ -136,7 +137,7 @@ NORMAL_USER_CHECK = """
 import json, os, stat, sys
 from pathlib import Path
 import psycopg
-from egenmon.store.cluster import Cluster, ClusterError
+from egenmon.dev.cluster import Cluster, ClusterError
 
 c = Cluster(Path(sys.argv[1]) / "pg", fsync=False,
             extra_conf={"timescaledb.max_background_workers": "0"})

@@ -14,10 +14,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from egenmon.demo import DEMO_HSA_ID, seed
-from egenmon.devices.mosquitto import Mosquitto, MosquittoError
+from egenmon.dev.cluster import Cluster, ClusterError, ForeignOwner, write_secret
+from egenmon.dev.demo import DEMO_HSA_ID, seed
+from egenmon.dev.mosquitto import Mosquitto, MosquittoError
 from egenmon.settings import Settings, load_settings
-from egenmon.store.cluster import Cluster, ClusterError, ForeignOwner, write_secret
 from egenmon.store.db import DatabaseError, connect
 from egenmon.store.migrate import migrate
 
@@ -244,8 +244,8 @@ def ready_lines(
 
 
 def demo_logins(state: Path) -> list[str]:
-    """Lines naming the demo clinician login (made by `egenmon.demo.seed_clinician`)."""
-    from egenmon.demo import demo_login
+    """Lines naming the demo clinician login (made by `egenmon.dev.demo.seed_clinician`)."""
+    from egenmon.dev.demo import demo_login
 
     login = demo_login(state)
     if login is None:

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from egenmon.ingest.simulate import SimDevice, generate, live_interval, messages
+from egenmon.dev.simulate import SimDevice, generate, live_interval, messages
 from egenmon.progress import bar as progress_bar
 from egenmon.settings import DEFAULT_TIMEZONE
 
