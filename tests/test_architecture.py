@@ -177,6 +177,18 @@ def test_no_two_folders_import_each_other_but_the_known_cycles():
     assert not cycles, f"folders that import each other: {cycles}"
 
 
+def test_no_command_imports_the_parser_and_no_tooling_imports_a_command():
+    """The commands share cli/common.py, never the parser that imports them all; dev/
+    and bench/ are called by commands, never the other way round."""
+    for module, tree in modules():
+        found = imports(tree)
+        if module != "egenmon.cli":
+            assert "egenmon.cli.parser" not in found, f"{module} imports the parser"
+        if module.startswith(("egenmon.dev", "egenmon.bench")):
+            commands = {t for t in found if t == "egenmon.cli" or t.startswith("egenmon.cli.")}
+            assert not commands, f"{module} imports {commands}"
+
+
 def test_the_foundation_imports_no_other_part_of_egenmon():
     for module, tree in modules():
         if room_of(module) == 0:

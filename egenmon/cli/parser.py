@@ -1,4 +1,4 @@
-"""The `egenmon` command: a thin edge that parses, calls one function and answers.
+"""The `egenmon` command's parser: a thin edge that parses, calls one function and answers.
 
 Each topic module adds its commands with `register(subparsers)`; they are imported here
 by name, and none imports this module back (their shared helpers are in `common.py`)."""
