@@ -205,7 +205,7 @@ def load_settings(*, secrets_required: bool = True, **overrides: object) -> Sett
 
     In production a missing or placeholder secret is refused here, at start-up, not at
     the first token. `secrets_required=False` is for the commands that sign nothing
-    (`egenmon dev`, `bench`, `broker config`: see egenmon/cli.py).
+    (`egenmon dev`, `bench`, `broker config`: see egenmon/cli/common.py).
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]

@@ -26,9 +26,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from egenmon.devices.mosquitto import Mosquitto
+from egenmon.dev.cluster import Cluster, free_port
+from egenmon.dev.mosquitto import Mosquitto
 from egenmon.settings import Settings, load_settings
-from egenmon.store.cluster import Cluster, free_port
 from egenmon.store.migrate import migrate
 
 # pytester: tests/test_architecture.py runs the marking below in a pytest of its own.

@@ -43,12 +43,9 @@ ROOMS: list[tuple[str, ...]] = [
 ]
 EDGES = (
     "egenmon.app",
-    "egenmon.serve",
     "egenmon.cli",
-    "egenmon.authcli",
     "egenmon.health",
-    "egenmon.devenv",
-    "egenmon.demo",
+    "egenmon.dev",
     "egenmon.bench",
     "egenmon.__main__",
     "egenmon",  # the package's __init__
@@ -69,12 +66,6 @@ KNOWN_UPWARD_IMPORTS = {
     ("egenmon.ingest.quarantine", "egenmon.fhir"),
     ("egenmon.ingest.quarantine", "egenmon.fhir.ingest"),
     ("egenmon.ingest.quarantine", "egenmon.fhir.outcome"),
-    # each wing's sub-CLI imports egenmon.cli back: the commands move to egenmon/cli/.
-    ("egenmon.store.cli", "egenmon.cli"),
-    ("egenmon.devices.cli", "egenmon.cli"),
-    ("egenmon.ingest.cli", "egenmon.cli"),
-    ("egenmon.alerts.cli", "egenmon.cli"),
-    ("egenmon.web.cli", "egenmon.cli"),
 }
 
 # Modules outside store/ with SQL text today, and where it goes (issue 13).
@@ -84,7 +75,10 @@ KNOWN_SQL_OUTSIDE_STORE = {
     "egenmon.app": "the schema check -> store/migrate.py",
     "egenmon.devices.cache": "LISTEN and its liveness probe -> store/devices.py",
     "egenmon.health": "the readiness probe -> store/db.py",
-    "egenmon.demo": "demo data -> egenmon/dev/ through store/patients.py",
+    "egenmon.dev.demo": "demo data -> through store/patients.py",
+    # Tooling for good: the private cluster of `egenmon dev`, the suite and the
+    # benchmarks makes its roles and databases; no table of the platform.
+    "egenmon.dev.cluster": "cluster set-up (dev and test tooling)",
     # The benchmarks build and count their data in SQL; with the move they either go
     # through store/ or are named here as tooling for good.
     "egenmon.bench.alerts_scan": "benchmark set-up",
@@ -190,6 +184,18 @@ def test_no_two_folders_import_each_other_but_the_known_cycles():
     assert not cycles, f"folders that import each other: {cycles}"
 
 
+def test_no_command_imports_the_parser_and_no_tooling_imports_a_command():
+    """The commands share cli/common.py, never the parser that imports them all; dev/
+    and bench/ are called by commands, never the other way round."""
+    for module, tree in modules():
+        found = imports(tree)
+        if module != "egenmon.cli":
+            assert "egenmon.cli.parser" not in found, f"{module} imports the parser"
+        if module.startswith(("egenmon.dev", "egenmon.bench")):
+            commands = {t for t in found if t == "egenmon.cli" or t.startswith("egenmon.cli.")}
+            assert not commands, f"{module} imports {commands}"
+
+
 def test_the_foundation_imports_no_other_part_of_egenmon():
     for module, tree in modules():
         if room_of(module) == 0:
@@ -289,8 +295,8 @@ def test_under_m_unit_service_tests_are_left_out_and_a_unit_test_cannot_start_a_
     pytester.makepyfile(
         test_inner="""
         import pytest
-        from egenmon.devices.mosquitto import Mosquitto
-        from egenmon.store.cluster import Cluster
+        from egenmon.dev.mosquitto import Mosquitto
+        from egenmon.dev.cluster import Cluster
 
         def test_pure():
             assert 1 + 1 == 2

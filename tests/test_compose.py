@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from egenmon.dev.cluster import free_port
 from egenmon.settings import Settings, load_settings
-from egenmon.store.cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -479,7 +479,7 @@ def test_no_debian_mirror_or_registry_is_hard_coded():
 
 def start_db_entrypoint(datadir: Path, sockdir: Path, port: int, env: dict[str, str]):
     """deploy/db-entrypoint.sh on this machine's PostgreSQL (as the image runs it)."""
-    from egenmon.store.cluster import pg_bindir
+    from egenmon.dev.cluster import pg_bindir
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRES_"))}
     clean["PATH"] = f"{pg_bindir()}{os.pathsep}{clean['PATH']}"

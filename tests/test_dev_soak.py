@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from egenmon.store.cluster import free_port
+from egenmon.dev.cluster import free_port
 from tests.conftest import wait_http
 
 SOAK_S = 120  # after ready; with start and stop the test stays under three minutes

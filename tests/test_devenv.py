@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from egenmon.store.cluster import free_port
+from egenmon.dev.cluster import free_port
 from tests.conftest import wait_http
 
 

@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 
-from egenmon.devices.mosquitto import Mosquitto
+from egenmon.dev.mosquitto import Mosquitto
 
 
 def get(url: str) -> tuple[int, dict | str]:

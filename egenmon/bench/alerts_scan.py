@@ -38,9 +38,9 @@ from psycopg.types.json import Jsonb
 from egenmon.alerts import engine, monitoring
 from egenmon.alerts.rules.findings import CLOCK_SKEW
 from egenmon.bench import one
+from egenmon.dev.cluster import Cluster
 from egenmon.settings import Settings
 from egenmon.store import alerts as store
-from egenmon.store.cluster import Cluster
 from egenmon.store.migrate import migrate
 
 # protocol → share of patients; measurement types with their pace and values

@@ -40,12 +40,12 @@ import psycopg
 
 from egenmon import progress
 from egenmon.auth import issue_token
+from egenmon.dev.cluster import Cluster, free_port
 from egenmon.fhir.search import parse_observation_search
 from egenmon.identifiers import luhn_digit
 from egenmon.ingest.types import TYPES
 from egenmon.settings import Settings
 from egenmon.store import fhir as store
-from egenmon.store.cluster import Cluster, free_port
 from egenmon.store.migrate import migrate
 
 LOADED_TYPES = (

@@ -44,6 +44,7 @@ import orjson
 import psycopg
 
 from egenmon.bench import one
+from egenmon.dev.cluster import free_port, throwaway_database
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.identifiers import luhn_digit
 from egenmon.ingest.message import parse_message
@@ -51,7 +52,6 @@ from egenmon.ingest.normalise import Binding, normalise
 from egenmon.ingest.writer import _TYPES, COLUMNS
 from egenmon.settings import Settings
 from egenmon.store import admin
-from egenmon.store.cluster import free_port, throwaway_database
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon_bench"

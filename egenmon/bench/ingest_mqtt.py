@@ -52,14 +52,14 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from egenmon.bench import one
-from egenmon.devices.mosquitto import Mosquitto
+from egenmon.dev.cluster import throwaway_database
+from egenmon.dev.mosquitto import Mosquitto
+from egenmon.dev.simulate_mqtt import DevicePublisher
 from egenmon.devices.registry import add_device
 from egenmon.identifiers import luhn_digit
 from egenmon.ingest.mqtt import SUBSCRIBER_PROTOCOL
-from egenmon.ingest.simulate_mqtt import DevicePublisher
 from egenmon.settings import MqttUrl, Settings, load_settings
 from egenmon.store import admin
-from egenmon.store.cluster import throwaway_database
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon_bench"

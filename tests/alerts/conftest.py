@@ -208,7 +208,7 @@ def act(
     return asyncio.run(go())
 
 
-# --- simulated patients (egenmon.ingest.simulate), stored the way ingest stores them ----------
+# --- simulated patients (egenmon.dev.simulate), stored the way ingest stores them ----------
 
 
 def store_simulated(
@@ -227,9 +227,9 @@ def store_simulated(
     import json
     import random
 
+    from egenmon.dev.simulate import SimDevice, generate, messages
     from egenmon.ingest.message import parse_message
     from egenmon.ingest.normalise import Binding, normalise
-    from egenmon.ingest.simulate import SimDevice, generate, messages
 
     now = dt.datetime.now(UTC)
     device = SimDevice(device_id, scenario=scenario, protocol=protocol)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from egenmon.alerts import notify
-from egenmon.store.cluster import free_port
+from egenmon.dev.cluster import free_port
 from egenmon.store.db import make_pool
 from tests.alerts.conftest import hmac_hex
 

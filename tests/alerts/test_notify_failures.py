@@ -11,7 +11,7 @@ import psycopg
 from prometheus_client import REGISTRY, generate_latest
 
 from egenmon.alerts import notify
-from egenmon.store.cluster import free_port
+from egenmon.dev.cluster import free_port
 from egenmon.store.db import make_pool
 
 H = dt.timedelta(hours=1)

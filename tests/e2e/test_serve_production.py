@@ -22,10 +22,10 @@ import orjson
 import pytest
 
 from egenmon.auth import issue_token
-from egenmon.devices.mosquitto import Mosquitto
-from egenmon.ingest.simulate_mqtt import DevicePublisher
+from egenmon.dev.cluster import free_port
+from egenmon.dev.mosquitto import Mosquitto
+from egenmon.dev.simulate_mqtt import DevicePublisher
 from egenmon.settings import Settings
-from egenmon.store.cluster import free_port
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from faultkit import Consumer
 
-from egenmon.devices.mosquitto import Mosquitto
+from egenmon.dev.mosquitto import Mosquitto
 
 
 @pytest.fixture

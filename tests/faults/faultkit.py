@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psycopg
 
-from egenmon.devices.mosquitto import Mosquitto
-from egenmon.ingest.simulate_mqtt import DevicePublisher
-from egenmon.store.cluster import free_port
+from egenmon.dev.cluster import free_port
+from egenmon.dev.mosquitto import Mosquitto
+from egenmon.dev.simulate_mqtt import DevicePublisher
 
 BASE_TIME = dt.datetime(2026, 1, 15, 8, 0, tzinfo=dt.UTC)
 

@@ -93,7 +93,7 @@ def test_a_device_taking_the_consumers_client_id_is_refused_and_300_of_300_are_s
 
 
 def test_the_simulator_connects_with_its_device_id(broker, device):
-    from egenmon.ingest.simulate_mqtt import DevicePublisher
+    from egenmon.dev.simulate_mqtt import DevicePublisher
 
     pub = DevicePublisher("127.0.0.1", broker.port, device["id"], device["secret"]).connect()
     assert pub.client._client_id == device["id"].encode()

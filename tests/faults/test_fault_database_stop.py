@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from faultkit import Stream, quarantined, stored, try_stored, wait_until
 
+from egenmon.dev.cluster import Cluster
 from egenmon.ingest.mqtt import INFLIGHT
-from egenmon.store.cluster import Cluster
 from egenmon.store.migrate import migrate
 
 N = 2500

@@ -4,7 +4,7 @@ when it was revoked while the broker was down."""
 import pytest
 from faultkit import message, quarantined, stored, wait_until
 
-from egenmon.ingest.simulate_mqtt import DevicePublisher, PublishRefused, readings_topic
+from egenmon.dev.simulate_mqtt import DevicePublisher, PublishRefused, readings_topic
 
 
 def connect(broker, device: dict) -> DevicePublisher:

@@ -5,7 +5,7 @@ import psycopg
 import pytest
 from faultkit import Stream, message, stored, wait_until
 
-from egenmon.ingest.simulate_mqtt import DevicePublisher
+from egenmon.dev.simulate_mqtt import DevicePublisher
 
 POISON = 1000
 GOOD = 40

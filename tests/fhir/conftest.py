@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from fhirtest import TEMPLATE, TEST_SECRET, FhirServer
 
+from egenmon.dev.cluster import Cluster, free_port
 from egenmon.settings import Settings
-from egenmon.store.cluster import Cluster, free_port
 
 _db_serial = itertools.count()
 

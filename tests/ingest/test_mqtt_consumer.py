@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from egenmon.dev.mosquitto import Mosquitto
+from egenmon.dev.simulate_mqtt import DevicePublisher
 from egenmon.devices.dynsec import DynsecClient
-from egenmon.devices.mosquitto import Mosquitto
 from egenmon.ingest.mqtt import ClientIdLock, MqttConsumer, device_from_topic, result_payload
-from egenmon.ingest.simulate_mqtt import DevicePublisher
 from egenmon.ingest.writer import WriteError
 from egenmon.settings import MqttUrl, load_settings
 

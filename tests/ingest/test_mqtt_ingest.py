@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from egenmon.app import Roles, create_app
-from egenmon.devices.mosquitto import Mosquitto
+from egenmon.dev.mosquitto import Mosquitto
+from egenmon.dev.simulate_mqtt import DevicePublisher, readings_topic
 from egenmon.devices.reconcile import missing_acls, required_platform_acls
-from egenmon.ingest.simulate_mqtt import DevicePublisher, readings_topic
 from egenmon.settings import Settings
 
 T0 = dt.datetime(2026, 3, 2, 7, 30, tzinfo=dt.UTC)

@@ -23,8 +23,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from egenmon.dev.mosquitto import Mosquitto
 from egenmon.devices.dynsec import DynsecClient
-from egenmon.devices.mosquitto import Mosquitto
 from egenmon.ingest.mqtt_publisher import (
     MAX_REMAINING_LENGTH,
     MqttProtocolError,

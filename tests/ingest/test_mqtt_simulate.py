@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from egenmon.app import Roles, create_app
-from egenmon.devices.mosquitto import Mosquitto
-from egenmon.ingest.simulate import SimDevice, generate, messages
-from egenmon.ingest.simulate_mqtt import MqttTransport
-from egenmon.ingest.simulate_run import TransportError, backfill
+from egenmon.dev.mosquitto import Mosquitto
+from egenmon.dev.simulate import SimDevice, generate, messages
+from egenmon.dev.simulate_mqtt import MqttTransport
+from egenmon.dev.simulate_run import TransportError, backfill
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from collections import defaultdict
 
 import pytest
 
+from egenmon.dev.simulate import SimDevice, generate, messages, session_times
 from egenmon.ingest.message import parse_message
 from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.simulate import SimDevice, generate, messages, session_times
 from tests.ingest.conftest import stored
 
 START = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
@@ -217,8 +217,8 @@ def test_dev_runs_the_simulator_for_the_demo_devices(serve, device, conn, tmp_pa
     import os
     import time
 
-    from egenmon.demo import DemoDevice
-    from egenmon.devenv import start_simulators
+    from egenmon.dev.demo import DemoDevice
+    from egenmon.dev.devenv import start_simulators
 
     base, _ = serve("--no-mqtt", "--no-scheduler")
     demo = DemoDevice(

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from egenmon.store.cluster import Cluster, ClusterError
+from egenmon.dev.cluster import Cluster, ClusterError
 
 
 def no_password_url(cluster: Cluster, dbname: str = "postgres") -> str:
@@ -137,7 +137,7 @@ NORMAL_USER_CHECK = """
 import json, os, stat, sys
 from pathlib import Path
 import psycopg
-from egenmon.store.cluster import Cluster, ClusterError
+from egenmon.dev.cluster import Cluster, ClusterError
 
 c = Cluster(Path(sys.argv[1]) / "pg", fsync=False,
             extra_conf={"timescaledb.max_background_workers": "0"})

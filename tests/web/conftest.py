@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from egenmon.dev.simulate import SimDevice, generate, messages
 from egenmon.ingest.message import parse_message
 from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.simulate import SimDevice, generate, messages
 from egenmon.ingest.writer import COLUMNS
 
 PASSWORD = "correct-horse-battery-staple"

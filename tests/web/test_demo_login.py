@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import stat
 
-from egenmon.demo import DEMO_HSA_ID, seed_clinician
-from egenmon.devenv import demo_logins
+from egenmon.dev.demo import DEMO_HSA_ID, seed_clinician
+from egenmon.dev.devenv import demo_logins
 from egenmon.web.accounts import verify_password
 
 

@@ -6,11 +6,10 @@ import argparse
 import getpass
 import sys
 
-from egenmon.cli import CommandError, command, emit
+from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.settings import Settings
 from egenmon.store import admin
 from egenmon.store import web as store
-from egenmon.store.db import DatabaseError, connect
 from egenmon.web import accounts
 
 
@@ -50,15 +49,8 @@ def read_password() -> str:
     return line[:-1] if line.endswith("\n") else line
 
 
-def _db(settings: Settings):
-    try:
-        return connect(settings.require_database(), autocommit=True)
-    except DatabaseError as e:
-        raise CommandError(str(e)) from None
-
-
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
-    with _db(settings) as conn:
+    with db(settings) as conn:
         unit_id = None
         if args.care_unit:
             try:
@@ -96,7 +88,7 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
         password_hash = accounts.hash_password(read_password())
     except ValueError as e:
         raise CommandError(str(e)) from None
-    with _db(settings) as conn:
+    with db(settings) as conn:
         try:
             store.set_password(conn, accounts.normalise_username(args.username), password_hash)
         except store.NotFound as e:
@@ -105,7 +97,7 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_user_unlock(args: argparse.Namespace, settings: Settings) -> None:
-    with _db(settings) as conn:
+    with db(settings) as conn:
         try:
             store.unlock_user(conn, accounts.normalise_username(args.username))
         except store.NotFound as e:

@@ -6,10 +6,9 @@ import argparse
 import uuid
 
 from egenmon.auth import ROLES, issue_token
-from egenmon.cli import CommandError, command, emit
+from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.settings import Settings
 from egenmon.store import admin
-from egenmon.store.cli import db
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,11 +23,19 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from egenmon.ingest.simulate import SimDevice, generate, live_interval, messages
+from egenmon.dev.simulate import SimDevice, generate, live_interval, messages
+from egenmon.devices import registry
+from egenmon.identifiers import luhn_digit
 from egenmon.progress import bar as progress_bar
-from egenmon.settings import DEFAULT_TIMEZONE
+from egenmon.settings import DEFAULT_TIMEZONE, Settings
+from egenmon.store import admin
+from egenmon.store.db import connect
 
 log = logging.getLogger("egenmon.simulate")
+
+# Where `egenmon simulate` puts the patients it creates.
+SIM_HSA_ID = "SE2321000016-SIM"
+SIM_UNIT = "Simulerade patienter"
 
 BACKFILL_EVERY = dt.timedelta(hours=12)
 
@@ -255,3 +264,36 @@ async def live(
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     return summary
+
+
+def create_devices(settings: Settings, n: int, scenario: str, seed: int) -> list[SimDevice]:
+    """n simulated patients in a simulator care unit, each with a device bound 30 days back
+    (raises registry.DeviceError when a device cannot be added)."""
+    rng = random.Random(f"{seed}|{os.getpid()}|{dt.datetime.now().timestamp()}")  # noqa: S311
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    devices: list[SimDevice] = []
+    with connect(settings.require_database(), autocommit=True) as conn:
+        try:
+            unit = admin.find_care_unit(conn, SIM_HSA_ID)
+        except admin.NotFound:
+            unit = admin.add_care_unit(conn, SIM_UNIT, SIM_HSA_ID)
+        while len(devices) < n:
+            birth = dt.date(1935, 1, 1) + dt.timedelta(days=rng.randrange(50 * 365))
+            nine = birth.strftime("%y%m%d") + f"{rng.randrange(1000):03d}"
+            number = birth.strftime("%Y") + nine[2:] + str(luhn_digit(nine))
+            try:
+                patient = admin.add_patient(
+                    conn, number, "personnummer", unit, f"Simulerad patient {len(devices) + 1}"
+                )
+            except admin.Conflict:
+                continue
+            added = registry.add_device(
+                conn,
+                settings,
+                patient_id=str(patient),
+                model="Simulated Hub",
+                since=since,
+                manufacturer="egenmon",
+            )
+            devices.append(SimDevice(added.device_id, added.secret, str(patient), scenario))
+    return devices

@@ -14,11 +14,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from egenmon.cli import CommandError, command
-from egenmon.demo import DEMO_HSA_ID, seed
-from egenmon.devices.mosquitto import Mosquitto, MosquittoError
+from egenmon.dev.cluster import Cluster, ClusterError, ForeignOwner, write_secret
+from egenmon.dev.demo import DEMO_HSA_ID, seed
+from egenmon.dev.mosquitto import Mosquitto, MosquittoError
 from egenmon.settings import Settings, load_settings
-from egenmon.store.cluster import Cluster, ClusterError, ForeignOwner, write_secret
 from egenmon.store.db import DatabaseError, connect
 from egenmon.store.migrate import migrate
 
@@ -27,18 +26,8 @@ DB_ROLE = "egenmon"  # the platform's own login: owns its database, no superuser
 ENV_FILE = "env"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = command(
-        sub, "dev", cmd_dev, "run the platform with a private database and broker", json_flag=False
-    )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".egenmon"),
-        help="where the private cluster, broker and demo state live",
-    )
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--no-simulator", action="store_true", help="do not simulate devices")
+class DevError(RuntimeError):
+    """Why `egenmon dev` cannot run or stopped: told to the user without a traceback."""
 
 
 def say(text: str) -> None:
@@ -52,7 +41,7 @@ def _lock(state: Path) -> int:
     except BlockingIOError:
         other = os.read(fd, 32).decode().strip() or "?"
         os.close(fd)
-        raise CommandError(
+        raise DevError(
             f"egenmon dev is already running from {state.absolute()} (pid {other}); "
             "stop it with Ctrl-C first"
         ) from None
@@ -65,7 +54,7 @@ def _wait_ready(url: str, child: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise CommandError(f"egenmon serve exited with code {child.returncode}")
+            raise DevError(f"egenmon serve exited with code {child.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (local URL)
                 if r.status == 200:
@@ -73,7 +62,7 @@ def _wait_ready(url: str, child: subprocess.Popen, timeout: float = 60) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise CommandError(f"egenmon serve was not ready within {timeout:.0f} s")
+    raise DevError(f"egenmon serve was not ready within {timeout:.0f} s")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -135,9 +124,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         say("Ctrl-C stops everything")
         while all(c.poll() is None for c in children[:1]):
             time.sleep(0.5)
-        raise CommandError(f"egenmon serve exited with code {serve.returncode}")
+        raise DevError(f"egenmon serve exited with code {serve.returncode}")
     except (ClusterError, MosquittoError, DatabaseError) as e:
-        raise CommandError(str(e)) from None
+        raise DevError(str(e)) from None
     except KeyboardInterrupt:
         say("stopping")
     finally:
@@ -255,8 +244,8 @@ def ready_lines(
 
 
 def demo_logins(state: Path) -> list[str]:
-    """Lines naming the demo clinician login (made by `egenmon.demo.seed_clinician`)."""
-    from egenmon.demo import demo_login
+    """Lines naming the demo clinician login (made by `egenmon.dev.demo.seed_clinician`)."""
+    from egenmon.dev.demo import demo_login
 
     login = demo_login(state)
     if login is None:

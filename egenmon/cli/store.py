@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from egenmon.cli import CommandError, command, emit
+from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.identifiers import IdentifierError, parse_personal_identity
 from egenmon.settings import Settings
 from egenmon.store import admin
-from egenmon.store.db import DatabaseError, check_timescaledb, connect
+from egenmon.store.db import DatabaseError, check_timescaledb
 from egenmon.store.migrate import migrate
 
 
@@ -29,13 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--care-unit", required=True, help="care unit id, HSA-id or name")
     p.add_argument("--name", help="display name for the clinician UI")
-
-
-def db(settings: Settings):
-    try:
-        return connect(settings.require_database(), autocommit=True)
-    except DatabaseError as e:
-        raise CommandError(str(e)) from None
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+from types import ModuleType
 
-from egenmon.cli import CommandError
+from egenmon.bench import alerts_scan, fhir_search, ingest_http, ingest_mqtt
+from egenmon.cli.common import CommandError
 from egenmon.settings import Settings
 
-BENCHMARKS = {
-    "ingest-http": "egenmon.bench.ingest_http",
-    "ingest-mqtt": "egenmon.bench.ingest_mqtt",
-    "fhir-search": "egenmon.bench.fhir_search",
-    "alerts-scan": "egenmon.bench.alerts_scan",
+BENCHMARKS: dict[str, ModuleType] = {
+    "ingest-http": ingest_http,
+    "ingest-mqtt": ingest_mqtt,
+    "fhir-search": fhir_search,
+    "alerts-scan": alerts_scan,
 }
 
 
@@ -21,20 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks; one JSON object per line").add_subparsers(
         dest="bench", metavar="NAME", required=True
     )
-    for name, module in BENCHMARKS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
+    for name, mod in BENCHMARKS.items():
         p = bench.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
         p.add_argument("--json", action="store_true", help="print JSON lines (the default)")
         mod.add_arguments(p)
         p.set_defaults(handler=_runner(mod))
 
 
-def _runner(mod):
+def _runner(mod: ModuleType):
     def handler(args: argparse.Namespace, settings: Settings) -> None:
         try:
             for line in mod.run(args, settings):

@@ -1,33 +1,21 @@
-"""The `egenmon` command: a thin edge that parses, calls one function and answers."""
+"""What every command shares: user errors and exit codes, printing results, time
+arguments, settings and the database connection. Imports no command module, so each
+command module imports this and never the top-level parser (`egenmon.cli.main`)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from egenmon.settings import Settings, SettingsError, load_settings
+import psycopg
+
+from egenmon.settings import Settings, load_settings
+from egenmon.store.db import DatabaseError, connect
 
 EXIT_USAGE = 2
-
-# Each module adds its commands with `register(subparsers)`.
-COMMAND_MODULES = (
-    "egenmon.store.cli",
-    "egenmon.devices.cli",
-    "egenmon.authcli",
-    "egenmon.ingest.cli",
-    "egenmon.alerts.cli",
-    "egenmon.web.cli",
-    "egenmon.bench.cli",
-    "egenmon.serve",
-    "egenmon.devenv",
-)
-
 
 # Commands that sign nothing, so they may run in production without EGENMON_AUTH_SECRET:
 # `dev` makes its own secret, `bench` starts servers of its own with theirs, and
@@ -37,6 +25,12 @@ SIGNS_NOTHING = frozenset({"dev", "bench", "broker"})
 
 class CommandError(Exception):
     """A user error: printed without a traceback, exit code 2."""
+
+
+def settings_for(command_name: str) -> Settings:
+    """The settings a command runs with: the production secret is required unless the
+    command signs nothing (raises SettingsError)."""
+    return load_settings(secrets_required=command_name not in SIGNS_NOTHING)
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str | None = None) -> None:
@@ -73,33 +67,9 @@ def command(
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="egenmon", description="egenmon: patient self-monitoring platform"
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def db(settings: Settings) -> psycopg.Connection:
+    """An autocommit connection to the platform's database; a user error if unreachable."""
     try:
-        settings: Settings = load_settings(secrets_required=args.command not in SIGNS_NOTHING)
-        rc = args.handler(args, settings)
-    except (CommandError, SettingsError) as e:
-        print(f"egenmon: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-    return int(rc or 0)
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return connect(settings.require_database(), autocommit=True)
+    except DatabaseError as e:
+        raise CommandError(str(e)) from None

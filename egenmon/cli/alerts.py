@@ -9,10 +9,9 @@ import secrets
 import uuid
 
 from egenmon.alerts import engine, monitoring, notify
-from egenmon.cli import CommandError, command, emit
+from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.settings import Settings
 from egenmon.store import alerts as store
-from egenmon.store.cli import db
 from egenmon.store.db import make_pool
 
 

@@ -25,8 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from egenmon.ingest.simulate import SimDevice
-from egenmon.ingest.simulate_run import TransportError
+from egenmon.dev.simulate import SimDevice
+from egenmon.dev.simulate_run import TransportError
 from egenmon.settings import MqttUrl, Settings
 
 DEVICE_SESSION_S = 24 * 3600

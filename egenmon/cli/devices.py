@@ -6,11 +6,10 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from egenmon.cli import CommandError, command, emit, parse_time
+from egenmon.cli.common import CommandError, command, db, emit, parse_time
 from egenmon.devices import registry
 from egenmon.devices.broker import BrokerConfigError, write_config
 from egenmon.settings import Settings
-from egenmon.store.cli import db
 
 
 def register(sub: argparse._SubParsersAction) -> None:

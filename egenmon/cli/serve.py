@@ -11,7 +11,7 @@ import uvicorn
 import uvloop
 
 from egenmon.app import Roles, check_database, create_app
-from egenmon.cli import CommandError, command
+from egenmon.cli.common import CommandError, command
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError
 

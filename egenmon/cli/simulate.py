@@ -1,4 +1,4 @@
-"""Commands of ingest: `quarantine list`, `quarantine replay ID...` and `simulate`."""
+"""`egenmon simulate`: patients' devices sending readings, back-fill and live (egenmon.dev)."""
 
 from __future__ import annotations
 
@@ -7,49 +7,25 @@ import asyncio
 import datetime as dt
 import json
 import os
-import random
 from pathlib import Path
 
-import psycopg
-
 from egenmon import progress
-from egenmon.cli import CommandError, command, emit
-from egenmon.ingest import quarantine as q
-from egenmon.ingest.pipeline import Pipeline
-from egenmon.ingest.simulate import SCENARIOS, SimDevice
-from egenmon.ingest.simulate_run import (
+from egenmon.cli.common import CommandError, command, emit
+from egenmon.dev.simulate import SCENARIOS, SimDevice
+from egenmon.dev.simulate_run import (
     HttpTransport,
     Summary,
     Transport,
     backfill,
+    create_devices,
     live,
     load_devices,
 )
+from egenmon.devices.registry import DeviceError
 from egenmon.settings import Settings
-from egenmon.store.db import make_pool
-
-SIM_HSA_ID = "SE2321000016-SIM"
-SIM_UNIT = "Simulerade patienter"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    qu = sub.add_parser("quarantine", help="rejected bodies and readings").add_subparsers(
-        dest="action", required=True
-    )
-    p = command(qu, "list", cmd_list, "list what was rejected, with reasons (newest first)")
-    p.add_argument("--all", action="store_true", help="resolved entries too")
-    p.add_argument("--device", help="only this device's entries")
-    p.add_argument("--source", choices=("http", "mqtt", "fhir", "replay"))
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--full", action="store_true", help="whole raw bodies, not a preview")
-    p = command(
-        qu,
-        "replay",
-        cmd_replay,
-        "run entries through the pipeline again and resolve what is stored now",
-    )
-    p.add_argument("ids", nargs="+", type=int, metavar="ID")
-
     p = command(
         sub,
         "simulate",
@@ -96,74 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch", type=int, default=500, help="readings per back-fill message")
     p.add_argument("--seed", type=int, default=0)
-
-
-def _run(coro):
-    try:
-        return asyncio.run(coro)
-    except (psycopg.OperationalError, OSError) as e:
-        raise CommandError(f"database: {str(e).strip().splitlines()[0]}") from None
-
-
-async def _with_pipeline(settings: Settings, work):
-    pool = make_pool(settings.require_database(), 1, 4)
-    await pool.open(wait=True, timeout=10)
-    pipeline = Pipeline(settings, pool)
-    try:
-        await pipeline.start()
-        try:
-            return await work(pipeline)
-        finally:
-            await pipeline.stop()
-    finally:
-        await pool.close()
-
-
-def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
-    async def work() -> list[dict]:
-        async with await psycopg.AsyncConnection.connect(
-            settings.require_database(), autocommit=True
-        ) as conn:
-            return await q.list_entries(
-                conn,
-                include_resolved=args.all,
-                device_id=args.device,
-                source=args.source,
-                limit=args.limit,
-            )
-
-    entries = [q.entry_json(e, full=args.full) for e in _run(work())]
-    lines = [
-        f"#{e['id']} {e['received_at'][:19]} {e['source']} {e['device_id'] or '-'} "
-        f"{e['kind']}{'' if e['reading_index'] is None else '[' + str(e['reading_index']) + ']'}"
-        f" {'resolved' if e['resolved_at'] else 'open'}: {e['reason']}"
-        for e in entries
-    ]
-    emit(args, {"entries": entries}, "\n".join(lines) if lines else "quarantine is empty")
-
-
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(pipeline: Pipeline) -> list[q.Replayed]:
-        if not progress.wanted(args.json):
-            return await q.replay(pipeline, args.ids)
-        # One entry at a time, so a bar can follow a long replay on a terminal.
-        out: list[q.Replayed] = []
-        with progress.bar(len(args.ids), "replay", unit="entry") as shown:
-            for entry_id in args.ids:
-                out += await q.replay(pipeline, [entry_id])
-                shown.update(1)
-        return out
-
-    results = _run(_with_pipeline(settings, work))
-    out = [r.json() for r in results]
-    emit(
-        args,
-        {"replayed": out},
-        "\n".join(
-            f"#{r['id']} {'resolved' if r['resolved'] else 'open'}: {r['note']}" for r in out
-        ),
-    )
-    return 0 if all(r.resolved for r in results) else 1
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
@@ -236,7 +144,7 @@ def _transport(args: argparse.Namespace, settings: Settings) -> Transport:
     # The MQTT side supplies its transport: MqttTransport(settings), implementing
     # simulate_run.Transport (send one message as the device, return the result object).
     try:
-        from egenmon.ingest.simulate_mqtt import MqttTransport
+        from egenmon.dev.simulate_mqtt import MqttTransport
     except ImportError:
         raise CommandError("--via mqtt: the MQTT transport is not available yet") from None
     if not settings.mqtt:
@@ -264,49 +172,12 @@ def _devices(args: argparse.Namespace, settings: Settings) -> list[SimDevice]:
             "give --devices-file, or set EGENMON_DATABASE_URL so that "
             "simulated patients and devices can be created"
         )
-    devices = create_devices(settings, args.patients or 5, args.scenario or "stable", args.seed)
+    try:
+        devices = create_devices(settings, args.patients or 5, args.scenario or "stable", args.seed)
+    except DeviceError as e:
+        raise CommandError(str(e)) from None
     if args.save_devices is not None:
         fd = os.open(args.save_devices, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump([d.__dict__ for d in devices], f)
-    return devices
-
-
-def create_devices(settings: Settings, n: int, scenario: str, seed: int) -> list[SimDevice]:
-    """n simulated patients in a simulator care unit, each with a device bound 30 days back."""
-    from egenmon.devices import registry
-    from egenmon.identifiers import luhn_digit
-    from egenmon.store import admin
-    from egenmon.store.db import connect
-
-    rng = random.Random(f"{seed}|{os.getpid()}|{dt.datetime.now().timestamp()}")  # noqa: S311
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
-    devices: list[SimDevice] = []
-    with connect(settings.require_database(), autocommit=True) as conn:
-        try:
-            unit = admin.find_care_unit(conn, SIM_HSA_ID)
-        except admin.NotFound:
-            unit = admin.add_care_unit(conn, SIM_UNIT, SIM_HSA_ID)
-        while len(devices) < n:
-            birth = dt.date(1935, 1, 1) + dt.timedelta(days=rng.randrange(50 * 365))
-            nine = birth.strftime("%y%m%d") + f"{rng.randrange(1000):03d}"
-            number = birth.strftime("%Y") + nine[2:] + str(luhn_digit(nine))
-            try:
-                patient = admin.add_patient(
-                    conn, number, "personnummer", unit, f"Simulerad patient {len(devices) + 1}"
-                )
-            except admin.Conflict:
-                continue
-            try:
-                added = registry.add_device(
-                    conn,
-                    settings,
-                    patient_id=str(patient),
-                    model="Simulated Hub",
-                    since=since,
-                    manufacturer="egenmon",
-                )
-            except registry.DeviceError as e:
-                raise CommandError(str(e)) from None
-            devices.append(SimDevice(added.device_id, added.secret, str(patient), scenario))
     return devices

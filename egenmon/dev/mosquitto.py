@@ -14,8 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from egenmon.dev.cluster import free_port
 from egenmon.devices.broker import BrokerConfig, write_config
-from egenmon.store.cluster import free_port
 
 
 class MosquittoError(RuntimeError):
