@@ -45,7 +45,7 @@ import psycopg
 
 from egenmon.bench import one
 from egenmon.devices.credentials import new_secret, secret_digest
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.ingest.message import parse_message
 from egenmon.ingest.normalise import Binding, normalise
 from egenmon.ingest.writer import _TYPES, COLUMNS

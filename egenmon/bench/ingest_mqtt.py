@@ -54,7 +54,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from egenmon.bench import one
 from egenmon.devices.mosquitto import Mosquitto
 from egenmon.devices.registry import add_device
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.ingest.mqtt import SUBSCRIBER_PROTOCOL
 from egenmon.ingest.simulate_mqtt import DevicePublisher
 from egenmon.settings import MqttUrl, Settings, load_settings

@@ -37,7 +37,7 @@ import orjson
 
 from egenmon import jsonbody
 from egenmon.auth import AuthError, Principal
-from egenmon.fhir.ids import observation_id
+from egenmon.domain.ids import observation_id
 from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
 from egenmon.fhir.outcome import FhirError, bad_request, unprocessable
 from egenmon.fhir.render import render_observation

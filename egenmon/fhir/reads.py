@@ -39,7 +39,8 @@ from urllib.parse import urlencode
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.auth import AuthError, Principal
-from egenmon.fhir.ids import decode_cursor, encode_cursor, parse_observation_id
+from egenmon.domain.ids import decode_cursor, encode_cursor, parse_observation_id
+from egenmon.domain.measurements import TYPES
 from egenmon.fhir.outcome import not_found
 from egenmon.fhir.render import (
     render_bundle_searchset,
@@ -57,7 +58,6 @@ from egenmon.fhir.search import (
     parse_observation_search,
     parse_patient_search,
 )
-from egenmon.ingest.types import TYPES
 from egenmon.store import fhir as store
 from egenmon.store.access import log_access, param_names
 

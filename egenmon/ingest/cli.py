@@ -275,7 +275,7 @@ def _devices(args: argparse.Namespace, settings: Settings) -> list[SimDevice]:
 def create_devices(settings: Settings, n: int, scenario: str, seed: int) -> list[SimDevice]:
     """n simulated patients in a simulator care unit, each with a device bound 30 days back."""
     from egenmon.devices import registry
-    from egenmon.identifiers import luhn_digit
+    from egenmon.domain.identifiers import luhn_digit
     from egenmon.store import admin
     from egenmon.store.db import connect
 

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from egenmon.domain.measurements import TYPES, MeasurementType, Unit
 from egenmon.ingest.message import ReadingMessage
-from egenmon.ingest.types import TYPES, MeasurementType, Unit
 
 COLUMNS: tuple[str, ...] = (
     "time",

@@ -30,8 +30,8 @@ from egenmon.alerts.plans import NEWS2_FRESHNESS, QUANTITIES, Plan, build_plan
 from egenmon.alerts.rules.findings import Reading
 from egenmon.alerts.rules.news2 import news2_assess
 from egenmon.auth import AuthError
-from egenmon.fhir.ids import observation_id
-from egenmon.ingest.types import TYPES
+from egenmon.domain.ids import observation_id
+from egenmon.domain.measurements import TYPES
 from egenmon.store import access
 from egenmon.store import alerts as alerts_store
 from egenmon.store import web as store

@@ -23,7 +23,7 @@ from egenmon.alerts.plans import (
 )
 from egenmon.alerts.rules.findings import RULES
 from egenmon.alerts.rules.news2 import PARAMETERS as NEWS2_PARAMETERS
-from egenmon.ingest.types import TYPES
+from egenmon.domain.measurements import TYPES
 from egenmon.web.i18n import UNIT_DISPLAY, age, local_time, number, translate, value_text
 
 SEVERITIES = ("high", "medium", "low")

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from egenmon.alerts import engine
-from egenmon.fhir.ids import observation_id
-from egenmon.ingest.types import TYPES
+from egenmon.domain.ids import observation_id
+from egenmon.domain.measurements import TYPES
 from egenmon.ingest.writer import COLUMNS
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")

@@ -22,7 +22,7 @@ import pytest
 from egenmon.auth import issue_token
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.devices.mosquitto import Mosquitto
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.settings import Settings
 from egenmon.store import admin
 from egenmon.store.cluster import Cluster, free_port

@@ -16,7 +16,7 @@ from egenmon.alerts.rules.findings import (
     prepare,
     since,
 )
-from egenmon.ingest.types import TYPES
+from egenmon.domain.measurements import TYPES
 
 # A daily measurement always has a reading this recent (the missing-data window); an older
 # abnormal reading no longer describes the patient and its alert may be resolved.
