@@ -61,9 +61,6 @@ KNOWN_UPWARD_IMPORTS = {
     ("egenmon.store.fhir", "egenmon.fhir.search"),
     # the access log takes auth's Principal (and with it FastAPI): Principal to domain/.
     ("egenmon.store.access", "egenmon.auth"),
-    # the devices cache imports Binding from normalisation while the pipeline imports the
-    # cache: Binding to domain/.
-    ("egenmon.devices.cache", "egenmon.ingest.normalise"),
     # quarantine replay imports FHIR ingest (in a function): the replayer is passed in.
     ("egenmon.ingest.quarantine", "egenmon.fhir"),
     ("egenmon.ingest.quarantine", "egenmon.fhir.ingest"),

@@ -38,11 +38,12 @@ import orjson
 from egenmon import jsonbody
 from egenmon.auth import AuthError, Principal
 from egenmon.domain.ids import observation_id
+from egenmon.domain.readings import COLUMNS
 from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
 from egenmon.fhir.outcome import FhirError, bad_request, unprocessable
 from egenmon.fhir.render import render_observation
 from egenmon.ingest.message import ReadingMessage
-from egenmon.ingest.normalise import COLUMNS, normalise
+from egenmon.ingest.normalise import normalise
 from egenmon.ingest.writer import WriteError
 from egenmon.store import fhir as store
 from egenmon.store.access import log_access

@@ -19,7 +19,7 @@ import pytest
 from egenmon.alerts import engine
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
-from egenmon.ingest.writer import COLUMNS
+from egenmon.domain.readings import COLUMNS
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 UTC = dt.UTC
@@ -227,8 +227,9 @@ def store_simulated(
     import json
     import random
 
+    from egenmon.domain.readings import Binding
     from egenmon.ingest.message import parse_message
-    from egenmon.ingest.normalise import Binding, normalise
+    from egenmon.ingest.normalise import normalise
     from egenmon.ingest.simulate import SimDevice, generate, messages
 
     now = dt.datetime.now(UTC)

@@ -22,7 +22,7 @@ from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import LOINC, MDC, TYPES, UCUM
-from egenmon.ingest.normalise import COLUMNS
+from egenmon.domain.readings import COLUMNS
 from egenmon.settings import Settings
 from egenmon.store import admin
 

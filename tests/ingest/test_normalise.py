@@ -14,10 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egenmon.domain.measurements import TYPES
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import ReadingMessage
 from egenmon.ingest.normalise import (
-    COLUMNS,
-    Binding,
     dedup_key,
     from_canonical,
     normalise,

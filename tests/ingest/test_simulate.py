@@ -10,8 +10,9 @@ from collections import defaultdict
 
 import pytest
 
+from egenmon.domain.readings import Binding
 from egenmon.ingest.message import parse_message
-from egenmon.ingest.normalise import Binding, normalise
+from egenmon.ingest.normalise import normalise
 from egenmon.ingest.simulate import SimDevice, generate, messages, session_times
 from tests.ingest.conftest import stored
 

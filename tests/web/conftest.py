@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import parse_message
-from egenmon.ingest.normalise import Binding, normalise
+from egenmon.ingest.normalise import normalise
 from egenmon.ingest.simulate import SimDevice, generate, messages
-from egenmon.ingest.writer import COLUMNS
 
 PASSWORD = "correct-horse-battery-staple"
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
