@@ -17,7 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from egenmon import openapi
-from egenmon.auth import AuthError
+from egenmon.domain.principals import AuthError
 from egenmon.limits import RequestLimits, parameter_error
 from egenmon.runtime import Runtime
 from egenmon.settings import Settings

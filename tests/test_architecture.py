@@ -59,8 +59,6 @@ KNOWN_UPWARD_IMPORTS = {
     # store/ reaches up for FHIR's query class: the query shape goes to domain/, FHIR's
     # readings queries to store/readings.py.
     ("egenmon.store.fhir", "egenmon.fhir.search"),
-    # the access log takes auth's Principal (and with it FastAPI): Principal to domain/.
-    ("egenmon.store.access", "egenmon.auth"),
     # quarantine replay imports FHIR ingest (in a function): the replayer is passed in.
     ("egenmon.ingest.quarantine", "egenmon.fhir"),
     ("egenmon.ingest.quarantine", "egenmon.fhir.ingest"),

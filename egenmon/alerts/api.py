@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from egenmon.alerts import lifecycle, monitoring
 from egenmon.alerts.rules.findings import RULES
-from egenmon.auth import AuthError, Principal, authenticate, roles_allowed
+from egenmon.auth import authenticate
+from egenmon.domain.principals import AuthError, Principal, roles_allowed
 from egenmon.runtime import Runtime
 from egenmon.store import alerts as store
 from egenmon.store.access import log_access, param_names

@@ -22,7 +22,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from egenmon.auth import AuthError, authenticate
+from egenmon.auth import authenticate
+from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.outcome import FhirError, bad_request, not_found

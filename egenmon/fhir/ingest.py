@@ -36,8 +36,8 @@ from urllib.parse import unquote
 import orjson
 
 from egenmon import jsonbody
-from egenmon.auth import AuthError, Principal
 from egenmon.domain.ids import observation_id
+from egenmon.domain.principals import AuthError, Principal
 from egenmon.domain.readings import COLUMNS
 from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
 from egenmon.fhir.outcome import FhirError, bad_request, unprocessable

@@ -38,9 +38,9 @@ from urllib.parse import urlencode
 
 from psycopg_pool import AsyncConnectionPool
 
-from egenmon.auth import AuthError, Principal
 from egenmon.domain.ids import decode_cursor, encode_cursor, parse_observation_id
 from egenmon.domain.measurements import TYPES
+from egenmon.domain.principals import AuthError, Principal
 from egenmon.fhir.outcome import not_found
 from egenmon.fhir.render import (
     render_bundle_searchset,

@@ -15,7 +15,8 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from egenmon.auth import Principal, authenticate, bearer, roles_allowed
+from egenmon.auth import authenticate, bearer
+from egenmon.domain.principals import Principal, roles_allowed
 from egenmon.ingest.pipeline import MAX_BODY, Pipeline
 from egenmon.ingest.quarantine import entry_json, list_entries
 from egenmon.ingest.writer import WriteError

@@ -129,7 +129,7 @@ async def _replay_one(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
 async def _replay_fhir(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
     """FHIR content goes back through FHIR ingest (its own mapping and checks)."""
     # Imported here: FHIR ingest builds on the pipeline, not the other way round.
-    from egenmon.auth import AuthError, Principal, parse_scopes
+    from egenmon.domain.principals import AuthError, Principal, parse_scopes
     from egenmon.fhir import ingest as fhir_ingest
     from egenmon.fhir.outcome import FhirError
 

@@ -29,9 +29,9 @@ from egenmon.alerts import lifecycle
 from egenmon.alerts.plans import NEWS2_FRESHNESS, QUANTITIES, Plan, build_plan
 from egenmon.alerts.rules.findings import Reading
 from egenmon.alerts.rules.news2 import news2_assess
-from egenmon.auth import AuthError
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
+from egenmon.domain.principals import AuthError
 from egenmon.store import access
 from egenmon.store import alerts as alerts_store
 from egenmon.store import web as store

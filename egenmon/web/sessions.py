@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
-from egenmon.auth import DEFAULT_SCOPES, Principal, parse_scopes
+from egenmon.domain.principals import DEFAULT_SCOPES, Principal, parse_scopes
 from egenmon.runtime import Runtime
 from egenmon.store import web as store
 from egenmon.web import accounts

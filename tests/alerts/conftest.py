@@ -191,7 +191,7 @@ def act(
     import asyncio
 
     from egenmon.alerts import lifecycle
-    from egenmon.auth import DEFAULT_SCOPES, Principal, parse_scopes
+    from egenmon.domain.principals import DEFAULT_SCOPES, Principal, parse_scopes
     from egenmon.store.db import make_pool
 
     principal = Principal(subject=who, role="admin", scopes=parse_scopes(DEFAULT_SCOPES["admin"]))
