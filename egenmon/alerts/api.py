@@ -26,6 +26,7 @@ from egenmon.alerts import lifecycle, monitoring
 from egenmon.alerts.rules.findings import RULES
 from egenmon.auth import authenticate
 from egenmon.domain.principals import AuthError, Principal, roles_allowed
+from egenmon.domain.severity import SEVERITIES
 from egenmon.runtime import Runtime
 from egenmon.store import alerts as store
 from egenmon.store.access import log_access, param_names
@@ -33,7 +34,6 @@ from egenmon.store.access import log_access, param_names
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
-SEVERITIES = ("low", "medium", "high")
 MAX_LIMIT = 5000
 
 

@@ -32,6 +32,7 @@ from egenmon.alerts.rules.news2 import news2_assess
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
 from egenmon.domain.principals import AuthError
+from egenmon.domain.severity import SEVERITY_RANK
 from egenmon.store import access
 from egenmon.store import alerts as alerts_store
 from egenmon.store import web as store
@@ -671,7 +672,7 @@ async def _patient_response(
     rows_view = [views.alert_row(a, header, locale, tz, now) for a in alerts]
     current = sorted(
         (r for r, a in zip(rows_view, alerts, strict=True) if a["status"] in views.ACTIVE_STATUSES),
-        key=lambda r: (-{"high": 3, "medium": 2, "low": 1}[r["severity"]], r["opened"]),
+        key=lambda r: (-SEVERITY_RANK[r["severity"]], r["opened"]),
     )
     history = [r for r in rows_view if not r["active"]]
     await access.log_access(
