@@ -166,7 +166,7 @@ async def authenticate(request: Request) -> Principal:
     token = bearer(request)
     if token:
         return decode_token(runtime.settings, token)
-    resolver = runtime.services.get("sessions")
+    resolver = runtime.sessions
     if resolver is not None:
         principal = await resolver.principal(request)
         if principal is not None:

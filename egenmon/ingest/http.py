@@ -19,6 +19,7 @@ from egenmon.auth import authenticate, bearer
 from egenmon.domain.principals import Principal, roles_allowed
 from egenmon.ingest.pipeline import MAX_BODY, Pipeline
 from egenmon.ingest.quarantine import entry_json, list_entries
+from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
 from egenmon.store.access import log_access
 
@@ -85,7 +86,9 @@ async def _read(request: Request, limit: int) -> tuple[bytes, int | None]:
 )
 async def post_readings(request: Request) -> Response:
     """Store a device's readings; answers once the accepted ones are committed."""
-    pipeline: Pipeline = request.app.state.runtime.services["pipeline"]
+    pipeline = pipeline_of(request.app.state.runtime)
+    if pipeline is None:
+        return _json({"error": "ingest is not running in this process"}, 503)
     received_at = dt.datetime.now(dt.UTC)
     secret = bearer(request)
     try:

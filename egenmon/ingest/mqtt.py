@@ -50,7 +50,6 @@ from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.reconcile import SHARE_GROUP
 from egenmon.ingest.mqtt_publisher import ResultsPublisher
 from egenmon.ingest.writer import WriteError
-from egenmon.runtime import Runtime
 from egenmon.settings import MqttUrl, Settings
 
 log = logging.getLogger("egenmon.mqtt")
@@ -841,13 +840,3 @@ def _bind_client_ids(url: MqttUrl) -> int:
 
 class _Quarantined:
     """Stands for a message kept in quarantine by the consumer itself: ack, no result."""
-
-
-def create_consumer(runtime: Runtime) -> MqttConsumer | None:
-    """The MQTT consumer service, or None when EGENMON_MQTT_URL is not set."""
-    if runtime.settings.mqtt is None:
-        return None
-    pipeline = runtime.service("pipeline")
-    if pipeline is None:
-        raise RuntimeError("the MQTT consumer needs the ingest pipeline service")
-    return MqttConsumer(runtime.settings, pipeline, pool=runtime.pool)

@@ -48,7 +48,14 @@ from egenmon.web.i18n import (
     number,
     translate,
 )
-from egenmon.web.sessions import CSRF_FIELD, UISession, new_token, tokens_match
+from egenmon.web.sessions import (
+    CSRF_FIELD,
+    Sessions,
+    UISession,
+    new_token,
+    sessions_of,
+    tokens_match,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -168,8 +175,8 @@ def _runtime(request: Request) -> Any:
     return request.app.state.runtime
 
 
-def _sessions(request: Request) -> Any:
-    service = _runtime(request).services.get("sessions")
+def _sessions(request: Request) -> Sessions:
+    service = sessions_of(_runtime(request))
     if service is None:
         raise AuthError(401, "this process serves no UI sessions")
     return service

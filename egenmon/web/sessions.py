@@ -192,5 +192,7 @@ class Sessions:
         request.state.ui_session = None
 
 
-def create_sessions(runtime: Runtime) -> Sessions:
-    return Sessions(runtime)
+def sessions_of(runtime: Runtime) -> Sessions | None:
+    """The process's UI sessions, None when it serves no HTTP."""
+    sessions = runtime.sessions
+    return sessions if isinstance(sessions, Sessions) else None
