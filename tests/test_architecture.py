@@ -33,7 +33,9 @@ ROOMS: list[tuple[str, ...]] = [
         "egenmon.jsonbody",
     ),
     ("egenmon.store",),  # all SQL; knows no HTTP, MQTT, FHIR or rules
-    ("egenmon.auth", "egenmon.runtime", "egenmon.limits"),  # the HTTP plumbing
+    # principals and token checks, the running services, the HTTP plumbing
+    ("egenmon.auth", "egenmon.runtime", "egenmon.limits"),
+    ("egenmon.deps",),  # the typed FastAPI dependencies and the patient-access check
     ("egenmon.devices",),
     ("egenmon.ingest",),
     ("egenmon.fhir",),

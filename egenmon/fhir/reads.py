@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 
 from psycopg_pool import AsyncConnectionPool
 
+from egenmon.deps import patient_access
 from egenmon.domain.ids import decode_cursor, encode_cursor, parse_observation_id
 from egenmon.domain.measurements import TYPES
 from egenmon.domain.principals import AuthError, Principal
@@ -115,10 +116,7 @@ async def _ensure_patient(conn: Any, principal: Principal, patient_id: uuid.UUID
     """Refuse (403) a search naming a patient the principal may not see."""
     if principal.patient_filter is None:
         return
-    unit = None
-    if principal.role == "clinician":
-        unit = await store.patient_care_unit(conn, patient_id)
-    if not principal.may_see(patient_id, unit):
+    if not (await patient_access(conn, principal, patient_id)).visible:
         raise PatientRefused(patient_id)
 
 

@@ -29,10 +29,12 @@ from egenmon.alerts import lifecycle
 from egenmon.alerts.plans import NEWS2_FRESHNESS, QUANTITIES, Plan, build_plan
 from egenmon.alerts.rules.findings import Reading
 from egenmon.alerts.rules.news2 import news2_assess
+from egenmon.deps import get_runtime, patient_access
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
 from egenmon.domain.principals import AuthError
 from egenmon.domain.severity import SEVERITY_RANK
+from egenmon.runtime import Runtime
 from egenmon.store import access
 from egenmon.store import alerts as alerts_store
 from egenmon.store import web as store
@@ -171,8 +173,8 @@ def _request_path(request: Request) -> str:
     return request.url.path + (f"?{q}" if q else "")
 
 
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
+def _runtime(request: Request) -> Runtime:
+    return get_runtime(request)
 
 
 def _sessions(request: Request) -> Sessions:
@@ -577,10 +579,11 @@ async def _visible_patient(
     except ValueError:
         return None
     async with _runtime(request).pool.connection() as conn:
-        header = await store.patient_header(conn, pid)
-    if header is None:
+        check = await patient_access(conn, session.principal, pid)
+        header = await store.patient_header(conn, pid) if check.granted else None
+    if not check.exists:
         return None
-    if not session.principal.may_see(pid, header["care_unit_id"]):
+    if not check.visible:
         await access.log_access(
             _runtime(request).pool,
             session.principal,
