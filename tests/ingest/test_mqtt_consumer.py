@@ -14,7 +14,8 @@ import pytest
 
 from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.mosquitto import Mosquitto
-from egenmon.ingest.mqtt import ClientIdLock, MqttConsumer, device_from_topic, result_payload
+from egenmon.ingest.mqtt import MqttConsumer, device_from_topic, result_payload
+from egenmon.ingest.mqtt_loop import ClientIdLock
 from egenmon.ingest.simulate_mqtt import DevicePublisher
 from egenmon.ingest.writer import WriteError
 from egenmon.settings import MqttUrl, load_settings
@@ -256,7 +257,7 @@ def test_a_configured_client_id_outside_the_platforms_prefix_is_warned_about(bro
 def test_read_ahead_socket_hands_out_small_pieces_of_one_large_read():
     import socket
 
-    from egenmon.ingest.mqtt import ReadAheadSocket
+    from egenmon.ingest.mqtt_loop import ReadAheadSocket
 
     a, b = socket.socketpair()
     try:
