@@ -53,9 +53,3 @@ class Runtime:
     sessions: SessionResolver | None = None  # egenmon.web.sessions.Sessions, with HTTP
     mqtt: BrokerLink | None = None  # egenmon.ingest.mqtt.MqttConsumer, with MQTT
     scheduler: Service | None = None  # egenmon.alerts.scheduler.Scheduler
-
-    def started(self) -> list[Service]:
-        """The services set, in the order they start (they stop in reverse)."""
-        return [
-            s for s in (self.pipeline, self.sessions, self.mqtt, self.scheduler) if s is not None
-        ]

@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from egenmon.auth import authenticate
+from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
@@ -93,7 +94,7 @@ def _check_format(request: Request) -> None:
 
 
 def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return get_runtime(request)
 
 
 def _base(request: Request) -> str:

@@ -12,11 +12,12 @@ import logging
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from egenmon.auth import authenticate, bearer
-from egenmon.domain.principals import Principal, roles_allowed
+from egenmon.auth import bearer
+from egenmon.deps import PrincipalDep
+from egenmon.domain.principals import roles_allowed
 from egenmon.ingest.pipeline import MAX_BODY, Pipeline
 from egenmon.ingest.quarantine import entry_json, list_entries
 from egenmon.ingest.service import pipeline_of
@@ -154,7 +155,7 @@ async def _unauthorised(
 @router.get("/api/v1/quarantine", summary="Rejected bodies and readings (admin only)")
 async def get_quarantine(
     request: Request,
-    principal: Annotated[Principal, Depends(authenticate)],
+    principal: PrincipalDep,
     include_resolved: bool = False,
     device: str | None = None,
     source: str | None = None,
