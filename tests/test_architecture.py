@@ -192,6 +192,18 @@ def test_the_foundation_imports_no_other_part_of_egenmon():
             assert not others, f"{module} imports {others}"
 
 
+def test_the_domain_imports_nothing_of_egenmon_but_itself():
+    found = {
+        (module, target)
+        for module, tree in modules()
+        if module.startswith("egenmon.domain")
+        for target in imports(tree)
+        if not target.startswith("egenmon.domain")
+    }
+    assert not found, f"domain/ imports other parts of egenmon: {sorted(found)}"
+    assert {"egenmon.domain.measurements", "egenmon.domain.principals"} <= {m for m, _ in modules()}
+
+
 def sql_modules() -> set[str]:
     found = set()
     for module, tree in modules():
