@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,12 +15,20 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from egenmon import openapi
-from egenmon.auth import AuthError
+from egenmon import health, openapi
+from egenmon.alerts import api as alerts_api
+from egenmon.alerts.scheduler import Scheduler
+from egenmon.domain.principals import AuthError
+from egenmon.fhir import api as fhir_api
+from egenmon.ingest import http as ingest_http
+from egenmon.ingest.mqtt import MqttConsumer
+from egenmon.ingest.pipeline import Pipeline
 from egenmon.limits import RequestLimits, parameter_error
-from egenmon.runtime import Runtime
+from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
+from egenmon.web import routes as web
+from egenmon.web.sessions import Sessions
 
 log = logging.getLogger("egenmon")
 
@@ -35,27 +42,7 @@ class Roles:
     scheduler: bool = True
 
 
-# Routers: (module, attribute). Each module owns its routes.
-ROUTERS = (
-    ("egenmon.health", "router"),
-    ("egenmon.ingest.http", "router"),
-    ("egenmon.fhir.api", "router"),
-    ("egenmon.alerts.api", "router"),
-    ("egenmon.web.routes", "router"),
-)
-
-# Background services: (module, factory, role). A factory takes the Runtime and returns a
-# Service, or None when the settings leave it off. Started in order, stopped in reverse.
-SERVICES: tuple[tuple[str, str, str], ...] = (
-    ("egenmon.ingest.service", "create_pipeline", "always"),
-    ("egenmon.web.sessions", "create_sessions", "http"),
-    ("egenmon.ingest.mqtt", "create_consumer", "mqtt"),
-    ("egenmon.alerts.scheduler", "create_scheduler", "scheduler"),
-)
-
-
-def _load(path: str, attr: str) -> Any:
-    return getattr(importlib.import_module(path), attr)
+S = TypeVar("S", bound=Service)
 
 
 def check_database(settings: Settings) -> None:
@@ -75,18 +62,24 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         await pool.open(wait=True, timeout=30)
         runtime = Runtime(settings=settings, pool=pool)
         app.state.runtime = runtime
-        started = []
+        started: list[Service] = []
+
+        async def start(service: S) -> S:
+            await service.start()
+            started.append(service)
+            return service
+
         try:
-            for module, factory, role in SERVICES:
-                if role != "always" and not getattr(roles, role):
-                    continue
-                service = _load(module, factory)(runtime)
-                if service is None:
-                    continue
-                await service.start()
-                runtime.services[service.name] = service
-                started.append(service)
-            log.info("egenmon started (%s)", ", ".join(s.name for s in started) or "http only")
+            # Started in this order, stopped in reverse: the pipeline first (the HTTP and
+            # MQTT edges and FHIR ingest hand it readings), the scheduler last.
+            pipeline = runtime.pipeline = await start(Pipeline(settings, pool))
+            if roles.http:
+                runtime.sessions = await start(Sessions(runtime))
+            if roles.mqtt and settings.mqtt is not None:
+                runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
+            if roles.scheduler:
+                runtime.scheduler = await start(Scheduler(runtime))
+            log.info("egenmon started (%s)", ", ".join(s.name for s in started))
             yield
         finally:
             for service in reversed(started):
@@ -106,8 +99,14 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    for module, attr in ROUTERS:
-        app.include_router(_load(module, attr))
+    for router in (
+        health.router,
+        ingest_http.router,
+        fhir_api.router,
+        alerts_api.router,
+        web.router,
+    ):
+        app.include_router(router)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
     app.add_middleware(RequestLimits)

@@ -35,8 +35,8 @@ async def broker_ok(runtime: Runtime) -> list[str]:
     mqtt = runtime.settings.mqtt
     if mqtt is None:
         return []
-    consumer = runtime.service("mqtt")
-    if consumer is not None and hasattr(consumer, "is_connected"):
+    consumer = runtime.mqtt
+    if consumer is not None:
         if not consumer.is_connected():
             return ["broker"]
         if not consumer.results_connected():

@@ -1,12 +1,21 @@
-"""What a running egenmon process holds: settings, the pool and background services."""
+"""What a running egenmon process holds: settings, the pool and background services.
+
+`egenmon.app` builds the services and sets the fields; nothing looks a service up by
+name. The fields are typed by what their readers below the wings need (the protocols
+here), so the runtime imports no wing: the UI's sessions live in `web/`, the MQTT
+consumer and the pipeline in `ingest/`, and each wing narrows to its own class with a
+typed accessor (`egenmon.ingest.service.pipeline_of`, `egenmon.web.sessions.sessions_of`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
 
+from egenmon.domain.principals import Principal
 from egenmon.settings import Settings
 
 
@@ -20,11 +29,27 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+class SessionResolver(Service, Protocol):
+    """The UI's sessions as authentication sees them: a cookie to a Principal."""
+
+    async def principal(self, request: Request) -> Principal | None: ...
+
+
+class BrokerLink(Service, Protocol):
+    """The MQTT consumer as readiness sees it."""
+
+    def is_connected(self) -> bool: ...
+
+    def results_connected(self) -> bool: ...
+
+    async def broker_answers(self, timeout: float) -> bool: ...  # noqa: ASYNC109
+
+
 @dataclass
 class Runtime:
     settings: Settings
     pool: AsyncConnectionPool
-    services: dict[str, Any] = field(default_factory=dict)
-
-    def service(self, name: str) -> Any:
-        return self.services.get(name)
+    pipeline: Service | None = None  # egenmon.ingest.pipeline.Pipeline, in every process
+    sessions: SessionResolver | None = None  # egenmon.web.sessions.Sessions, with HTTP
+    mqtt: BrokerLink | None = None  # egenmon.ingest.mqtt.MqttConsumer, with MQTT
+    scheduler: Service | None = None  # egenmon.alerts.scheduler.Scheduler

@@ -228,7 +228,7 @@ _pnr_serial = itertools.count(100)
 
 
 def make_personnummer(birth: str = "19800101") -> str:
-    from egenmon.identifiers import luhn_digit
+    from egenmon.domain.identifiers import luhn_digit
 
     serial = f"{next(_pnr_serial) % 1000:03d}"
     return birth + serial + str(luhn_digit(birth[2:] + serial))

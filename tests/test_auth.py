@@ -5,15 +5,8 @@ import uuid
 import jwt
 import pytest
 
-from egenmon.auth import (
-    LEEWAY,
-    AuthError,
-    Principal,
-    Scope,
-    decode_token,
-    issue_token,
-    parse_scopes,
-)
+from egenmon.auth import LEEWAY, decode_token, issue_token
+from egenmon.domain.principals import AuthError, Principal, Scope, parse_scopes
 from egenmon.settings import load_settings
 
 UNIT = uuid.uuid4()

@@ -18,26 +18,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from egenmon.alerts import lifecycle, monitoring
 from egenmon.alerts.rules.findings import RULES
-from egenmon.auth import AuthError, Principal, authenticate, roles_allowed
+from egenmon.deps import PrincipalDep, get_runtime, patient_access
+from egenmon.domain.principals import AuthError, Principal, roles_allowed
+from egenmon.domain.severity import SEVERITIES
 from egenmon.runtime import Runtime
 from egenmon.store import alerts as store
 from egenmon.store.access import log_access, param_names
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
-PrincipalDep = Annotated[Principal, Depends(authenticate)]
-SEVERITIES = ("low", "medium", "high")
 MAX_LIMIT = 5000
-
-
-def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -99,7 +95,7 @@ async def _allow(
         principal.require(*scope)
     except AuthError as e:
         await _log_refused(
-            _runtime(request),
+            get_runtime(request),
             principal,
             action,
             resource,
@@ -138,7 +134,7 @@ async def list_alerts(
         categories = _values(category, lifecycle.CATEGORIES, "category")
     except ValueError as e:
         return _error(400, str(e))
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     if principal.role == "clinician":
         if unit_id is not None and unit_id != principal.care_unit_id:
             message = "you may list only your own care unit's alerts"
@@ -147,17 +143,17 @@ async def list_alerts(
         unit_id = principal.care_unit_id
     async with runtime.pool.connection() as conn:
         if patient_id is not None:
-            exists, patient_unit = await store.patient_care_unit(conn, patient_id)
-            if not exists or not principal.may_see(patient_id, patient_unit):
+            access = await patient_access(conn, principal, patient_id)
+            if not access.granted:
                 # Another unit's patient and an unknown one get the same answer.
                 await _log_refused(
                     runtime,
                     principal,
                     "read",
                     "alerts",
-                    [patient_id] if exists else [],
+                    [patient_id] if access.exists else [],
                     404,
-                    "not visible" if exists else "unknown patient",
+                    "not visible" if access.exists else "unknown patient",
                     params=names,
                 )
                 return _error(404, f"unknown patient {patient_id}")
@@ -198,7 +194,7 @@ async def list_alerts(
 async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) -> Any:
     """One alert with its history of events."""
     await _allow(request, principal, "read", "alerts", STAFF, ("Flag", "r"))
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     try:
         aid = _uuid(alert_id, "alert")
     except ValueError:
@@ -239,7 +235,7 @@ async def alert_action(
 ) -> Any:
     """Acknowledge, resolve or dismiss an alert, with a note."""
     await _allow(request, principal, "update", "alerts", ("clinician", "admin"), ("Task", "u"))
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     try:
         aid = _uuid(alert_id, "alert")
     except ValueError:
@@ -313,16 +309,16 @@ async def _patient_access(
         await _log_refused(runtime, principal, action, "patients/plan", [], 404, "not an id")
         return _error(404, "unknown patient")
     async with runtime.pool.connection() as conn:
-        exists, unit = await store.patient_care_unit(conn, pid)
-    if not exists or not principal.may_see(pid, unit):
+        access = await patient_access(conn, principal, pid)
+    if not access.granted:
         await _log_refused(
             runtime,
             principal,
             action,
             f"patients/{pid}/plan",
-            [pid] if exists else [],
+            [pid] if access.exists else [],
             404,
-            "not visible" if exists else "unknown patient",
+            "not visible" if access.exists else "unknown patient",
         )
         return _error(404, f"unknown patient {pid}")
     return pid
@@ -332,7 +328,7 @@ async def _patient_access(
 async def get_plan(request: Request, patient: str, principal: PrincipalDep) -> Any:
     """The patient's plan (the `general` protocol when none was set) and its history."""
     await _allow(request, principal, "read", "patients/plan", STAFF, ("CarePlan", "r"))
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     pid = await _patient_access(runtime, principal, patient, "read")
     if isinstance(pid, JSONResponse):
         return pid
@@ -362,7 +358,7 @@ async def put_plan(request: Request, patient: str, body: PlanIn, principal: Prin
     await _allow(
         request, principal, "update", "patients/plan", ("clinician", "admin"), ("CarePlan", "u")
     )
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     pid = await _patient_access(runtime, principal, patient, "update")
     if isinstance(pid, JSONResponse):
         return pid
@@ -417,7 +413,7 @@ def _hook(row: dict) -> dict[str, Any]:
 @router.get("/webhooks")
 async def list_webhooks(request: Request, principal: PrincipalDep) -> Any:
     roles_allowed(principal, ("admin",))
-    async with _runtime(request).pool.connection() as conn:
+    async with get_runtime(request).pool.connection() as conn:
         rows = await store.alist_webhooks(conn)
     return {"webhooks": [_hook(r) for r in rows]}
 
@@ -426,7 +422,7 @@ async def list_webhooks(request: Request, principal: PrincipalDep) -> Any:
 async def add_webhook(request: Request, body: WebhookIn, principal: PrincipalDep) -> Any:
     """Subscribe a URL; without a secret, EGENMON_WEBHOOK_SECRET signs its payloads."""
     roles_allowed(principal, ("admin",))
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     if body.secret is None and not runtime.settings.webhook_secret:
         return _error(400, "give a secret: EGENMON_WEBHOOK_SECRET is not set")
     async with runtime.pool.connection() as conn:
@@ -444,7 +440,7 @@ async def disable_webhook(request: Request, webhook_id: str, principal: Principa
         wid = _uuid(webhook_id, "webhook")
     except ValueError as e:
         return _error(404, str(e))
-    async with _runtime(request).pool.connection() as conn:
+    async with get_runtime(request).pool.connection() as conn:
         if not await store.aset_webhook_active(conn, wid, False):
             return _error(404, f"unknown webhook {webhook_id}")
     return {"id": str(wid), "active": False}

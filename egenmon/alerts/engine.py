@@ -57,8 +57,8 @@ from egenmon.alerts.rules.news2 import SOURCES as NEWS2_SOURCES
 from egenmon.alerts.rules.spo2 import BASELINE_WINDOW
 from egenmon.alerts.rules.threshold import THRESHOLD_WINDOW
 from egenmon.alerts.rules.trend import BP_SERIES_DAYS, WEIGHT_LOOKBACK
-from egenmon.fhir.ids import observation_id
-from egenmon.ingest.types import TYPES
+from egenmon.domain.ids import observation_id
+from egenmon.domain.measurements import TYPES
 from egenmon.store import alerts as store
 
 log = logging.getLogger("egenmon.alerts.engine")

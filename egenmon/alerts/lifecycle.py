@@ -40,8 +40,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from egenmon.alerts.notify import payload
 from egenmon.alerts.rules.findings import Finding
-from egenmon.auth import AuthError, Principal
-from egenmon.fhir.ids import parse_observation_id
+from egenmon.domain.ids import parse_observation_id
+from egenmon.domain.principals import AuthError, Principal
 from egenmon.store import alerts as store
 
 STATUSES = ("open", "acknowledged", "resolved", "dismissed")

@@ -13,13 +13,13 @@ import psycopg
 
 from egenmon.alerts.plans import (
     NEWS2_FRESHNESS,
-    SEVERITIES,
     Plan,
     Threshold,
     build_plan,
     canonical_quantity,
     check_limits,
 )
+from egenmon.domain.severity import SEVERITIES
 from egenmon.store import alerts as store
 
 # Set by the store as columns, not kept in the plan document.

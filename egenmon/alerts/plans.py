@@ -29,29 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from egenmon.ingest.types import TYPES
-
-Severity = Literal["low", "medium", "high"]
-SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
-SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3}
-
-
-def worse(a: Severity | None, b: Severity | None) -> Severity | None:
-    """The more severe of two severities; None (no finding) is below low."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if SEVERITY_RANK[a] >= SEVERITY_RANK[b] else b
-
-
-def worst(severities: Iterable[Severity | None]) -> Severity | None:
-    """The most severe of any number of severities, None when there are none."""
-    result: Severity | None = None
-    for s in severities:
-        result = worse(result, s)
-    return result
-
+from egenmon.domain.measurements import TYPES
+from egenmon.domain.severity import SEVERITIES, Severity
 
 # --- what a protocol expects -------------------------------------------------------------
 

@@ -221,8 +221,3 @@ class Scheduler:
     async def _record(self, job: str, started: dt.datetime, ok: bool, result: dict | None) -> None:
         run_id = await self._start(job, started)
         await self._finish(run_id, ok, result)
-
-
-def create_scheduler(runtime: Runtime) -> Scheduler:
-    """The scheduler service (registered in egenmon.app.SERVICES)."""
-    return Scheduler(runtime)

@@ -171,7 +171,7 @@ def _database(settings: Settings, keep: bool) -> Iterator[str]:
 
 def load(url: str, n: int, now: dt.datetime) -> int:
     """N patients with plans, devices and a week of readings; the readings stored."""
-    from egenmon.ingest.types import TYPES
+    from egenmon.domain.measurements import TYPES
 
     with psycopg.connect(url, autocommit=True) as conn:
         unit = one(

@@ -41,9 +41,9 @@ import psycopg
 from egenmon import progress
 from egenmon.auth import issue_token
 from egenmon.dev.cluster import Cluster, free_port
+from egenmon.domain.identifiers import luhn_digit
+from egenmon.domain.measurements import TYPES
 from egenmon.fhir.search import parse_observation_search
-from egenmon.identifiers import luhn_digit
-from egenmon.ingest.types import TYPES
 from egenmon.settings import Settings
 from egenmon.store import fhir as store
 from egenmon.store.migrate import migrate

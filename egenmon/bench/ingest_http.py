@@ -46,10 +46,11 @@ import psycopg
 from egenmon.bench import one
 from egenmon.dev.cluster import free_port, throwaway_database
 from egenmon.devices.credentials import new_secret, secret_digest
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import parse_message
-from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.writer import _TYPES, COLUMNS
+from egenmon.ingest.normalise import normalise
+from egenmon.ingest.writer import _TYPES
 from egenmon.settings import Settings
 from egenmon.store import admin
 from egenmon.store.migrate import migrate

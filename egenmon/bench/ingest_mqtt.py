@@ -56,7 +56,7 @@ from egenmon.dev.cluster import throwaway_database
 from egenmon.dev.mosquitto import Mosquitto
 from egenmon.dev.simulate_mqtt import DevicePublisher
 from egenmon.devices.registry import add_device
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.ingest.mqtt import SUBSCRIBER_PROTOCOL
 from egenmon.settings import MqttUrl, Settings, load_settings
 from egenmon.store import admin

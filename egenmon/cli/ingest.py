@@ -9,6 +9,7 @@ import psycopg
 
 from egenmon import progress
 from egenmon.cli.common import CommandError, command, emit
+from egenmon.fhir.ingest import replay_quarantined
 from egenmon.ingest import quarantine as q
 from egenmon.ingest.pipeline import Pipeline
 from egenmon.settings import Settings
@@ -81,12 +82,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     async def work(pipeline: Pipeline) -> list[q.Replayed]:
         if not progress.wanted(args.json):
-            return await q.replay(pipeline, args.ids)
+            return await q.replay(pipeline, args.ids, fhir=replay_quarantined)
         # One entry at a time, so a bar can follow a long replay on a terminal.
         out: list[q.Replayed] = []
         with progress.bar(len(args.ids), "replay", unit="entry") as shown:
             for entry_id in args.ids:
-                out += await q.replay(pipeline, [entry_id])
+                out += await q.replay(pipeline, [entry_id], fhir=replay_quarantined)
                 shown.update(1)
         return out
 

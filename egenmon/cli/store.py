@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from egenmon.cli.common import CommandError, command, db, emit
-from egenmon.identifiers import IdentifierError, parse_personal_identity
+from egenmon.domain.identifiers import IdentifierError, parse_personal_identity
 from egenmon.settings import Settings
 from egenmon.store import admin
 from egenmon.store.db import DatabaseError, check_timescaledb

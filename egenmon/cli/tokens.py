@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from egenmon.auth import ROLES, issue_token
+from egenmon.auth import issue_token
 from egenmon.cli.common import CommandError, command, db, emit
+from egenmon.domain.principals import ROLES
 from egenmon.settings import Settings
 from egenmon.store import admin
 

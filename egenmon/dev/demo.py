@@ -13,7 +13,7 @@ import psycopg
 
 from egenmon.alerts.monitoring import make_plan, set_plan
 from egenmon.devices import registry
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.settings import Settings
 from egenmon.store import admin
 

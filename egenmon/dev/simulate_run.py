@@ -25,7 +25,7 @@ import orjson
 
 from egenmon.dev.simulate import SimDevice, generate, live_interval, messages
 from egenmon.devices import registry
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.progress import bar as progress_bar
 from egenmon.settings import DEFAULT_TIMEZONE, Settings
 from egenmon.store import admin

@@ -20,7 +20,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.devices.credentials import secret_digest, secret_matches
-from egenmon.ingest.normalise import Binding
+from egenmon.domain.readings import Binding
 from egenmon.store import ingest as store
 from egenmon.store.ingest import POOL_WAIT_S
 

@@ -22,10 +22,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from egenmon.auth import AuthError, authenticate
+from egenmon.auth import authenticate
+from egenmon.deps import get_runtime
+from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.outcome import FhirError, bad_request, not_found
+from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
 from egenmon.limits import FHIR_BODY, BodyTooLarge
 from egenmon.runtime import Runtime
@@ -91,7 +94,7 @@ def _check_format(request: Request) -> None:
 
 
 def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return get_runtime(request)
 
 
 def _base(request: Request) -> str:
@@ -259,7 +262,7 @@ def _named(exc: AuthError | FhirError) -> list:
 
 def _ingest_context(request: Request, principal: object) -> ingest.IngestContext:
     runtime = _runtime(request)
-    pipeline = runtime.services.get("pipeline")
+    pipeline = pipeline_of(runtime)
     if pipeline is None:
         raise FhirError(503, "transient", "FHIR ingest is not running in this process")
     return ingest.IngestContext(runtime.pool, pipeline, principal, _base(request))  # type: ignore[arg-type]

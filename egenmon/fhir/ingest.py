@@ -36,18 +36,26 @@ from urllib.parse import unquote
 import orjson
 
 from egenmon import jsonbody
-from egenmon.auth import AuthError, Principal
-from egenmon.fhir.ids import observation_id
+from egenmon.domain.ids import observation_id
+from egenmon.domain.principals import AuthError, Principal, parse_scopes
+from egenmon.domain.readings import COLUMNS
 from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
 from egenmon.fhir.outcome import FhirError, bad_request, unprocessable
 from egenmon.fhir.render import render_observation
 from egenmon.ingest.message import ReadingMessage
-from egenmon.ingest.normalise import COLUMNS, normalise
+from egenmon.ingest.normalise import normalise
+from egenmon.ingest.pipeline import Pipeline
 from egenmon.ingest.writer import WriteError
 from egenmon.store import fhir as store
 from egenmon.store.access import log_access
 
-__all__ = ["IngestContext", "MAX_ENTRIES", "create_observation", "process_bundle"]
+__all__ = [
+    "IngestContext",
+    "MAX_ENTRIES",
+    "create_observation",
+    "process_bundle",
+    "replay_quarantined",
+]
 
 MAX_ENTRIES = 1000
 SOURCE = "fhir"
@@ -440,3 +448,33 @@ async def process_bundle(ctx: IngestContext, body: bytes) -> dict[str, Any]:
         "type": f"{kind}-response",
         "entry": [_response_entry(ctx, e) for e in entries],
     }
+
+
+async def replay_quarantined(pipeline: Pipeline, raw: bytes) -> tuple[bool, str]:
+    """A quarantined FHIR body (an Observation or a transaction Bundle) through FHIR
+    ingest again, as an admin and without quarantining it anew: (stored, what happened).
+    Quarantine replay (`egenmon.ingest.quarantine.replay`) is given this function."""
+    ctx = IngestContext(
+        pool=pipeline.pool,
+        pipeline=pipeline,
+        principal=Principal("quarantine-replay", "admin", scopes=parse_scopes("system/*.cruds")),
+        base="",
+        quarantine=False,
+    )
+    try:
+        kind = orjson.loads(raw).get("resourceType")
+    except (orjson.JSONDecodeError, AttributeError):
+        kind = None
+    try:
+        if kind == "Bundle":
+            response = await process_bundle(ctx, raw)
+            statuses = [e["response"]["status"] for e in response.get("entry", [])]
+            refused = [s for s in statuses if not s.startswith("2")]
+            if refused:
+                return False, f"still refused: {len(refused)} of {len(statuses)} entries"
+            return True, f"{len(statuses)} entries stored"
+        status, _, _ = await create_observation(ctx, raw, None)
+        return True, "created" if status == 201 else "already stored"
+    except (FhirError, AuthError) as exc:
+        reason = exc.diagnostics if isinstance(exc, FhirError) else exc.message
+        return False, f"still refused: {reason}"

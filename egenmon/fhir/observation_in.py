@@ -43,9 +43,9 @@ from typing import Any
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
+from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
 from egenmon.fhir.outcome import bad_request, unprocessable
 from egenmon.fhir.render import ON_OXYGEN_URL
-from egenmon.ingest.types import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
 from egenmon.jsonbody import quote_key
 
 __all__ = ["PostedObservation", "observation_to_reading"]

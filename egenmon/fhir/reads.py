@@ -38,8 +38,10 @@ from urllib.parse import urlencode
 
 from psycopg_pool import AsyncConnectionPool
 
-from egenmon.auth import AuthError, Principal
-from egenmon.fhir.ids import decode_cursor, encode_cursor, parse_observation_id
+from egenmon.deps import patient_access
+from egenmon.domain.ids import decode_cursor, encode_cursor, parse_observation_id
+from egenmon.domain.measurements import TYPES
+from egenmon.domain.principals import AuthError, Principal
 from egenmon.fhir.outcome import not_found
 from egenmon.fhir.render import (
     render_bundle_searchset,
@@ -57,7 +59,6 @@ from egenmon.fhir.search import (
     parse_observation_search,
     parse_patient_search,
 )
-from egenmon.ingest.types import TYPES
 from egenmon.store import fhir as store
 from egenmon.store.access import log_access, param_names
 
@@ -115,10 +116,7 @@ async def _ensure_patient(conn: Any, principal: Principal, patient_id: uuid.UUID
     """Refuse (403) a search naming a patient the principal may not see."""
     if principal.patient_filter is None:
         return
-    unit = None
-    if principal.role == "clinician":
-        unit = await store.patient_care_unit(conn, patient_id)
-    if not principal.may_see(patient_id, unit):
+    if not (await patient_access(conn, principal, patient_id)).visible:
         raise PatientRefused(patient_id)
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from egenmon.fhir.ids import observation_id
-from egenmon.ingest.types import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
+from egenmon.domain.ids import observation_id
+from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
 
 __all__ = [
     "ALERT_RULE_SYSTEM",

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
-from egenmon.fhir.ids import decode_cursor
+from egenmon.domain.ids import decode_cursor
+from egenmon.domain.measurements import CATEGORY_SYSTEM, TYPES, type_for_code
 from egenmon.fhir.outcome import FhirError
 from egenmon.fhir.render import (
     DEVICE_ID_SYSTEM,
@@ -45,7 +46,6 @@ from egenmon.fhir.render import (
     SAMORDNINGSNUMMER_SYSTEM,
     TASK_STATUS,
 )
-from egenmon.ingest.types import CATEGORY_SYSTEM, TYPES, type_for_code
 from egenmon.settings import DEFAULT_TIMEZONE
 
 __all__ = [

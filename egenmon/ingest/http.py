@@ -12,12 +12,15 @@ import logging
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from egenmon.auth import Principal, authenticate, bearer, roles_allowed
+from egenmon.auth import bearer
+from egenmon.deps import PrincipalDep
+from egenmon.domain.principals import roles_allowed
 from egenmon.ingest.pipeline import MAX_BODY, Pipeline
 from egenmon.ingest.quarantine import entry_json, list_entries
+from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
 from egenmon.store.access import log_access
 
@@ -84,7 +87,9 @@ async def _read(request: Request, limit: int) -> tuple[bytes, int | None]:
 )
 async def post_readings(request: Request) -> Response:
     """Store a device's readings; answers once the accepted ones are committed."""
-    pipeline: Pipeline = request.app.state.runtime.services["pipeline"]
+    pipeline = pipeline_of(request.app.state.runtime)
+    if pipeline is None:
+        return _json({"error": "ingest is not running in this process"}, 503)
     received_at = dt.datetime.now(dt.UTC)
     secret = bearer(request)
     try:
@@ -150,7 +155,7 @@ async def _unauthorised(
 @router.get("/api/v1/quarantine", summary="Rejected bodies and readings (admin only)")
 async def get_quarantine(
     request: Request,
-    principal: Annotated[Principal, Depends(authenticate)],
+    principal: PrincipalDep,
     include_resolved: bool = False,
     device: str | None = None,
     source: str | None = None,

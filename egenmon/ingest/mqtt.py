@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import datetime as dt
 import logging
-import os
 import random
-import socket
-import tempfile
-import threading
 import time
 import traceback
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -45,12 +41,12 @@ from psycopg_pool import PoolTimeout
 
 from egenmon import metrics
 from egenmon.devices import reconcile
-from egenmon.devices.broker import RESERVED_PREFIX, reserved_device_id
 from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.reconcile import SHARE_GROUP
+from egenmon.ingest.mqtt_loop import ClientIdLock, LoopConnection, ReadAheadClient
 from egenmon.ingest.mqtt_publisher import ResultsPublisher
+from egenmon.ingest.pipeline import IngestResult
 from egenmon.ingest.writer import WriteError
-from egenmon.runtime import Runtime
 from egenmon.settings import MqttUrl, Settings
 
 log = logging.getLogger("egenmon.mqtt")
@@ -72,18 +68,11 @@ RETRY_MIN_S = 0.2
 RETRY_MAX_S = 2.0
 STOP_TIMEOUT_S = 10.0
 KEEPALIVE_S = 30
-# First reconnect soon: after a broker restart the platform must subscribe again before
-# devices come back (see _on_connect); then back off to RECONNECT_MAX_S.
-RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 30.0
-READS_PER_WAKEUP = 200
 # Messages are handed to the pipeline in batches of what arrived within BATCH_WAIT_S, at
 # most BATCH_MAX.
 BATCH_WAIT_S = 0.003
 BATCH_MAX = 500
 RESULTS_QUEUED = 20_000
-READ_AHEAD = 65536
-CORK = hasattr(socket, "TCP_CORK")  # Linux
 # The batch did not commit, or the database is unreachable: keep the message
 # unacknowledged and try again. Not retried: what the database refused (a WriteError with
 # `refused`, the pipeline's StoreRefused, a psycopg.DataError): it goes to quarantine and
@@ -119,295 +108,24 @@ def result_payload(result: Any) -> bytes:
     return orjson.dumps(body)
 
 
-class ClientIdLock:
-    """A fixed client id for this consumer, stable across restarts of the same process role.
+class ReadingSink(Protocol):
+    """What the consumer hands messages to: the ingest pipeline
+    (`egenmon.ingest.pipeline.Pipeline`), or a fake of it in a test."""
 
-    A configured id (settings.mqtt_client_id, EGENMON_MQTT_CLIENT_ID) wins. Otherwise
-    `egenmon-consumer-<host>-<n>`, where n is the lowest slot that no other consumer on
-    this host (for the same broker) holds; a file lock marks the slot and the kernel frees
-    it when the process dies, even by kill -9, so a restarted consumer takes the same id
-    back and resumes its session.
-    """
+    async def ingest_many(
+        self, messages: Sequence[tuple[bytes, str, str | None]], *, source: str
+    ) -> list[IngestResult | Exception]: ...
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._file: IO[bytes] | None = None
-        self.client_id = ""
-
-    def acquire(self) -> str:
-        fixed = self.settings.mqtt_client_id
-        if fixed:
-            if not reserved_device_id(fixed):
-                # Devices are bound to their device ids, and only ids starting with
-                # "egenmon" are kept from them: a device registered as `fixed` could take
-                # this consumer's id (and its session).
-                log.warning(
-                    "EGENMON_MQTT_CLIENT_ID does not start with %r: a device registered "
-                    "with that id could take the consumer's client id",
-                    RESERVED_PREFIX,
-                )
-            self.client_id = fixed
-            return fixed
-        url = self.settings.mqtt
-        assert url is not None
-        host = socket.gethostname().split(".")[0] or "host"
-        folder = os.path.join(tempfile.gettempdir(), "egenmon-mqtt-consumers")
-        os.makedirs(folder, exist_ok=True)
-        broker = f"{url.host}_{url.port}".replace("/", "_")
-        for n in range(1000):
-            f = open(os.path.join(folder, f"{broker}_{n}.lock"), "ab")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.close()
-                continue
-            self._file = f
-            self.client_id = f"egenmon-consumer-{host}-{n}"
-            return self.client_id
-        raise RuntimeError("no free MQTT consumer slot on this host (1000 consumers?)")
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-class LoopConnection:
-    """One paho client driven by the running asyncio loop: socket readiness through
-    add_reader/add_writer, keepalive, and reconnection with backoff."""
-
-    def __init__(self, client: mqtt.Client, label: str, url: MqttUrl) -> None:
-        self.client = client
-        self.label = label
-        self.url = url
-        self.connected = False  # CONNACK received on the current socket
-        self.reading = False
-        self._deferred = False  # inside writing_together()
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._sock: Any = None
-        self._closing = False
-        self._wake = asyncio.Event()
-        self._gone = asyncio.Event()
-        self._runner: asyncio.Task | None = None
-        self.packets = 0  # bumped by the owner's callbacks: packets seen so far
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-
-    def start(self) -> None:
-        self._runner = self._loop.create_task(self._keep_connected(), name=self.label)
-
-    async def stop(self) -> None:
-        """DISCONNECT (a persistent session stays in the broker) and close."""
-        self._closing = True
-        self._wake.set()
-        if self._runner is not None:
-            await asyncio.gather(self._runner, return_exceptions=True)
-        if self._sock is not None:
-            self._gone.clear()
-            self.client.disconnect()  # paho closes the socket once the packet is written
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._gone.wait(), 2.0)
-            sock = self._sock
-            if sock is not None:
-                self._forget_socket(sock)
-                sock.close()
-
-    def lost(self) -> None:
-        """The owner's on_disconnect: reconnect soon."""
-        self.connected = False
-        self._wake.set()
-
-    def pause_reading(self) -> None:
-        if self._sock is not None and self.reading:
-            self._loop.remove_reader(self._sock)
-            self.reading = False
-
-    def resume_reading(self) -> None:
-        if self._sock is not None and not self.reading:
-            self._loop.add_reader(self._sock, self._readable)
-            self.reading = True
-            pending = getattr(self._sock, "pending", None)
-            if pending and pending():
-                self._loop.call_soon(self._readable)
-
-    async def _keep_connected(self) -> None:
-        c = self.client
-        delay = 0.0  # the first attempt at once; then RECONNECT_MIN_S, doubling
-        while not self._closing:
-            if c.socket() is None:
-                if delay:
-                    await self._sleep(delay * (0.8 + 0.4 * random.random()))  # noqa: S311
-                    if self._closing:
-                        break
-                delay = min(max(delay * 2, RECONNECT_MIN_S), RECONNECT_MAX_S)
-                try:
-                    # The TCP connect blocks: off the loop. paho's socket callbacks from
-                    # that thread come back through call_soon_threadsafe.
-                    await asyncio.to_thread(c.reconnect)
-                except (OSError, mqtt.WebsocketConnectionError) as e:
-                    if delay >= 1:
-                        log.warning(
-                            "%s: broker unreachable at %s:%d (%s); retrying",
-                            self.label,
-                            self.url.host,
-                            self.url.port,
-                            type(e).__name__,
-                        )
-                    continue
-            await self._sleep(1.0)
-            if self.connected:
-                delay = RECONNECT_MIN_S  # a good connection: come back quickly next time
-            if c.socket() is not None:
-                c.loop_misc()  # PINGREQ when due; drops a connection whose PINGRESP is late
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
-
-    def _in_loop(self, fn: Any, *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._watch_socket, sock)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._forget_socket, sock)
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._want_write, sock)
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._done_writing, sock)
-
-    def _watch_socket(self, sock: Any) -> None:
-        self._sock = sock
-        self.reading = False
-        self.resume_reading()
-        # A write registration paho made before this ran (CONNECT, or a publish from this
-        # loop while the connect ran in its thread) found no socket here: catch up.
-        if self.client.want_write():
-            self._loop.add_writer(sock, self._writable)
-
-    def _forget_socket(self, sock: Any) -> None:
-        if self._sock is sock:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(sock)
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_writer(sock)
-            self._sock = None
-            self.reading = False
-            self.connected = False
-            self._wake.set()
-            self._gone.set()
-
-    @contextlib.contextmanager
-    def writing_together(self) -> Iterator[None]:
-        """Packets queued inside (a batch's PUBACKs) are written together at the end."""
-        self._deferred = True
-        try:
-            yield
-        finally:
-            self._deferred = False
-            sock = self._sock
-            if sock is not None and self.client.want_write():
-                self._writable()
-                if self._sock is sock and self.client.want_write():
-                    self._loop.add_writer(sock, self._writable)  # the rest when it drains
-
-    def _want_write(self, sock: Any) -> None:
-        if self._sock is sock and not self._deferred:
-            self._loop.add_writer(sock, self._writable)
-
-    def _writable(self) -> None:
-        # paho sends each queued packet (a PUBACK per message) with its own send(); corked,
-        # the kernel sends them as one segment when uncorked, and the broker wakes once.
-        sock = self._sock
-        if sock is None or not CORK:
-            self.client.loop_write()
-            return
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        try:
-            self.client.loop_write()
-        finally:
-            if self._sock is sock:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-
-    def _done_writing(self, sock: Any) -> None:
-        if self._sock is sock:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_writer(sock)
-
-    def _readable(self) -> None:
-        c = self.client
-        sock = self._sock
-        # Bytes read ahead (or decrypted by TLS) that the socket's readiness no longer shows.
-        pending = getattr(sock, "pending", None)
-        # A call reads one packet, or as many as messages are in flight; read on while
-        # packets keep coming, unless the owner paused reading meanwhile.
-        for _ in range(READS_PER_WAKEUP):
-            before = self.packets
-            if c.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._sock is not sock:
-                return
-            if not self.reading:
-                return  # resume_reading() picks up what is buffered
-            if self.packets == before and not (pending and pending()):
-                return
-        if pending and pending():
-            self._loop.call_soon(self._readable)  # the rest after other callbacks
-
-
-class ReadAheadSocket:
-    """A socket whose recv() serves from a read-ahead buffer: paho reads each packet's
-    fixed header a byte at a time, a system call per byte; this takes up to 64 KiB per
-    call and hands it out in the small pieces paho asks for."""
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._data = b""
-        self._pos = 0
-
-    def recv(self, size: int) -> bytes:
-        if self._pos >= len(self._data):
-            data = self._sock.recv(READ_AHEAD)  # raises BlockingIOError when empty
-            if len(data) <= size:
-                return data
-            self._data, self._pos = data, 0
-        out = self._data[self._pos : self._pos + size]
-        self._pos += len(out)
-        return out
-
-    def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)
-        return len(self._data) - self._pos + (inner() if inner else 0)
-
-    def send(self, data: bytes) -> int:
-        return self._sock.send(data)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-class ReadAheadClient(mqtt.Client):
-    """paho's client on a ReadAheadSocket (it creates its socket in `_create_socket`; a
-    paho without that method simply reads unbuffered)."""
-
-    def _create_socket(self) -> Any:
-        return ReadAheadSocket(super()._create_socket())
+    async def quarantine(
+        self,
+        *,
+        source: str,
+        reason: str,
+        raw: bytes,
+        device_id: str | None = None,
+        topic: str | None = None,
+        received_at: dt.datetime | None = None,
+    ) -> None: ...
 
 
 class MqttConsumer:
@@ -418,7 +136,7 @@ class MqttConsumer:
     def __init__(
         self,
         settings: Settings,
-        pipeline: Any,
+        pipeline: ReadingSink,
         *,
         pool: Any = None,
         inflight: int = INFLIGHT,
@@ -660,7 +378,8 @@ class MqttConsumer:
                 except UnicodeDecodeError:
                     topic = ""
                 messages.append((generation, msg, topic, device_from_topic(topic, self.prefix)))
-            readings = [(m.payload, d, t) for _, m, t, d in messages if d is not None]
+            # paho types a payload bytes or bytearray; it is bytes (then no copy is made)
+            readings = [(bytes(m.payload), d, t) for _, m, t, d in messages if d is not None]
             outcomes = await self._ingest(readings) if readings else []
             if len(outcomes) < len(readings):  # stopping: all wait for the next session
                 return
@@ -671,14 +390,14 @@ class MqttConsumer:
                 if device_id is None:
                     # The subscription only matches readings topics; anything else is kept.
                     reason = f"not a readings topic: {topic[:200]!r}"
-                    result = await self._keep(reason, msg.payload, None, topic)
+                    result = await self._keep(reason, bytes(msg.payload), None, topic)
                 else:
                     result = next(results)
                     if isinstance(result, Exception):
                         if id(result) not in bugs:
                             bugs[id(result)] = self._bug(result)
                         reason = bugs[id(result)]
-                        result = await self._keep(reason, msg.payload, device_id, topic)
+                        result = await self._keep(reason, bytes(msg.payload), device_id, topic)
                 if result is None:  # stopping: this and the rest wait for the next session
                     break
                 done.append((generation, msg.mid, device_id, result))
@@ -694,7 +413,7 @@ class MqttConsumer:
             if sub is not None and not sub.reading and self._backlog < self.inflight:
                 sub.resume_reading()
 
-    async def _ingest(self, readings: list[tuple[bytes | bytearray, str, str]]) -> list[Any]:
+    async def _ingest(self, readings: list[tuple[bytes, str, str]]) -> list[Any]:
         """Each message's result (or the exception only it raised) once committed; an empty
         list when stopping first. A batch the pipeline fails as a whole for a reason other
         than an outage gives that exception for each message."""
@@ -769,7 +488,7 @@ class MqttConsumer:
         return isinstance(e, RETRYABLE) and not getattr(e, "refused", False)
 
     async def _keep(
-        self, reason: str, payload: bytes | bytearray, device_id: str | None, topic: str
+        self, reason: str, payload: bytes, device_id: str | None, topic: str
     ) -> _Quarantined | None:
         """Keep a message in quarantine so it does not loop; None if stopping first."""
 
@@ -841,13 +560,3 @@ def _bind_client_ids(url: MqttUrl) -> int:
 
 class _Quarantined:
     """Stands for a message kept in quarantine by the consumer itself: ack, no result."""
-
-
-def create_consumer(runtime: Runtime) -> MqttConsumer | None:
-    """The MQTT consumer service, or None when EGENMON_MQTT_URL is not set."""
-    if runtime.settings.mqtt is None:
-        return None
-    pipeline = runtime.service("pipeline")
-    if pipeline is None:
-        raise RuntimeError("the MQTT consumer needs the ingest pipeline service")
-    return MqttConsumer(runtime.settings, pipeline, pool=runtime.pool)

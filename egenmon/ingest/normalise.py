@@ -15,51 +15,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
-from uuid import UUID
+from typing import Any
 
+from egenmon.domain.measurements import TYPES, MeasurementType, Unit
+from egenmon.domain.readings import Binding, Row
 from egenmon.ingest.message import ReadingMessage
-from egenmon.ingest.types import TYPES, MeasurementType, Unit
 
-COLUMNS: tuple[str, ...] = (
-    "time",
-    "patient_id",
-    "device_id",
-    "type",
-    "code",
-    "mdc",
-    "value",
-    "value2",
-    "value3",
-    "unit",
-    "on_oxygen",
-    "note",
-    "source",
-    "dedup_key",
-    "received_at",
-    "message_id",
-    "extra",
-)
-
-Row = tuple[
-    datetime,  # time, aware UTC
-    UUID,  # patient_id
-    str,  # device_id
-    str,  # type
-    str,  # code (LOINC)
-    str,  # mdc
-    float,  # value (or systolic)
-    float | None,  # value2 (diastolic)
-    float | None,  # value3 (mean)
-    str,  # unit (canonical UCUM)
-    bool | None,  # on_oxygen
-    str | None,  # note
-    str,  # source
-    str,  # dedup_key
-    datetime,  # received_at
-    str | None,  # message_id
-    None,  # extra (FHIR ingest fills it; device readings have none)
-]
 ReadingError = tuple[int, str]
 
 SOURCES = frozenset({"http", "mqtt", "fhir", "replay"})
@@ -67,14 +28,6 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_ID = 200
 MAX_NOTE = 1000
 COMMON_KEYS = ("type", "time", "unit", "id", "on_oxygen", "note")
-
-
-class Binding(NamedTuple):
-    """A device lent to a patient from `start` (inclusive) to `end` (exclusive, None: open)."""
-
-    patient_id: UUID
-    start: datetime
-    end: datetime | None = None
 
 
 class _Reject(Exception):

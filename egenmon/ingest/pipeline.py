@@ -21,9 +21,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from egenmon import metrics
 from egenmon.devices.cache import Credentials, DeviceCache
 from egenmon.devices.health import HealthTracker
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import MessageError, parse_message
-from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.writer import COLUMNS, BatchWriter, WriteError, WriteResult
+from egenmon.ingest.normalise import normalise
+from egenmon.ingest.writer import BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
 from egenmon.store import ingest as store
 from egenmon.store.ingest import POOL_WAIT_S, QuarantineEntry, safe_text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -51,24 +51,36 @@ class Replayed:
         return {"id": self.id, "resolved": self.resolved, "note": self.note}
 
 
-async def replay(pipeline: Pipeline, ids: list[int]) -> list[Replayed]:
-    """Run entries through the pipeline again and record what happened to each."""
+class FhirReplayer(Protocol):
+    """Runs a quarantined FHIR body through FHIR ingest again: (stored, what happened),
+    e.g. `egenmon.fhir.ingest.replay_quarantined`."""
+
+    async def __call__(self, pipeline: Pipeline, raw: bytes) -> tuple[bool, str]: ...
+
+
+async def replay(
+    pipeline: Pipeline, ids: list[int], *, fhir: FhirReplayer | None = None
+) -> list[Replayed]:
+    """Run entries through the pipeline again and record what happened to each; entries
+    that came in over FHIR go through `fhir` (left open with a note when not given)."""
     async with pipeline.pool.connection() as conn:
         entries = await store.get_quarantine(conn, ids)
     found = {e["id"] for e in entries}
     out = [Replayed(i, False, "no such quarantine entry") for i in ids if i not in found]
     for entry in entries:
-        out.append(await _replay_one(pipeline, entry))
+        out.append(await _replay_one(pipeline, entry, fhir))
     order = {i: n for n, i in enumerate(ids)}
     return sorted(out, key=lambda r: order.get(r.id, 0))
 
 
-async def _replay_one(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
+async def _replay_one(
+    pipeline: Pipeline, entry: dict[str, Any], fhir: FhirReplayer | None
+) -> Replayed:
     entry_id = entry["id"]
     if entry["resolved_at"] is not None:
         return Replayed(entry_id, True, f"already resolved: {entry['resolution']}")
     if entry["source"] == "fhir":
-        return await _replay_fhir(pipeline, entry)
+        return await _replay_fhir(pipeline, entry, fhir)
     device_id = entry["device_id"]
     if device_id is None:
         note = "cannot replay: no device is known for this entry"
@@ -126,47 +138,21 @@ async def _replay_one(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
     return Replayed(entry_id, True, note)
 
 
-async def _replay_fhir(pipeline: Pipeline, entry: dict[str, Any]) -> Replayed:
-    """FHIR content goes back through FHIR ingest (its own mapping and checks)."""
-    # Imported here: FHIR ingest builds on the pipeline, not the other way round.
-    from egenmon.auth import AuthError, Principal, parse_scopes
-    from egenmon.fhir import ingest as fhir_ingest
-    from egenmon.fhir.outcome import FhirError
-
+async def _replay_fhir(
+    pipeline: Pipeline, entry: dict[str, Any], fhir: FhirReplayer | None
+) -> Replayed:
+    """FHIR content goes back through FHIR ingest (its own mapping and checks), which the
+    caller passes in: FHIR ingest builds on the pipeline, not the other way round."""
     entry_id = entry["id"]
-    raw = bytes(entry["raw"])
-    ctx = fhir_ingest.IngestContext(
-        pool=pipeline.pool,
-        pipeline=pipeline,
-        principal=Principal("quarantine-replay", "admin", scopes=parse_scopes("system/*.cruds")),
-        base="",
-        quarantine=False,
-    )
-    try:
-        kind = orjson.loads(raw).get("resourceType")
-    except (orjson.JSONDecodeError, AttributeError):
-        kind = None
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    try:
-        if kind == "Bundle":
-            response = await fhir_ingest.process_bundle(ctx, raw)
-            statuses = [e["response"]["status"] for e in response.get("entry", [])]
-            refused = [s for s in statuses if not s.startswith("2")]
-            if refused:
-                note = f"replayed {stamp}: still refused: {len(refused)} of {len(statuses)} entries"
-                await _record(pipeline, entry_id, note, False)
-                return Replayed(entry_id, False, note)
-            note = f"replayed {stamp}: {len(statuses)} entries stored"
-        else:
-            status, _, _ = await fhir_ingest.create_observation(ctx, raw, None)
-            note = f"replayed {stamp}: {'created' if status == 201 else 'already stored'}"
-    except (FhirError, AuthError) as exc:
-        reason = exc.diagnostics if isinstance(exc, FhirError) else exc.message
-        note = f"replayed {stamp}: still refused: {reason}"
+    if fhir is None:
+        note = "cannot replay: FHIR content needs FHIR ingest, which this replay was not given"
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
-    await _record(pipeline, entry_id, note, True)
-    return Replayed(entry_id, True, note)
+    resolved, outcome = await fhir(pipeline, bytes(entry["raw"]))
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    note = f"replayed {stamp}: {outcome}"
+    await _record(pipeline, entry_id, note, resolved)
+    return Replayed(entry_id, resolved, note)
 
 
 def _reading_raw(body: bytes, index: int) -> bytes:

@@ -1,4 +1,4 @@
-"""The ingest pipeline as a service of the process (see egenmon.app SERVICES)."""
+"""The ingest pipeline as a service of the process (built and started by egenmon.app)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from egenmon.ingest.pipeline import Pipeline
 from egenmon.runtime import Runtime
 
 
-def create_pipeline(runtime: Runtime) -> Pipeline:
-    """The Pipeline service, "pipeline": batch writer, device caches, device health."""
-    return Pipeline(runtime.settings, runtime.pool)
+def pipeline_of(runtime: Runtime) -> Pipeline | None:
+    """The process's Pipeline, None before it starts (the Runtime types it as a Service)."""
+    pipeline = runtime.pipeline
+    return pipeline if isinstance(pipeline, Pipeline) else None

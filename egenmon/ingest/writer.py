@@ -33,7 +33,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from egenmon import metrics
-from egenmon.ingest.normalise import COLUMNS
+from egenmon.domain.readings import COLUMNS
 
 log = logging.getLogger("egenmon.writer")
 

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from egenmon.auth import Principal
+from egenmon.domain.principals import Principal
 
 # A parameter name as an API defines them (FHIR modifiers and chains included).
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
+from egenmon.domain.measurements import TYPES
 from egenmon.fhir.search import ObservationQuery
-from egenmon.ingest.types import TYPES
 
 __all__ = [
     "Restrict",
@@ -204,7 +204,7 @@ async def count_observations(conn: Conn, q: ObservationQuery, restrict: Restrict
 async def read_observation(
     conn: Conn, time: datetime, digest: str, restrict: Restrict
 ) -> dict[str, Any] | None:
-    """The observation measured at `time` whose dedup key has `digest` (see fhir.ids)."""
+    """The observation measured at `time` whose dedup key has `digest` (see domain.ids)."""
     params: dict[str, Any] = {"t": time, "digest": digest}
     sql = (
         f"SELECT {_OBS_COLS} FROM readings r WHERE r.time = %(t)s"

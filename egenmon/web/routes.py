@@ -25,13 +25,12 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from egenmon.alerts import lifecycle
-from egenmon.alerts.plans import NEWS2_FRESHNESS, QUANTITIES, Plan, build_plan
-from egenmon.alerts.rules.findings import Reading
-from egenmon.alerts.rules.news2 import news2_assess
-from egenmon.auth import AuthError
-from egenmon.fhir.ids import observation_id
-from egenmon.ingest.types import TYPES
+from egenmon.alerts import lifecycle, monitoring
+from egenmon.alerts.plans import QUANTITIES, Plan
+from egenmon.deps import get_runtime, patient_access
+from egenmon.domain.measurements import TYPES
+from egenmon.domain.principals import AuthError
+from egenmon.runtime import Runtime
 from egenmon.store import access
 from egenmon.store import alerts as alerts_store
 from egenmon.store import web as store
@@ -41,19 +40,25 @@ from egenmon.web.i18n import (
     LOCALE_NAMES,
     LOCALES,
     UNIT_DISPLAY,
-    age,
     choose_locale,
     local_time,
     number,
     translate,
 )
-from egenmon.web.sessions import CSRF_FIELD, UISession, new_token, tokens_match
+from egenmon.web.patient_page import load as load_patient_page
+from egenmon.web.sessions import (
+    CSRF_FIELD,
+    Sessions,
+    UISession,
+    new_token,
+    sessions_of,
+    tokens_match,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 LOGIN_CSRF_COOKIE = "egenmon_login_csrf"
 LOCALE_COOKIE = "egenmon_locale"
-NEWS2_TYPES = ("respiratory_rate", "spo2", "blood_pressure", "heart_rate", "body_temperature")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -163,12 +168,12 @@ def _request_path(request: Request) -> str:
     return request.url.path + (f"?{q}" if q else "")
 
 
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
+def _runtime(request: Request) -> Runtime:
+    return get_runtime(request)
 
 
-def _sessions(request: Request) -> Any:
-    service = _runtime(request).services.get("sessions")
+def _sessions(request: Request) -> Sessions:
+    service = sessions_of(_runtime(request))
     if service is None:
         raise AuthError(401, "this process serves no UI sessions")
     return service
@@ -549,17 +554,6 @@ def _strip_flash(path: str) -> str:
 # --- the patient view ---------------------------------------------------------------------
 
 
-def plan_from_row(row: dict[str, Any] | None) -> tuple[Plan, bool]:
-    """The patient's plan from its stored row (and whether one is stored); `general`
-    without one, as the alerts part monitors such a patient."""
-    if row is None:
-        return build_plan("general"), False
-    doc = dict(row["plan"])
-    doc["set_by"] = row.get("set_by")
-    doc["set_at"] = row["set_at"].isoformat() if row.get("set_at") else None
-    return Plan.from_dict(doc), True
-
-
 async def _visible_patient(
     request: Request, session: UISession, patient_id: str
 ) -> dict[str, Any] | None:
@@ -569,10 +563,11 @@ async def _visible_patient(
     except ValueError:
         return None
     async with _runtime(request).pool.connection() as conn:
-        header = await store.patient_header(conn, pid)
-    if header is None:
+        check = await patient_access(conn, session.principal, pid)
+        header = await store.patient_header(conn, pid) if check.granted else None
+    if not check.exists:
         return None
-    if not session.principal.may_see(pid, header["care_unit_id"]):
+    if not check.visible:
         await access.log_access(
             _runtime(request).pool,
             session.principal,
@@ -617,65 +612,8 @@ async def _patient_response(
     thresholds_open: bool = False,
     form_plan: Plan | None = None,
 ) -> Response:
-    runtime = _runtime(request)
-    settings = runtime.settings
-    tz = settings.tz
-    locale = session.locale
-    pid = header["id"]
-    now = dt.datetime.now(dt.UTC)
-    since = now - dt.timedelta(days=days)
-    codes = {TYPES[t].loinc: t for t in views.CHART_TYPES}
-    async with runtime.pool.connection() as conn:
-        plan_row = await alerts_store.aget_plan(conn, pid)
-        alerts = await alerts_store.list_alerts(conn, patient_id=pid, limit=200)
-        counts = await store.reading_counts(conn, pid, list(codes), since)
-        dense = [c for c, n in counts.items() if n > views.MAX_POINTS]
-        sparse = [c for c in counts if c not in dense]
-        rows = await store.readings_raw(conn, pid, sparse, since)
-        bucket = views.bucket_for(days)
-        rows += await store.readings_bucketed(conn, pid, dense, since, bucket)
-        latest = await store.latest_readings(conn, pid, [TYPES[t].loinc for t in TYPES])
-        recent = await store.recent_readings(
-            conn, pid, [TYPES[t].loinc for t in NEWS2_TYPES], now - dt.timedelta(hours=48)
-        )
-        devices = await store.patient_devices(conn, pid)
-    plan, stored = plan_from_row(plan_row)
-    if form_plan is not None:
-        plan = form_plan
-    news2_details, _ = news2_assess(
-        [
-            Reading(
-                observation_id(r["time"], r["dedup_key"]),
-                r["time"],
-                r["type"],
-                r["value"],
-                r["value2"],
-                r["on_oxygen"],
-            )
-            for r in recent
-        ],
-        now,
-        scale2=plan.news2_scale2,
-        freshness=plan.news2_freshness or NEWS2_FRESHNESS,
-    )
-    charts = views.chart_data(
-        rows,
-        plan,
-        alerts,
-        days=days,
-        now=now,
-        locale=locale,
-        tz_name=settings.timezone,
-        bucketed={codes[c]: bucket for c in dense},
-    )
-    rows_view = [views.alert_row(a, header, locale, tz, now) for a in alerts]
-    current = sorted(
-        (r for r, a in zip(rows_view, alerts, strict=True) if a["status"] in views.ACTIVE_STATUSES),
-        key=lambda r: (-{"high": 3, "medium": 2, "low": 1}[r["severity"]], r["opened"]),
-    )
-    history = [r for r in rows_view if not r["active"]]
-    await access.log_access(
-        runtime.pool, session.principal, "read", "ui/patient", [pid], {"days": days}
+    page = await load_patient_page(
+        _runtime(request), session.principal, header, days, session.locale, form_plan=form_plan
     )
     return render(
         request,
@@ -684,40 +622,10 @@ async def _patient_response(
         status=status,
         page="patient",
         flash=flash,
-        patient={
-            "id": pid,
-            "name": header["display_name"] or "",
-            "identifier": views.format_identifier(header["personnummer"]),
-            "identifier_kind": header["identifier_kind"],
-            "care_unit_name": header["care_unit_name"],
-        },
-        current=current,
-        history=history,
-        latest=views.latest_values(latest, plan, now, locale, tz),
-        charts=charts,
-        chart_json=_json_script(charts),
-        missing_text=", ".join(translate(locale, "type." + t) for t in charts["missing"]),
-        news2=views.news2_rows(news2_details, locale),
-        plan=views.plan_view(plan, stored, locale, tz),
-        devices=[_device_view(d, now, locale, tz) for d in devices],
-        ranges=views.RANGES,
-        days=days,
+        chart_json=_json_script(page["charts"]),
         thresholds_open=thresholds_open,
+        **page,
     )
-
-
-def _device_view(d: dict[str, Any], now: dt.datetime, locale: str, tz: Any) -> dict[str, Any]:
-    battery = d["battery"]
-    return {
-        "id": d["id"],
-        "model": " ".join(x for x in (d["manufacturer"], d["model"]) if x),
-        "last_seen": age(d["last_seen"], now, locale) if d["last_seen"] else "",
-        "last_seen_time": local_time(d["last_seen"], tz),
-        "battery": number(battery * 100, locale, 0) if battery is not None else None,
-        "battery_low": battery is not None and battery < 0.2,
-        "status_text": translate(locale, "patient.device_status." + d["status"]),
-        "bound_until": local_time(d["bound_until"], tz) if d["bound_until"] else "",
-    }
 
 
 def _form_number(text: str) -> float | None:
@@ -790,7 +698,7 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     pid = header["id"]
     pool = _runtime(request).pool
     async with pool.connection() as conn:
-        plan, _stored = plan_from_row(await alerts_store.aget_plan(conn, pid))
+        plan = monitoring.from_row(await alerts_store.aget_plan(conn, pid))
     try:
         problem = threshold_problem(form, session.locale)
         if problem:

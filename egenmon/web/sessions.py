@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
-from egenmon.auth import DEFAULT_SCOPES, Principal, parse_scopes
+from egenmon.domain.principals import DEFAULT_SCOPES, Principal, parse_scopes
 from egenmon.runtime import Runtime
 from egenmon.store import web as store
 from egenmon.web import accounts
@@ -192,5 +192,7 @@ class Sessions:
         request.state.ui_session = None
 
 
-def create_sessions(runtime: Runtime) -> Sessions:
-    return Sessions(runtime)
+def sessions_of(runtime: Runtime) -> Sessions | None:
+    """The process's UI sessions, None when it serves no HTTP."""
+    sessions = runtime.sessions
+    return sessions if isinstance(sessions, Sessions) else None

@@ -14,19 +14,16 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from egenmon.alerts.plans import (
-    QUANTITIES,
-    SEVERITY_RANK,
-    Plan,
-    Threshold,
-    parse_thresholds,
-)
+from egenmon.alerts.plans import QUANTITIES, Plan, Threshold, parse_thresholds
 from egenmon.alerts.rules.findings import RULES
 from egenmon.alerts.rules.news2 import PARAMETERS as NEWS2_PARAMETERS
-from egenmon.ingest.types import TYPES
+from egenmon.domain.measurements import TYPES
+from egenmon.domain.severity import SEVERITIES as DOMAIN_SEVERITIES
+from egenmon.domain.severity import SEVERITY_RANK
 from egenmon.web.i18n import UNIT_DISPLAY, age, local_time, number, translate, value_text
 
-SEVERITIES = ("high", "medium", "low")
+# The most severe first, as the worklist shows them.
+SEVERITIES = tuple(reversed(DOMAIN_SEVERITIES))
 ACTIVE_STATUSES = ("open", "acknowledged")
 STATUSES = ("open", "acknowledged", "resolved", "dismissed")
 ACTIONS = ("acknowledge", "resolve", "dismiss")

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from egenmon.alerts import engine
-from egenmon.fhir.ids import observation_id
-from egenmon.ingest.types import TYPES
+from egenmon.domain.ids import observation_id
+from egenmon.domain.measurements import TYPES
 from egenmon.ingest.writer import COLUMNS
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -228,8 +228,9 @@ def store_simulated(
     import random
 
     from egenmon.dev.simulate import SimDevice, generate, messages
+    from egenmon.domain.readings import Binding
     from egenmon.ingest.message import parse_message
-    from egenmon.ingest.normalise import Binding, normalise
+    from egenmon.ingest.normalise import normalise
 
     now = dt.datetime.now(UTC)
     device = SimDevice(device_id, scenario=scenario, protocol=protocol)

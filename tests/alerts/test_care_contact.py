@@ -9,7 +9,7 @@ import pytest
 
 from egenmon.alerts import lifecycle
 from egenmon.alerts.rules import Finding
-from egenmon.fhir.ids import observation_id
+from egenmon.domain.ids import observation_id
 from tests.alerts.conftest import STOCKHOLM
 
 UTC = dt.UTC

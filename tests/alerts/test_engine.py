@@ -18,7 +18,7 @@ from egenmon.alerts.rules import (
     evaluate_patient,
     merge_findings,
 )
-from egenmon.fhir.ids import observation_id
+from egenmon.domain.ids import observation_id
 from egenmon.store import alerts as store_sql
 from tests.alerts.conftest import STOCKHOLM, store_simulated
 from tests.conftest import make_personnummer

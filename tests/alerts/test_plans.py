@@ -16,10 +16,9 @@ from egenmon.alerts.plans import (
     check_limits,
     parse_threshold,
     parse_thresholds,
-    worse,
-    worst,
 )
 from egenmon.alerts.rules import Reading, evaluate_patient
+from egenmon.domain.severity import worse, worst
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

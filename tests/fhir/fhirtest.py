@@ -19,10 +19,10 @@ from psycopg.types.json import Jsonb
 
 from egenmon.auth import issue_token
 from egenmon.devices.credentials import new_secret, secret_digest
-from egenmon.fhir.ids import observation_id
-from egenmon.identifiers import luhn_digit
-from egenmon.ingest.normalise import COLUMNS
-from egenmon.ingest.types import LOINC, MDC, TYPES, UCUM
+from egenmon.domain.identifiers import luhn_digit
+from egenmon.domain.ids import observation_id
+from egenmon.domain.measurements import LOINC, MDC, TYPES, UCUM
+from egenmon.domain.readings import COLUMNS
 from egenmon.settings import Settings
 from egenmon.store import admin
 

@@ -13,7 +13,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 from fhirtest import SPEC_EXAMPLES, FhirServer, spec_example
 
-from egenmon.ingest.types import LOINC, MDC
+from egenmon.domain.measurements import LOINC, MDC
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 from fhirtest import FhirServer, reading_row
 
-from egenmon.fhir.ids import observation_id
+from egenmon.domain.ids import observation_id
 
 T0 = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.observation import Observation
 
+from egenmon.domain.measurements import LOINC, MDC, TYPES, UCUM
 from egenmon.fhir.observation_in import PostedObservation, observation_to_reading
 from egenmon.fhir.outcome import FhirError
 from egenmon.fhir.render import ON_OXYGEN_URL, render_observation
-from egenmon.ingest.types import LOINC, MDC, TYPES, UCUM
 
 PID = "6f1c7a52-3c4e-4f7e-9d1a-2b3c4d5e6f70"
 CAT = "http://terminology.hl7.org/CodeSystem/observation-category"

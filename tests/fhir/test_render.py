@@ -11,7 +11,8 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.task import Task
 
-from egenmon.fhir.ids import observation_id, parse_observation_id
+from egenmon.domain.ids import observation_id, parse_observation_id
+from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM
 from egenmon.fhir.outcome import operation_outcome
 from egenmon.fhir.render import (
     DEDUP_SYSTEM,
@@ -26,7 +27,6 @@ from egenmon.fhir.render import (
     render_patient,
     render_task,
 )
-from egenmon.ingest.types import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM
 
 PATIENT = uuid.UUID("6f1c7a52-3c4e-4f7e-9d1a-2b3c4d5e6f70")
 TIME = datetime(2026, 11, 24, 6, 31, tzinfo=UTC)

@@ -4,7 +4,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from egenmon.fhir.ids import encode_cursor
+from egenmon.domain.ids import encode_cursor
+from egenmon.domain.measurements import TYPES
 from egenmon.fhir.outcome import FhirError
 from egenmon.fhir.search import (
     MAX_COUNT,
@@ -17,7 +18,6 @@ from egenmon.fhir.search import (
     parse_observation_search,
     parse_patient_search,
 )
-from egenmon.ingest.types import TYPES
 
 PID = "6f1c7a52-3c4e-4f7e-9d1a-2b3c4d5e6f70"
 STHLM = ZoneInfo("Europe/Stockholm")

@@ -23,7 +23,7 @@ from egenmon.auth import issue_token
 from egenmon.dev.cluster import Cluster, free_port
 from egenmon.dev.mosquitto import Mosquitto
 from egenmon.devices.credentials import new_secret, secret_digest
-from egenmon.identifiers import luhn_digit
+from egenmon.domain.identifiers import luhn_digit
 from egenmon.settings import Settings
 from egenmon.store import admin
 from tests.conftest import TEST_SECRET, create_database, drop_database, wait_http

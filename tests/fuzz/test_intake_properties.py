@@ -17,10 +17,11 @@ import requests
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from egenmon.domain.readings import Binding
 from egenmon.fhir.observation_in import observation_to_reading
 from egenmon.fhir.outcome import FhirError
 from egenmon.ingest.message import MessageError, ReadingMessage, parse_message
-from egenmon.ingest.normalise import Binding, normalise
+from egenmon.ingest.normalise import normalise
 from egenmon.jsonbody import MAX_DEPTH, JsonBodyError, loads
 from tests.fuzz.conftest import FuzzServer
 

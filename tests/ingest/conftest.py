@@ -43,7 +43,7 @@ def in_app(settings: Settings) -> Callable[[Callable[..., Awaitable]], object]:
 
 
 def pipeline_of(app) -> object:
-    return app.state.runtime.services["pipeline"]
+    return app.state.runtime.pipeline
 
 
 def auth(secret: str) -> dict[str, str]:

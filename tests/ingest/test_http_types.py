@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from egenmon.ingest.types import TYPES
+from egenmon.domain.measurements import TYPES
 from tests.ingest.conftest import auth, stored
 
 # clinical.md: LOINC and MDC codes and canonical UCUM units, written out here on purpose

@@ -15,7 +15,8 @@ import pytest
 from egenmon.dev.mosquitto import Mosquitto
 from egenmon.dev.simulate_mqtt import DevicePublisher
 from egenmon.devices.dynsec import DynsecClient
-from egenmon.ingest.mqtt import ClientIdLock, MqttConsumer, device_from_topic, result_payload
+from egenmon.ingest.mqtt import MqttConsumer, device_from_topic, result_payload
+from egenmon.ingest.mqtt_loop import ClientIdLock
 from egenmon.ingest.writer import WriteError
 from egenmon.settings import MqttUrl, load_settings
 

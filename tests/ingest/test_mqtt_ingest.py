@@ -38,7 +38,7 @@ def broker(tmp_path) -> Iterator[Mosquitto]:
 async def running(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
     app = create_app(settings, Roles(http=True, mqtt=True, scheduler=False))
     async with app.router.lifespan_context(app):
-        consumer = app.state.runtime.service("mqtt")
+        consumer = app.state.runtime.mqtt
         await until(consumer.is_connected)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://egenmon") as http:

@@ -13,17 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from egenmon.domain.measurements import TYPES
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import ReadingMessage
 from egenmon.ingest.normalise import (
-    COLUMNS,
-    Binding,
     dedup_key,
     from_canonical,
     normalise,
     parse_time,
     to_canonical,
 )
-from egenmon.ingest.types import TYPES
 
 DEVICE = "omron-7361t-0042"
 PATIENT = UUID("11111111-1111-4111-8111-111111111111")

@@ -9,7 +9,7 @@ import uuid
 
 import orjson
 
-from egenmon.ingest.normalise import COLUMNS, Binding
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.store import admin
 from tests.ingest.conftest import T0, auth, pipeline_of, quarantine_rows, reading, stored
 

@@ -7,6 +7,7 @@ import uuid
 
 import orjson
 
+from egenmon.ingest import quarantine
 from egenmon.store import admin
 from tests.ingest.conftest import auth, pipeline_of, quarantine_rows, reading, stored
 
@@ -159,3 +160,20 @@ def test_replay_of_fhir_entries_goes_through_fhir_ingest(in_app, cli, device, co
     assert [(r["type"], r["value"], r["source"]) for r in rows] == [("body_weight", 81.5, "fhir")]
     # Replay does not quarantine again: the entry is the quarantine.
     assert len(quarantine_rows(conn)) == 3
+
+
+def test_a_replay_not_given_fhir_ingest_leaves_fhir_entries_open_with_a_note(in_app, device, conn):
+    ok = _observation(device, "2026-11-24T07:40:00+01:00")
+    replayed = []
+
+    async def go(client, app):
+        pipeline = pipeline_of(app)
+        await pipeline.quarantine(source="fhir", reason="test", raw=ok, device_id=device["id"])
+        ids = [r["id"] for r in quarantine_rows(conn)]
+        replayed.extend(await quarantine.replay(pipeline, ids))
+
+    in_app(go)
+    assert [r.resolved for r in replayed] == [False]
+    assert "needs FHIR ingest" in replayed[0].note
+    assert stored(conn, device["id"]) == []
+    assert quarantine_rows(conn)[0]["resolved_at"] is None

@@ -11,8 +11,9 @@ from collections import defaultdict
 import pytest
 
 from egenmon.dev.simulate import SimDevice, generate, messages, session_times
+from egenmon.domain.readings import Binding
 from egenmon.ingest.message import parse_message
-from egenmon.ingest.normalise import Binding, normalise
+from egenmon.ingest.normalise import normalise
 from tests.ingest.conftest import stored
 
 START = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)

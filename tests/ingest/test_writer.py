@@ -5,7 +5,8 @@ import uuid
 import psycopg
 import pytest
 
-from egenmon.ingest.writer import COLUMNS, BatchWriter, WriteError
+from egenmon.domain.readings import COLUMNS
+from egenmon.ingest.writer import BatchWriter, WriteError
 
 T0 = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)
 

@@ -6,7 +6,8 @@ import asyncio
 import datetime as dt
 import uuid
 
-from egenmon.ingest.writer import COLUMNS, SMALL_BATCH, BatchWriter
+from egenmon.domain.readings import COLUMNS
+from egenmon.ingest.writer import SMALL_BATCH, BatchWriter
 
 T0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
 

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from egenmon.dev.simulate import SimDevice, generate, messages
+from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import parse_message
-from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.writer import COLUMNS
+from egenmon.ingest.normalise import normalise
 
 PASSWORD = "correct-horse-battery-staple"
 STOCKHOLM = ZoneInfo("Europe/Stockholm")

@@ -36,7 +36,7 @@ def test_every_name_a_key_is_built_from_has_its_words():
     from egenmon.alerts.plans import PROTOCOLS, QUANTITIES
     from egenmon.alerts.rules.findings import RULES
     from egenmon.alerts.rules.news2 import PARAMETERS
-    from egenmon.ingest.types import TYPES
+    from egenmon.domain.measurements import TYPES
     from egenmon.web.routes import ACTION_FAILURES
 
     names = (

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
 
-from egenmon.alerts.plans import SEVERITY_RANK, Plan, Severity, worse, worst
+from egenmon.alerts.plans import Plan
 from egenmon.alerts.rules.findings import RULES, Finding, Reading, as_utc, prepare
 from egenmon.alerts.rules.missing import (
     DEVICE_WINDOW,
@@ -37,6 +37,7 @@ from egenmon.alerts.rules.trend import (
     check_trend_weight,
     home_bp_mean,
 )
+from egenmon.domain.severity import SEVERITY_RANK, Severity, worse, worst
 
 __all__ = [
     "DEVICE_WINDOW",

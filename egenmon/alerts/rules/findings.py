@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from egenmon.alerts.plans import SEVERITIES, Severity
+from egenmon.domain.severity import SEVERITIES, Severity
 
 # The contract's rule names ("Alerts API"), in the order findings are listed.
 RULES = (

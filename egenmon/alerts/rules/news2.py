@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from egenmon.alerts.plans import NEWS2_FRESHNESS, Plan, Severity
+from egenmon.alerts.plans import NEWS2_FRESHNESS, Plan
 from egenmon.alerts.rules.findings import (
     Finding,
     Reading,
@@ -26,6 +26,7 @@ from egenmon.alerts.rules.findings import (
     of_type,
     prepare,
 )
+from egenmon.domain.severity import Severity
 
 # NEWS2 parameters in the chart's order.
 PARAMETERS = (

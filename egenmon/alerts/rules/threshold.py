@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from egenmon.alerts.plans import QUANTITIES, SEVERITY_RANK, Plan
+from egenmon.alerts.plans import QUANTITIES, Plan
 from egenmon.alerts.rules.findings import (
     Finding,
     Reading,
@@ -16,7 +16,8 @@ from egenmon.alerts.rules.findings import (
     prepare,
     since,
 )
-from egenmon.ingest.types import TYPES
+from egenmon.domain.measurements import TYPES
+from egenmon.domain.severity import SEVERITY_RANK
 
 # A daily measurement always has a reading this recent (the missing-data window); an older
 # abnormal reading no longer describes the patient and its alert may be resolved.

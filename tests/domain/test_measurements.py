@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from egenmon.ingest.types import LOINC, MDC, TYPES, type_for_code
+from egenmon.domain.measurements import LOINC, MDC, TYPES, type_for_code
 
 # clinical.md, "Measurement types", written out independently of the code.
 CLINICAL = {

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from egenmon.fhir.ids import (
+from egenmon.domain.ids import (
     decode_cursor,
     dedup_digest,
     encode_cursor,

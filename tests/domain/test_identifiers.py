@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from egenmon.identifiers import (
+from egenmon.domain.identifiers import (
     IdentifierError,
     luhn_digit,
     parse_personal_identity,
