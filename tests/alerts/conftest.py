@@ -19,7 +19,7 @@ import pytest
 from egenmon.alerts import engine
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
-from egenmon.ingest.writer import COLUMNS
+from egenmon.domain.readings import COLUMNS
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 UTC = dt.UTC
@@ -191,7 +191,7 @@ def act(
     import asyncio
 
     from egenmon.alerts import lifecycle
-    from egenmon.auth import DEFAULT_SCOPES, Principal, parse_scopes
+    from egenmon.domain.principals import DEFAULT_SCOPES, Principal, parse_scopes
     from egenmon.store.db import make_pool
 
     principal = Principal(subject=who, role="admin", scopes=parse_scopes(DEFAULT_SCOPES["admin"]))

@@ -257,7 +257,7 @@ def test_a_configured_client_id_outside_the_platforms_prefix_is_warned_about(bro
 def test_read_ahead_socket_hands_out_small_pieces_of_one_large_read():
     import socket
 
-    from egenmon.ingest.mqtt import ReadAheadSocket
+    from egenmon.ingest.mqtt_loop import ReadAheadSocket
 
     a, b = socket.socketpair()
     try:
