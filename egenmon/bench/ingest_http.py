@@ -48,11 +48,12 @@ from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.identifiers import luhn_digit
 from egenmon.ingest.message import parse_message
 from egenmon.ingest.normalise import Binding, normalise
-from egenmon.ingest.writer import _TYPES, COLUMNS
+from egenmon.ingest.writer import COLUMNS
 from egenmon.settings import Settings
 from egenmon.store import admin
 from egenmon.store.cluster import free_port, throwaway_database
 from egenmon.store.migrate import migrate
+from egenmon.store.readings import TYPES as _TYPES
 
 DB_NAME = "egenmon_bench"
 TYPES = (
