@@ -15,7 +15,7 @@ from egenmon.alerts.monitoring import make_plan, set_plan
 from egenmon.devices import registry
 from egenmon.identifiers import luhn_digit
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import admin, patients
 
 DEMO_HSA_ID = "SE2321000016-DEMO"
 DEMO_UNIT = "Vårdcentralen Demo"
@@ -56,11 +56,9 @@ def seed(conn: psycopg.Connection, settings: Settings, state_dir: Path) -> list[
     devices = []
     for i, (name, birth, serial, scenario, protocol) in enumerate(DEMO_PATIENTS):
         pnr = personnummer(birth, serial)
-        existing = conn.execute(
-            "SELECT id FROM patients WHERE personnummer = %s", (pnr,)
-        ).fetchone()
+        existing = patients.patient_id_by_number(conn, pnr)
         patient_id = (
-            existing[0] if existing else admin.add_patient(conn, pnr, "personnummer", unit_id, name)
+            existing if existing else admin.add_patient(conn, pnr, "personnummer", unit_id, name)
         )
         added = registry.add_device(
             conn,

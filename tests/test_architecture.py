@@ -75,11 +75,6 @@ KNOWN_UPWARD_IMPORTS = {
 
 # Modules outside store/ with SQL text today, and where it goes (issue 13).
 KNOWN_SQL_OUTSIDE_STORE = {
-    "egenmon.alerts.engine": "the patient count -> store/patients.py",
-    "egenmon.app": "the schema check -> store/migrate.py",
-    "egenmon.devices.cache": "LISTEN and its liveness probe -> store/devices.py",
-    "egenmon.health": "the readiness probe -> store/db.py",
-    "egenmon.demo": "demo data -> egenmon/dev/ through store/patients.py",
     # The benchmarks build and count their data in SQL; with the move they either go
     # through store/ or are named here as tooling for good.
     "egenmon.bench.alerts_scan": "benchmark set-up",

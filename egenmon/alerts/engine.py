@@ -60,6 +60,7 @@ from egenmon.alerts.rules.trend import BP_SERIES_DAYS, WEIGHT_LOOKBACK
 from egenmon.fhir.ids import observation_id
 from egenmon.ingest.types import TYPES
 from egenmon.store import alerts as store
+from egenmon.store import patients
 
 log = logging.getLogger("egenmon.alerts.engine")
 
@@ -450,8 +451,7 @@ def choose_workers(url: str) -> int:
     if cpus < 2:
         return 1
     with _connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM patients").fetchone()
-    n = int(row[0]) if row else 0
+        n = patients.count_patients(conn)
     return min(cpus, MAX_WORKERS) if n >= PARALLEL_FROM_PATIENTS else 1
 
 

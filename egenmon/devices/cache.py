@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from egenmon.devices.credentials import secret_digest, secret_matches
 from egenmon.ingest.normalise import Binding
+from egenmon.store import db
 from egenmon.store import ingest as store
 from egenmon.store.ingest import POOL_WAIT_S
 
@@ -181,7 +182,7 @@ class DeviceCache:
             conn: psycopg.AsyncConnection | None = None
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                await conn.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+                await store.listen_device_changes(conn)
                 # Changes made while not listening are unknown: a new epoch makes every
                 # older entry fall back to the short TTL.
                 self._epoch += 1
@@ -194,7 +195,7 @@ class DeviceCache:
                         self._changes += 1
                         self.notifications += 1
                         self.invalidate(note.payload)
-                    await conn.execute("SELECT 1")  # a dead connection shows itself here
+                    await db.ping(conn)  # a dead connection shows itself here
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as e:

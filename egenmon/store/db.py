@@ -43,6 +43,11 @@ def check_timescaledb(conn: psycopg.Connection) -> str:
     raise DatabaseError("the database has no timescaledb extension yet: run `egenmon migrate`")
 
 
+async def ping(conn: psycopg.AsyncConnection) -> None:
+    """One round trip: raises if the connection (or the server) is gone."""
+    await conn.execute("SELECT 1")
+
+
 async def _configure(conn: psycopg.AsyncConnection) -> None:
     conn.row_factory = dict_row  # type: ignore[assignment]
 

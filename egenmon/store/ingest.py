@@ -11,6 +11,13 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 NOTIFY_CHANNEL = "egenmon_device"
+
+
+async def listen_device_changes(conn: psycopg.AsyncConnection) -> None:
+    """Subscribe the (autocommit) connection to the device changes (NOTIFY_CHANNEL)."""
+    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+
 # How long the ingest path waits for a pooled connection: in an outage a device gets its
 # 503 (and tries again) within seconds rather than after the pool's default 30 s.
 POOL_WAIT_S = 3.0
