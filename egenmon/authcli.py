@@ -8,7 +8,8 @@ import uuid
 from egenmon.auth import ROLES, issue_token
 from egenmon.cli import CommandError, command, emit
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, patients
+from egenmon.store import db as db_store
 from egenmon.store.cli import db
 
 
@@ -29,10 +30,10 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> None:
         with db(settings) as conn:
             try:
                 if args.care_unit:
-                    unit_id = admin.find_care_unit(conn, args.care_unit)
+                    unit_id = care_units.find_care_unit(conn, args.care_unit)
                 if args.patient:
-                    patient_id = uuid.UUID(str(admin.get_patient(conn, args.patient)["id"]))
-            except admin.NotFound as e:
+                    patient_id = uuid.UUID(str(patients.get_patient(conn, args.patient)["id"]))
+            except db_store.NotFound as e:
                 raise CommandError(str(e)) from None
     try:
         token = issue_token(

@@ -57,7 +57,7 @@ KNOWN_UPWARD_IMPORTS = {
     # the row shape goes to domain/.
     ("egenmon.store.readings", "egenmon.ingest.normalise"),
     # the access log takes auth's Principal (and with it FastAPI): Principal to domain/.
-    ("egenmon.store.access", "egenmon.auth"),
+    ("egenmon.store.access_log", "egenmon.auth"),
     # the devices cache imports Binding from normalisation while the pipeline imports the
     # cache: Binding to domain/.
     ("egenmon.devices.cache", "egenmon.ingest.normalise"),

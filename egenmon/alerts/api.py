@@ -27,7 +27,7 @@ from egenmon.alerts.rules.findings import RULES
 from egenmon.auth import AuthError, Principal, authenticate, roles_allowed
 from egenmon.runtime import Runtime
 from egenmon.store import alerts as store
-from egenmon.store.access import log_access, param_names
+from egenmon.store.access_log import log_access, param_names
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 

@@ -45,7 +45,7 @@ from egenmon.ingest.message import ReadingMessage
 from egenmon.ingest.normalise import COLUMNS, normalise
 from egenmon.ingest.writer import WriteError
 from egenmon.store import fhir as store
-from egenmon.store.access import log_access
+from egenmon.store.access_log import log_access
 
 __all__ = ["IngestContext", "MAX_ENTRIES", "create_observation", "process_bundle"]
 

@@ -17,7 +17,7 @@ Decisions:
   that found nothing still looked at that patient's record). A refused one (403, or a
   read answered 404) is logged too, by `log_refused`, as `read-refused` or
   `search-refused` with its status. The detail names the search parameters, never their
-  values (`egenmon.store.access.param_names`), so a personnummer never reaches the log.
+  values (`egenmon.store.access_log.param_names`), so a personnummer never reaches the log.
 - Bundle.total is given when it is cheap: a first page that holds every match, or
   ``_summary=count`` / ``_count=0`` / ``_total=accurate``, which count in SQL.
 - Links carry the search as given (minus parameters ignored under
@@ -59,7 +59,7 @@ from egenmon.fhir.search import (
 )
 from egenmon.ingest.types import TYPES
 from egenmon.store import fhir as store
-from egenmon.store.access import log_access, param_names
+from egenmon.store.access_log import log_access, param_names
 
 __all__ = [
     "Context",

@@ -67,3 +67,16 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 10) -> AsyncConnectio
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+# How long the ingest path waits for a pooled connection: in an outage a device gets its
+# 503 (and tries again) within seconds rather than after the pool's default 30 s.
+POOL_WAIT_S = 3.0
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(ValueError):
+    pass

@@ -45,7 +45,7 @@ def applied(conn: psycopg.Connection) -> set[int]:
 def has_schema(conn: psycopg.Connection) -> bool:
     """Whether egenmon's schema is there (migrations were run)."""
     row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
-    return bool(row) and row[0] is not None
+    return row is not None and row[0] is not None
 
 
 def migrate(conn: psycopg.Connection) -> list[Migration]:

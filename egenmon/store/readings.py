@@ -8,6 +8,11 @@ Rows are tuples in `COLUMNS` order (the pure normaliser's row shape).
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -124,3 +129,76 @@ async def copy_rows(cur: psycopg.AsyncCursor, statement: str, rows: list[tuple])
         for row in rows:
             if data := write_row(row):
                 await copy.write(data)
+
+
+async def reading_counts(
+    conn: psycopg.AsyncConnection, patient_id: uuid.UUID, codes: Sequence[str], since: dt.datetime
+) -> dict[str, int]:
+    """How many readings of each code the patient has since `since`."""
+    cur = await conn.execute(
+        "SELECT code, count(*) AS n FROM readings WHERE patient_id = %s AND code = ANY(%s)"
+        " AND time >= %s GROUP BY code",
+        (patient_id, list(codes), since),
+    )
+    return {r["code"]: r["n"] for r in await cur.fetchall()}  # type: ignore[call-overload]
+
+
+async def readings_raw(
+    conn: psycopg.AsyncConnection, patient_id: uuid.UUID, codes: Sequence[str], since: dt.datetime
+) -> list[dict[str, Any]]:
+    """Every reading of these codes since `since`, oldest first; `ms` is the measurement
+    time in milliseconds since the epoch (what the charts draw, cheaper than datetimes)."""
+    if not codes:
+        return []
+    cur = await conn.execute(
+        "SELECT (extract(epoch FROM time) * 1000)::bigint AS ms, type, value, value2"
+        " FROM readings WHERE patient_id = %s AND code = ANY(%s) AND time >= %s ORDER BY time",
+        (patient_id, list(codes), since),
+    )
+    return await cur.fetchall()  # type: ignore[return-value]
+
+
+async def readings_bucketed(
+    conn: psycopg.AsyncConnection,
+    patient_id: uuid.UUID,
+    codes: Sequence[str],
+    since: dt.datetime,
+    bucket: dt.timedelta,
+) -> list[dict[str, Any]]:
+    """Means per time bucket (for dense data over long ranges), oldest first; `ms` is the
+    middle of the bucket in milliseconds since the epoch."""
+    if not codes:
+        return []
+    cur = await conn.execute(
+        "SELECT (extract(epoch FROM time_bucket(%s, time) + %s / 2) * 1000)::bigint AS ms,"
+        " type, avg(value) AS value, avg(value2) AS value2 FROM readings"
+        " WHERE patient_id = %s AND code = ANY(%s) AND time >= %s GROUP BY 1, 2 ORDER BY 1",
+        (bucket, bucket, patient_id, list(codes), since),
+    )
+    return await cur.fetchall()  # type: ignore[return-value]
+
+
+async def latest_readings(
+    conn: psycopg.AsyncConnection, patient_id: uuid.UUID, codes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The newest reading of each code (an index walk per code, not a scan)."""
+    cur = await conn.execute(
+        "SELECT r.* FROM unnest(%s::text[]) AS c(code) CROSS JOIN LATERAL ("
+        " SELECT time, type, value, value2, unit, on_oxygen, device_id, dedup_key"
+        " FROM readings WHERE patient_id = %s AND code = c.code ORDER BY time DESC LIMIT 1"
+        ") r",
+        (list(codes), patient_id),
+    )
+    return await cur.fetchall()  # type: ignore[return-value]
+
+
+async def recent_readings(
+    conn: psycopg.AsyncConnection, patient_id: uuid.UUID, codes: Sequence[str], since: dt.datetime
+) -> list[dict[str, Any]]:
+    """Readings of these codes since `since` with what an observation id is made of."""
+    cur = await conn.execute(
+        "SELECT time, type, value, value2, on_oxygen, dedup_key FROM readings"
+        " WHERE patient_id = %s AND code = ANY(%s) AND time >= %s ORDER BY time",
+        (patient_id, list(codes), since),
+    )
+    return await cur.fetchall()  # type: ignore[return-value]

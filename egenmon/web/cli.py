@@ -8,8 +8,8 @@ import sys
 
 from egenmon.cli import CommandError, command, emit
 from egenmon.settings import Settings
-from egenmon.store import admin
-from egenmon.store import web as store
+from egenmon.store import care_units, db
+from egenmon.store import users as users_store
 from egenmon.store.db import DatabaseError, connect
 from egenmon.web import accounts
 
@@ -62,8 +62,8 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
         unit_id = None
         if args.care_unit:
             try:
-                unit_id = admin.find_care_unit(conn, args.care_unit)
-            except admin.NotFound as e:
+                unit_id = care_units.find_care_unit(conn, args.care_unit)
+            except db.NotFound as e:
                 raise CommandError(f"--care-unit: {e}") from None
         try:
             username = accounts.check_username(args.username)
@@ -74,10 +74,10 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
         except ValueError as e:
             raise CommandError(str(e)) from None
         try:
-            user_id = store.add_user(
+            user_id = users_store.add_user(
                 conn, username, password_hash, args.role, unit_id, args.name, args.locale
             )
-        except store.Conflict as e:
+        except db.Conflict as e:
             raise CommandError(str(e)) from None
     emit(
         args,
@@ -98,8 +98,10 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(str(e)) from None
     with _db(settings) as conn:
         try:
-            store.set_password(conn, accounts.normalise_username(args.username), password_hash)
-        except store.NotFound as e:
+            users_store.set_password(
+                conn, accounts.normalise_username(args.username), password_hash
+            )
+        except db.NotFound as e:
             raise CommandError(str(e)) from None
     emit(args, {"username": args.username}, f"password of {args.username} set")
 
@@ -107,7 +109,7 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_user_unlock(args: argparse.Namespace, settings: Settings) -> None:
     with _db(settings) as conn:
         try:
-            store.unlock_user(conn, accounts.normalise_username(args.username))
-        except store.NotFound as e:
+            users_store.unlock_user(conn, accounts.normalise_username(args.username))
+        except db.NotFound as e:
             raise CommandError(str(e)) from None
     emit(args, {"username": args.username}, f"{args.username} unlocked")

@@ -32,9 +32,10 @@ from egenmon.alerts.rules.news2 import news2_assess
 from egenmon.auth import AuthError
 from egenmon.fhir.ids import observation_id
 from egenmon.ingest.types import TYPES
-from egenmon.store import access
+from egenmon.store import access_log, readings, users
 from egenmon.store import alerts as alerts_store
-from egenmon.store import web as store
+from egenmon.store import devices as devices_store
+from egenmon.store import patients as patients_store
 from egenmon.web import accounts, views
 from egenmon.web.i18n import (
     DEFAULT_LOCALE,
@@ -334,7 +335,7 @@ async def login(request: Request) -> Response:
     if chosen in LOCALES and chosen != result.user["locale"]:
         # A language picked on the login page becomes the user's choice.
         async with _runtime(request).pool.connection() as conn:
-            await store.set_locale(conn, result.user["user_id"], chosen)
+            await users.set_locale(conn, result.user["user_id"], chosen)
     return response
 
 
@@ -369,7 +370,7 @@ async def set_locale(request: Request) -> Response:
         return _refused(request, session)
     locale = choose_locale(form.get("locale"))
     async with _runtime(request).pool.connection() as conn:
-        await store.set_locale(conn, session.user_id, locale)
+        await users.set_locale(conn, session.user_id, locale)
     response = _redirect(views.local_path(form.get("next")))
     _remember_locale(request, response, locale)
     return response
@@ -391,7 +392,7 @@ async def _worklist(
             limit=10_000,
         )
         rows, counts = views.worklist(alerts, filters, session.username)
-        patients = await store.patient_names(conn, list({a["patient_id"] for a in rows}))
+        patients = await patients_store.patient_names(conn, list({a["patient_id"] for a in rows}))
     now = dt.datetime.now(dt.UTC)
     shown = [
         views.alert_row(a, patients.get(a["patient_id"]), session.locale, tz, now) for a in rows
@@ -416,7 +417,7 @@ async def worklist_page(request: Request) -> Response:
     session = await _session(request)
     filters = views.Filters.parse(request.query_params)
     context, patient_ids = await _worklist(request, session, filters)
-    await access.log_access(
+    await access_log.log_access(
         _runtime(request).pool,
         session.principal,
         "read",
@@ -448,7 +449,7 @@ async def worklist_table(request: Request) -> Response:
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     # New content is a new disclosure of these patients' data: log it (unchanged is not).
-    await access.log_access(
+    await access_log.log_access(
         _runtime(request).pool,
         session.principal,
         "read",
@@ -529,7 +530,7 @@ async def alert_action(request: Request, alert_id: str) -> Response:
         return _not_found(request, session)
     except (lifecycle.TransitionError, ValueError) as e:
         return _redirect(_with_query(_strip_flash(next_), failed=_action_failure(e, note)))
-    await access.log_access(
+    await access_log.log_access(
         pool,
         session.principal,
         "update",
@@ -569,11 +570,11 @@ async def _visible_patient(
     except ValueError:
         return None
     async with _runtime(request).pool.connection() as conn:
-        header = await store.patient_header(conn, pid)
+        header = await patients_store.patient_header(conn, pid)
     if header is None:
         return None
     if not session.principal.may_see(pid, header["care_unit_id"]):
-        await access.log_access(
+        await access_log.log_access(
             _runtime(request).pool,
             session.principal,
             "read-refused",
@@ -628,17 +629,17 @@ async def _patient_response(
     async with runtime.pool.connection() as conn:
         plan_row = await alerts_store.aget_plan(conn, pid)
         alerts = await alerts_store.list_alerts(conn, patient_id=pid, limit=200)
-        counts = await store.reading_counts(conn, pid, list(codes), since)
+        counts = await readings.reading_counts(conn, pid, list(codes), since)
         dense = [c for c, n in counts.items() if n > views.MAX_POINTS]
         sparse = [c for c in counts if c not in dense]
-        rows = await store.readings_raw(conn, pid, sparse, since)
+        rows = await readings.readings_raw(conn, pid, sparse, since)
         bucket = views.bucket_for(days)
-        rows += await store.readings_bucketed(conn, pid, dense, since, bucket)
-        latest = await store.latest_readings(conn, pid, [TYPES[t].loinc for t in TYPES])
-        recent = await store.recent_readings(
+        rows += await readings.readings_bucketed(conn, pid, dense, since, bucket)
+        latest = await readings.latest_readings(conn, pid, [TYPES[t].loinc for t in TYPES])
+        recent = await readings.recent_readings(
             conn, pid, [TYPES[t].loinc for t in NEWS2_TYPES], now - dt.timedelta(hours=48)
         )
-        devices = await store.patient_devices(conn, pid)
+        devices = await devices_store.patient_devices(conn, pid)
     plan, stored = plan_from_row(plan_row)
     if form_plan is not None:
         plan = form_plan
@@ -674,7 +675,7 @@ async def _patient_response(
         key=lambda r: (-{"high": 3, "medium": 2, "low": 1}[r["severity"]], r["opened"]),
     )
     history = [r for r in rows_view if not r["active"]]
-    await access.log_access(
+    await access_log.log_access(
         runtime.pool, session.principal, "read", "ui/patient", [pid], {"days": days}
     )
     return render(
@@ -821,7 +822,7 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     doc.pop("set_at", None)
     async with pool.connection() as conn:
         await alerts_store.aset_plan(conn, pid, new_plan.protocol, doc, session.username)
-    await access.log_access(
+    await access_log.log_access(
         pool,
         session.principal,
         "update",
