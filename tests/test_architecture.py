@@ -51,8 +51,8 @@ EDGES = (
 KNOWN_UPWARD_IMPORTS = {
     # store/ reaches up for FHIR's query class and the measurement catalogue: the query
     # shape and the catalogue go to domain/, FHIR's readings queries to store/readings.py.
-    ("egenmon.store.fhir", "egenmon.fhir.search"),
-    ("egenmon.store.fhir", "egenmon.ingest.types"),
+    ("egenmon.store.readings", "egenmon.fhir.search"),
+    ("egenmon.store.readings", "egenmon.ingest.types"),
     # the writer's statements take the readings row shape (COLUMNS) from normalisation:
     # the row shape goes to domain/.
     ("egenmon.store.readings", "egenmon.ingest.normalise"),

@@ -26,7 +26,8 @@ from egenmon.alerts import lifecycle, monitoring
 from egenmon.alerts.rules.findings import RULES
 from egenmon.auth import AuthError, Principal, authenticate, roles_allowed
 from egenmon.runtime import Runtime
-from egenmon.store import alerts as store
+from egenmon.store import alerts as alerts_store
+from egenmon.store import patients, plans, webhooks
 from egenmon.store.access_log import log_access, param_names
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
@@ -147,7 +148,8 @@ async def list_alerts(
         unit_id = principal.care_unit_id
     async with runtime.pool.connection() as conn:
         if patient_id is not None:
-            exists, patient_unit = await store.patient_care_unit(conn, patient_id)
+            patient_unit = await patients.patient_care_unit(conn, patient_id)
+            exists = patient_unit is not None
             if not exists or not principal.may_see(patient_id, patient_unit):
                 # Another unit's patient and an unknown one get the same answer.
                 await _log_refused(
@@ -161,7 +163,7 @@ async def list_alerts(
                     params=names,
                 )
                 return _error(404, f"unknown patient {patient_id}")
-        rows = await store.list_alerts(
+        rows = await alerts_store.list_alerts(
             conn,
             patient_id=patient_id,
             care_unit_id=unit_id,
@@ -205,7 +207,7 @@ async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) ->
         await _log_refused(runtime, principal, "read", "alerts", [], 404, "not an id")
         return _error(404, "no such alert")
     async with runtime.pool.connection() as conn:
-        row = await store.alert_for_update(conn, aid, lock=False)
+        row = await alerts_store.alert_for_update(conn, aid, lock=False)
         if row is None or not principal.may_see(row["patient_id"], row["care_unit_id"]):
             await _log_refused(
                 runtime,
@@ -217,7 +219,7 @@ async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) ->
                 "not visible" if row else "unknown alert",
             )
             return _error(404, f"no alert {aid}")
-        history = await store.alert_events(conn, aid)
+        history = await alerts_store.alert_events(conn, aid)
     await log_access(runtime.pool, principal, "read", f"alerts/{aid}", [row["patient_id"]])
     return {
         **lifecycle.alert_json(row),
@@ -251,7 +253,7 @@ async def alert_action(
     except (lifecycle.AlertNotFound, AuthError) as e:
         # Another unit's alert answers as an unknown one.
         async with runtime.pool.connection() as conn:
-            row = await store.alert_for_update(conn, aid, lock=False)
+            row = await alerts_store.alert_for_update(conn, aid, lock=False)
         await _log_refused(
             runtime,
             principal,
@@ -313,7 +315,8 @@ async def _patient_access(
         await _log_refused(runtime, principal, action, "patients/plan", [], 404, "not an id")
         return _error(404, "unknown patient")
     async with runtime.pool.connection() as conn:
-        exists, unit = await store.patient_care_unit(conn, pid)
+        unit = await patients.patient_care_unit(conn, pid)
+    exists = unit is not None
     if not exists or not principal.may_see(pid, unit):
         await _log_refused(
             runtime,
@@ -337,8 +340,8 @@ async def get_plan(request: Request, patient: str, principal: PrincipalDep) -> A
     if isinstance(pid, JSONResponse):
         return pid
     async with runtime.pool.connection() as conn:
-        row = await store.aget_plan(conn, pid)
-        history = await store.plan_history(conn, pid)
+        row = await plans.aget_plan(conn, pid)
+        history = await plans.plan_history(conn, pid)
     await log_access(runtime.pool, principal, "read", f"patients/{pid}/plan", [pid])
     return {
         **monitoring.view(pid, row),
@@ -380,7 +383,7 @@ async def put_plan(request: Request, patient: str, body: PlanIn, principal: Prin
     except monitoring.PlanError as e:
         return _error(400, str(e))
     async with runtime.pool.connection() as conn:
-        row = await store.aset_plan(
+        row = await plans.aset_plan(
             conn, pid, plan.protocol, monitoring.document(plan), principal.subject
         )
     await log_access(
@@ -418,7 +421,7 @@ def _hook(row: dict) -> dict[str, Any]:
 async def list_webhooks(request: Request, principal: PrincipalDep) -> Any:
     roles_allowed(principal, ("admin",))
     async with _runtime(request).pool.connection() as conn:
-        rows = await store.alist_webhooks(conn)
+        rows = await webhooks.alist_webhooks(conn)
     return {"webhooks": [_hook(r) for r in rows]}
 
 
@@ -430,7 +433,7 @@ async def add_webhook(request: Request, body: WebhookIn, principal: PrincipalDep
     if body.secret is None and not runtime.settings.webhook_secret:
         return _error(400, "give a secret: EGENMON_WEBHOOK_SECRET is not set")
     async with runtime.pool.connection() as conn:
-        row = await store.aadd_webhook(
+        row = await webhooks.aadd_webhook(
             conn, body.url, body.secret, body.description, principal.subject
         )
     return _hook(row)
@@ -445,6 +448,6 @@ async def disable_webhook(request: Request, webhook_id: str, principal: Principa
     except ValueError as e:
         return _error(404, str(e))
     async with _runtime(request).pool.connection() as conn:
-        if not await store.aset_webhook_active(conn, wid, False):
+        if not await webhooks.aset_webhook_active(conn, wid, False):
             return _error(404, f"unknown webhook {webhook_id}")
     return {"id": str(wid), "active": False}

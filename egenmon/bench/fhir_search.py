@@ -44,7 +44,7 @@ from egenmon.fhir.search import parse_observation_search
 from egenmon.identifiers import luhn_digit
 from egenmon.ingest.types import TYPES
 from egenmon.settings import Settings
-from egenmon.store import fhir as store
+from egenmon.store import readings as readings_store
 from egenmon.store.cluster import Cluster, free_port
 from egenmon.store.migrate import migrate
 
@@ -264,7 +264,7 @@ async def _sql(url: str, queries: list[list[tuple[str, str]]], warmup: int) -> l
         for i, params in enumerate(queries):
             q = parse_observation_search(params)
             started = time.perf_counter()
-            await store.search_observations(conn, q, None, q.count + 1)
+            await readings_store.search_observations(conn, q, None, q.count + 1)
             if i >= warmup:
                 times.append((time.perf_counter() - started) * 1000)
     return times

@@ -54,7 +54,7 @@ from egenmon.store import care_units, db, patients
 from egenmon.store import devices as devices_store
 from egenmon.store.cluster import free_port, throwaway_database
 from egenmon.store.migrate import migrate
-from egenmon.store.readings import TYPES as _TYPES
+from egenmon.store.readings import COPY_TYPES as _TYPES
 
 DB_NAME = "egenmon_bench"
 TYPES = (

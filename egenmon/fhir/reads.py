@@ -58,7 +58,8 @@ from egenmon.fhir.search import (
     parse_patient_search,
 )
 from egenmon.ingest.types import TYPES
-from egenmon.store import fhir as store
+from egenmon.store import alerts, devices, readings
+from egenmon.store import patients as patients_store
 from egenmon.store.access_log import log_access, param_names
 
 __all__ = [
@@ -117,7 +118,7 @@ async def _ensure_patient(conn: Any, principal: Principal, patient_id: uuid.UUID
         return
     unit = None
     if principal.role == "clinician":
-        unit = await store.patient_care_unit(conn, patient_id)
+        unit = await patients_store.patient_care_unit(conn, patient_id)
     if not principal.may_see(patient_id, unit):
         raise PatientRefused(patient_id)
 
@@ -235,7 +236,7 @@ async def read_observation(ctx: Context, observation_id: str) -> dict[str, Any]:
     except ValueError:
         raise not_found(f"Observation/{observation_id[:64]} is not known") from None
     async with ctx.pool.connection() as conn:
-        row = await store.read_observation(conn, time, digest, ctx.principal.patient_filter)
+        row = await readings.read_observation(conn, time, digest, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"Observation/{observation_id} is not known")
     await _log(ctx, "read", "Observation", {row["patient_id"]}, {"id": observation_id})
@@ -257,11 +258,11 @@ async def search_observations(ctx: Context, params: Params) -> dict[str, Any]:
             total = 0
         else:
             if not q.count_only:
-                rows = await store.search_observations(conn, q, restrict, q.count + 1)
+                rows = await readings.search_observations(conn, q, restrict, q.count + 1)
                 more = len(rows) > q.count
                 rows = rows[: q.count]
             if q.count_only or total_mode == "accurate":
-                total = await store.count_observations(conn, q, restrict)
+                total = await readings.count_observations(conn, q, restrict)
             elif q.cursor is None and not more:
                 total = len(rows)
     if total_mode == "none" and not q.count_only:
@@ -300,7 +301,7 @@ async def lastn(ctx: Context, params: Params) -> dict[str, Any]:
         await _ensure_patient(conn, ctx.principal, q.patient)
         rows = []
         if not q.empty:
-            rows = await store.lastn(conn, q.patient, codes, q.max, ctx.principal.patient_filter)
+            rows = await readings.lastn(conn, q.patient, codes, q.max, ctx.principal.patient_filter)
     await _log(
         ctx,
         "search",
@@ -338,7 +339,7 @@ async def read_patient(ctx: Context, patient_id: str) -> dict[str, Any]:
     row = None
     if pid is not None:
         async with ctx.pool.connection() as conn:
-            row = await store.read_patient(conn, pid, ctx.principal.patient_filter)
+            row = await patients_store.read_patient(conn, pid, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"Patient/{patient_id[:64]} is not known")
     await _log(ctx, "read", "Patient", {row["id"]}, {"id": str(row["id"])})
@@ -365,7 +366,7 @@ async def search_patients(ctx: Context, params: Params) -> dict[str, Any]:
         }
         async with ctx.pool.connection() as conn:
             rows, total, more = await _page(
-                store.search_patients, conn, args, after, q.count, count_only, total_mode
+                patients_store.search_patients, conn, args, after, q.count, count_only, total_mode
             )
     await _log(
         ctx,
@@ -394,7 +395,7 @@ async def search_patients(ctx: Context, params: Params) -> dict[str, Any]:
 async def read_device(ctx: Context, device_id: str) -> dict[str, Any]:
     ctx.principal.require("Device", "r")
     async with ctx.pool.connection() as conn:
-        row = await store.read_device(conn, device_id, ctx.principal.patient_filter)
+        row = await devices.read_device(conn, device_id, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"Device/{device_id[:128]} is not known")
     patients = {row["patient_id"]} if row["patient_id"] else set()
@@ -461,7 +462,7 @@ async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
         else:
             args = {"patient_id": q.patient, "device_id": q.device_id, "restrict": restrict}
             rows, total, more = await _page(
-                store.search_devices, conn, args, after, q.count, count_only, total_mode
+                devices.search_devices, conn, args, after, q.count, count_only, total_mode
             )
     patients = {r["patient_id"] for r in rows if r["patient_id"]}
     if q.patient is not None:
@@ -491,9 +492,9 @@ async def read_alert(ctx: Context, resource: str, alert_id: str) -> dict[str, An
     ctx.principal.require(resource, "r")
     row = None
     async with ctx.pool.connection() as conn:
-        key = store.alert_id(alert_id)
+        key = alerts.alert_id(alert_id)
         if key is not None:
-            row = await store.read_alert(conn, key, ctx.principal.patient_filter)
+            row = await alerts.read_alert(conn, key, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"{resource}/{alert_id[:64]} is not known")
     await _log(ctx, "read", resource, {row["patient_id"]}, {"id": alert_id})
@@ -518,7 +519,7 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
         else:
             args = {"patient_id": q.patient, "statuses": q.statuses, "restrict": restrict}
             rows, total, more = await _page(
-                store.search_alerts, conn, args, after, q.count, count_only, total_mode
+                alerts.search_alerts, conn, args, after, q.count, count_only, total_mode
             )
     patients = {r["patient_id"] for r in rows}
     if q.patient is not None:

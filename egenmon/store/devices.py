@@ -6,14 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.range import Range
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.store.db import Conflict, NotFound
+from egenmon.store.query import Conn, Restrict, keyset_page, restrict_clause, uuid_range
 
 NOTIFY_CHANNEL = "egenmon_device"
 
@@ -182,3 +185,90 @@ async def patient_devices(
         (patient_id,),
     )
     return await cur.fetchall()  # type: ignore[return-value]
+
+
+def load_devices(
+    conn: psycopg.Connection,
+    now: dt.datetime,
+    stale_before: dt.datetime,
+    since: dt.datetime,
+    lo: uuid.UUID | None = None,
+    hi: uuid.UUID | None = None,
+) -> list[tuple[str, str, dt.datetime | None, dt.datetime]]:
+    """(patient_id as text, device_id, last seen, bound since) of every active device bound
+    now.
+
+    A device's last message is `devices.last_seen`; where that is missing or older than
+    `stale_before`, its newest reading received since `since` is looked up instead.
+    Silence is counted from the binding's start, but never from before the device was
+    registered: a binding dated back (to take in a device's stored history) does not make
+    a device registered an hour ago inactive.
+    """
+    query = sql.SQL(
+        "SELECT b.patient_id::text, d.id, GREATEST(d.last_seen, x.seen),"
+        " GREATEST(lower(b.during), d.created_at)"
+        " FROM device_bindings b JOIN devices d ON d.id = b.device_id"
+        " LEFT JOIN LATERAL (SELECT max(r.received_at) AS seen FROM readings r"
+        "   WHERE (d.last_seen IS NULL OR d.last_seen < {stale})"
+        "   AND r.patient_id = b.patient_id AND r.device_id = d.id AND r.time > {since}) x"
+        "   ON true"
+        " WHERE b.during @> {now}::timestamptz AND d.status = 'active'{range}"
+    ).format(
+        stale=sql.Literal(stale_before),
+        since=sql.Literal(since),
+        now=sql.Literal(now),
+        range=uuid_range(lo, hi, "patient_id"),
+    )
+    return conn.execute(query).fetchall()
+
+
+# --- FHIR reads and searches -----------------------------------------------------------
+
+# A device's patient is the one it is bound to now.
+_DEVICE_SELECT = (
+    "SELECT d.id, d.model, d.manufacturer, d.status, d.created_at, b.patient_id"
+    " FROM devices d LEFT JOIN device_bindings b"
+    " ON b.device_id = d.id AND b.during @> now()"
+)
+
+
+async def read_device(conn: Conn, device_id: str, restrict: Restrict) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"id": device_id}
+    sql = (
+        _DEVICE_SELECT + " WHERE d.id = %(id)s" + restrict_clause(restrict, "b.patient_id", params)
+    )
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone()
+
+
+async def search_devices(
+    conn: Conn,
+    *,
+    patient_id: uuid.UUID | None,
+    device_id: str | None,
+    restrict: Restrict,
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+    count_only: bool = False,
+) -> list[dict[str, Any]] | int:
+    """Devices by current patient and/or id, in (created_at, id) order."""
+    params: dict[str, Any] = {}
+    where = "true"
+    if patient_id is not None:
+        params["patient"] = patient_id
+        where += " AND b.patient_id = %(patient)s"
+    if device_id is not None:
+        params["device"] = device_id
+        where += " AND d.id = %(device)s"
+    where += restrict_clause(restrict, "b.patient_id", params)
+    return await keyset_page(
+        conn,
+        _DEVICE_SELECT,
+        where,
+        params,
+        key=("d.created_at", "d.id", "text"),
+        descending=False,
+        after=after,
+        limit=limit,
+        count_only=count_only,
+    )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from egenmon.store.db import Conflict, NotFound
+from egenmon.store.query import Conn, Restrict, column, keyset_page, restrict_clause
 
 
 def count_patients(conn: psycopg.Connection) -> int:
@@ -93,3 +95,71 @@ async def unit_patient_ids(
         {"unit": care_unit_id},
     )
     return [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+
+
+_PATIENT_UNIT = "SELECT care_unit_id FROM patients WHERE id = %s"
+
+
+def patient_exists(conn: psycopg.Connection, patient_id: uuid.UUID) -> bool:
+    return conn.execute(_PATIENT_UNIT, (patient_id,)).fetchone() is not None
+
+
+# --- FHIR reads and searches -----------------------------------------------------------
+
+
+async def patient_care_unit(conn: Conn, patient_id: uuid.UUID) -> uuid.UUID | None:
+    """The patient's care unit; None when there is no such patient."""
+    cur = await conn.execute(
+        "SELECT care_unit_id FROM patients WHERE id = %(id)s", {"id": patient_id}
+    )
+    row = await cur.fetchone()
+    return column(row, "care_unit_id", 0) if row else None
+
+
+_PATIENT_SELECT = (
+    "SELECT p.id, p.personnummer, p.identifier_kind, p.display_name, p.created_at,"
+    " cu.name AS care_unit_name, cu.hsa_id AS care_unit_hsa_id"
+    " FROM patients p JOIN care_units cu ON cu.id = p.care_unit_id"
+)
+
+
+async def read_patient(
+    conn: Conn, patient_id: uuid.UUID, restrict: Restrict
+) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"id": patient_id}
+    sql = _PATIENT_SELECT + " WHERE p.id = %(id)s" + restrict_clause(restrict, "p.id", params)
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone()
+
+
+async def search_patients(
+    conn: Conn,
+    *,
+    personnummer: str | None,
+    identifier_kind: str | None,
+    restrict: Restrict,
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+    count_only: bool = False,
+) -> list[dict[str, Any]] | int:
+    """Patients by identity number (or all visible), in (created_at, id) order."""
+    params: dict[str, Any] = {}
+    where = "true"
+    if personnummer is not None:
+        params["pnr"] = personnummer
+        where += " AND p.personnummer = %(pnr)s"
+    if identifier_kind is not None:
+        params["kind"] = identifier_kind
+        where += " AND p.identifier_kind = %(kind)s"
+    where += restrict_clause(restrict, "p.id", params)
+    return await keyset_page(
+        conn,
+        _PATIENT_SELECT,
+        where,
+        params,
+        key=("p.created_at", "p.id", "uuid"),
+        descending=False,
+        after=after,
+        limit=limit,
+        count_only=count_only,
+    )

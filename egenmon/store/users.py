@@ -65,7 +65,7 @@ def unlock_user(conn: psycopg.Connection, username: str) -> None:
     conn.execute("DELETE FROM login_throttle WHERE kind = 'account' AND username = %s", (username,))
 
 
-# --- logins and sessions (service) --------------------------------------------------------
+# --- logins (service) --------------------------------------------------------
 
 USER_COLUMNS = (
     "u.id AS user_id, u.username, u.role, u.care_unit_id, u.display_name, u.locale,"

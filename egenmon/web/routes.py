@@ -32,7 +32,7 @@ from egenmon.alerts.rules.news2 import news2_assess
 from egenmon.auth import AuthError
 from egenmon.fhir.ids import observation_id
 from egenmon.ingest.types import TYPES
-from egenmon.store import access_log, readings, users
+from egenmon.store import access_log, plans, readings, users
 from egenmon.store import alerts as alerts_store
 from egenmon.store import devices as devices_store
 from egenmon.store import patients as patients_store
@@ -627,7 +627,7 @@ async def _patient_response(
     since = now - dt.timedelta(days=days)
     codes = {TYPES[t].loinc: t for t in views.CHART_TYPES}
     async with runtime.pool.connection() as conn:
-        plan_row = await alerts_store.aget_plan(conn, pid)
+        plan_row = await plans.aget_plan(conn, pid)
         alerts = await alerts_store.list_alerts(conn, patient_id=pid, limit=200)
         counts = await readings.reading_counts(conn, pid, list(codes), since)
         dense = [c for c, n in counts.items() if n > views.MAX_POINTS]
@@ -791,7 +791,7 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     pid = header["id"]
     pool = _runtime(request).pool
     async with pool.connection() as conn:
-        plan, _stored = plan_from_row(await alerts_store.aget_plan(conn, pid))
+        plan, _stored = plan_from_row(await plans.aget_plan(conn, pid))
     try:
         problem = threshold_problem(form, session.locale)
         if problem:
@@ -821,7 +821,7 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     doc.pop("set_by", None)
     doc.pop("set_at", None)
     async with pool.connection() as conn:
-        await alerts_store.aset_plan(conn, pid, new_plan.protocol, doc, session.username)
+        await plans.aset_plan(conn, pid, new_plan.protocol, doc, session.username)
     await access_log.log_access(
         pool,
         session.principal,
