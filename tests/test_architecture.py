@@ -49,9 +49,7 @@ EDGES = (
 
 # Imports that run against the rooms today (issue 13), as (importer, imported module).
 KNOWN_UPWARD_IMPORTS = {
-    # store/ reaches up for FHIR's query class and the measurement catalogue: the query
-    # shape and the catalogue go to domain/, FHIR's readings queries to store/readings.py.
-    ("egenmon.store.readings", "egenmon.fhir.search"),
+    # store/ reaches up for the measurement catalogue: the catalogue goes to domain/.
     ("egenmon.store.readings", "egenmon.ingest.types"),
     # the writer's statements take the readings row shape (COLUMNS) from normalisation:
     # the row shape goes to domain/.

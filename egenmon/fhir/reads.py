@@ -50,6 +50,7 @@ from egenmon.fhir.render import (
     render_task,
 )
 from egenmon.fhir.search import (
+    ObservationQuery,
     SearchError,
     parse_alert_search,
     parse_device_search,
@@ -243,6 +244,19 @@ async def read_observation(ctx: Context, observation_id: str) -> dict[str, Any]:
     return render_observation(row)
 
 
+def observation_filter(q: ObservationQuery) -> readings.ObservationFilter:
+    """What the store needs of an Observation search, in plain values."""
+    return readings.ObservationFilter(
+        patient=q.patient,
+        types=q.types,
+        device=q.device,
+        date_low=q.date_low,
+        date_high=q.date_high,
+        descending=q.descending,
+        cursor=q.cursor,
+    )
+
+
 async def search_observations(ctx: Context, params: Params) -> dict[str, Any]:
     ctx.principal.require("Observation", "s")
     rest, total_mode = _pop_total(params)
@@ -258,11 +272,13 @@ async def search_observations(ctx: Context, params: Params) -> dict[str, Any]:
             total = 0
         else:
             if not q.count_only:
-                rows = await readings.search_observations(conn, q, restrict, q.count + 1)
+                rows = await readings.search_observations(
+                    conn, observation_filter(q), restrict, q.count + 1
+                )
                 more = len(rows) > q.count
                 rows = rows[: q.count]
             if q.count_only or total_mode == "accurate":
-                total = await readings.count_observations(conn, q, restrict)
+                total = await readings.count_observations(conn, observation_filter(q), restrict)
             elif q.cursor is None and not more:
                 total = len(rows)
     if total_mode == "none" and not q.count_only:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,6 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from egenmon.fhir.search import ObservationQuery
 from egenmon.ingest.normalise import COLUMNS
 from egenmon.ingest.types import TYPES
 from egenmon.store.query import Conn, Restrict, restrict_clause, uuid_range
@@ -364,14 +364,30 @@ _OBS_NAMES = (
 )
 
 
-def _codes(q: ObservationQuery) -> list[str] | None:
+@dataclass(frozen=True)
+class ObservationFilter:
+    """An Observation search in plain values (the FHIR wing parses its parameters into
+    one): `types` the measurement types to narrow to (None: any, empty: none),
+    [date_low, date_high) the UTC range (None: unbounded), `cursor` the (time, dedup_key)
+    keyset position to continue after, in `descending` order."""
+
+    patient: uuid.UUID | None = None
+    types: frozenset[str] | None = None
+    device: str | None = None
+    date_low: datetime | None = None
+    date_high: datetime | None = None
+    descending: bool = True
+    cursor: tuple[datetime, str] | None = None
+
+
+def _codes(q: ObservationFilter) -> list[str] | None:
     """The `code` column values (each type's LOINC code) the query narrows to."""
     if q.types is None:
         return None
     return sorted({TYPES[name].loinc for name in q.types})
 
 
-def _observation_filters(q: ObservationQuery, params: dict[str, Any], *, cursor: bool) -> str:
+def _observation_filters(q: ObservationFilter, params: dict[str, Any], *, cursor: bool) -> str:
     """The conditions on one reading besides its patient, code and visibility."""
     where = "true"
     if q.device is not None:
@@ -418,7 +434,7 @@ def _one_patient(patient: str, codes: list[str], where: str, order: str) -> str:
 
 
 async def search_observations(
-    conn: Conn, q: ObservationQuery, restrict: Restrict, limit: int
+    conn: Conn, q: ObservationFilter, restrict: Restrict, limit: int
 ) -> list[dict[str, Any]]:
     """Up to `limit` observations matching `q`, after its cursor, in its order.
 
@@ -477,7 +493,7 @@ async def search_observations(
     return await cur.fetchall()
 
 
-async def count_observations(conn: Conn, q: ObservationQuery, restrict: Restrict) -> int:
+async def count_observations(conn: Conn, q: ObservationFilter, restrict: Restrict) -> int:
     """How many observations match `q` (whatever its cursor)."""
     params: dict[str, Any] = {}
     where = _observation_filters(q, params, cursor=False)
