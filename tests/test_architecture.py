@@ -72,13 +72,17 @@ KNOWN_UPWARD_IMPORTS = {
 }
 
 # Modules outside store/ with SQL text today, and where it goes (issue 13).
-KNOWN_SQL_OUTSIDE_STORE = {
-    # The benchmarks build and count their data in SQL; with the move they either go
-    # through store/ or are named here as tooling for good.
-    "egenmon.bench.alerts_scan": "benchmark set-up",
-    "egenmon.bench.fhir_search": "benchmark set-up",
-    "egenmon.bench.ingest_http": "benchmark set-up",
-    "egenmon.bench.ingest_mqtt": "benchmark counting",
+KNOWN_SQL_OUTSIDE_STORE: dict[str, str] = {}
+
+# Tooling that keeps SQL of its own for good, with the reason: the benchmarks load
+# millions of rows in bulk (generate_series, COPY), measure a plain COPY into a copy of
+# the readings layout as the ceiling (the ceiling is a plain COPY by definition) and
+# count what arrived: measurement set-up, not queries of the platform.
+TOOLING_WITH_SQL = {
+    "egenmon.bench.alerts_scan": "bulk set-up of the scanned data",
+    "egenmon.bench.fhir_search": "bulk set-up by COPY; the server's settings",
+    "egenmon.bench.ingest_http": "the plain-COPY ceiling; counting what arrived",
+    "egenmon.bench.ingest_mqtt": "counting what arrived",
 }
 
 # SQL as egenmon writes it: upper-case keywords, a statement at the start of a string or
@@ -211,10 +215,13 @@ def sql_modules() -> set[str]:
 
 def test_no_sql_outside_store_but_the_known_offenders():
     found = sql_modules()
-    new = sorted(found - KNOWN_SQL_OUTSIDE_STORE.keys())
+    allowed = KNOWN_SQL_OUTSIDE_STORE.keys() | TOOLING_WITH_SQL.keys()
+    new = sorted(found - allowed)
     assert not new, f"SQL outside egenmon/store/: {new}"
-    fixed = sorted(KNOWN_SQL_OUTSIDE_STORE.keys() - found)
-    assert not fixed, f"no SQL left, delete from KNOWN_SQL_OUTSIDE_STORE: {fixed}"
+    fixed = sorted(allowed - found)
+    assert not fixed, (
+        f"no SQL left, delete from KNOWN_SQL_OUTSIDE_STORE or TOOLING_WITH_SQL: {fixed}"
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ fsync off for the bulk load only (loading test data is not what is measured); fs
 synchronous_commit and full_page_writes are switched back on before the queries run.
 With EGENMON_DATABASE_URL it migrates and loads that database and leaves its settings alone.
 
-The ceiling beside it: the same SQL (`egenmon.store.fhir.search_observations`) run
+The ceiling beside it: the same SQL (`egenmon.store.readings.search_observations`) run
 directly with psycopg, without HTTP, rendering or the access log.
 """
 

@@ -1,9 +1,10 @@
 """FHIR reads and searches: scopes, who may see which patient, paging links, access log.
 
 Each function here is what one route calls: it checks the token's scopes, parses the
-parameters (`egenmon.fhir.search`), asks the store (`egenmon.store.fhir`, where the
-visibility restriction is part of the SQL), renders (`egenmon.fhir.render`), writes the
-access log and returns the resource or Bundle as a plain dict.
+parameters (`egenmon.fhir.search`), asks the store (`egenmon.store.readings`,
+`.patients`, `.devices`, `.alerts`, where the visibility restriction is part of the SQL),
+renders (`egenmon.fhir.render`), writes the access log and returns the resource or Bundle
+as a plain dict.
 
 Decisions:
 

@@ -109,9 +109,7 @@ def patient_exists(conn: psycopg.Connection, patient_id: uuid.UUID) -> bool:
 
 async def patient_care_unit(conn: Conn, patient_id: uuid.UUID) -> uuid.UUID | None:
     """The patient's care unit; None when there is no such patient."""
-    cur = await conn.execute(
-        "SELECT care_unit_id FROM patients WHERE id = %(id)s", {"id": patient_id}
-    )
+    cur = await conn.execute(_PATIENT_UNIT, (patient_id,))
     row = await cur.fetchone()
     return column(row, "care_unit_id", 0) if row else None
 

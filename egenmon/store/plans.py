@@ -31,6 +31,8 @@ SELECT * FROM cur
 """
 
 
+# The commands (synchronous) and the API and UI (asynchronous) both read and set plans:
+# each statement is one constant with a thin wrapper for each (the `a` prefix is async).
 _GET_PLAN = "SELECT * FROM monitoring_plans WHERE patient_id = %s"
 
 

@@ -42,6 +42,9 @@ _ADD_WEBHOOK = (
 )
 
 
+# The commands (synchronous) and the API (asynchronous) both manage webhooks: each
+# statement is one constant with a thin wrapper for each (the `a` prefix is the API's).
+_SET_ACTIVE = "UPDATE webhooks SET active = %s WHERE id = %s"
 _LIST_WEBHOOKS = (
     "SELECT id, url, active, description, created_by, created_at, secret IS NOT NULL"
     " AS has_secret FROM webhooks ORDER BY created_at"
@@ -63,7 +66,7 @@ def list_webhooks(conn: psycopg.Connection) -> list[dict]:
 
 
 def set_webhook_active(conn: psycopg.Connection, webhook_id: uuid.UUID, active: bool) -> bool:
-    cur = conn.execute("UPDATE webhooks SET active = %s WHERE id = %s", (active, webhook_id))
+    cur = conn.execute(_SET_ACTIVE, (active, webhook_id))
     return cur.rowcount == 1
 
 
@@ -90,7 +93,7 @@ async def alist_webhooks(conn: psycopg.AsyncConnection) -> list[dict]:
 async def aset_webhook_active(
     conn: psycopg.AsyncConnection, webhook_id: uuid.UUID, active: bool
 ) -> bool:
-    cur = await conn.execute("UPDATE webhooks SET active = %s WHERE id = %s", (active, webhook_id))
+    cur = await conn.execute(_SET_ACTIVE, (active, webhook_id))
     return cur.rowcount == 1
 
 
