@@ -381,7 +381,7 @@ class Pipeline:
     async def store_quarantine(self, entries: list[QuarantineEntry]) -> list[int]:
         """Keep entries; raises WriteError in an outage only (the sender tries again).
 
-        The insert cannot fail on content (quarantine_store.insert_quarantine); should the database
+        The insert cannot fail on content (store.quarantine.insert_quarantine); should the database
         refuse an entry all the same, the entries go in again without anything taken from
         the input but the raw bytes, so that a message is never retried for ever."""
         try:

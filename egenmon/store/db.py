@@ -75,8 +75,9 @@ POOL_WAIT_S = 3.0
 
 
 class NotFound(LookupError):
-    pass
+    """What was asked for is not there (a care unit, patient, device or user)."""
 
 
 class Conflict(ValueError):
-    pass
+    """The database refused a write that clashes with what is stored (it exists already,
+    or a binding overlaps another); the message says what."""
