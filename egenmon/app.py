@@ -27,6 +27,7 @@ from egenmon.limits import RequestLimits, parameter_error
 from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
+from egenmon.store.migrate import has_schema
 from egenmon.web import routes as web
 from egenmon.web.sessions import Sessions
 
@@ -49,8 +50,7 @@ def check_database(settings: Settings) -> None:
     """Refuse to start on a database without TimescaleDB or without egenmon's schema."""
     with connect(settings.require_database()) as conn:
         check_timescaledb(conn)
-        row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
-        if not row or row[0] is None:
+        if not has_schema(conn):
             raise DatabaseError("the database has no egenmon schema: run `egenmon migrate`")
 
 

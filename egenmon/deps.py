@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from egenmon.auth import authenticate
 from egenmon.domain.principals import Principal
 from egenmon.runtime import Runtime
-from egenmon.store import alerts as store
+from egenmon.store import patients
 
 __all__ = ["PatientAccess", "PrincipalDep", "RuntimeDep", "get_runtime", "patient_access"]
 
@@ -53,5 +53,5 @@ async def patient_access(conn: Any, principal: Principal, patient_id: uuid.UUID)
     """May `principal` see `patient_id`'s data? Clinicians see their care unit's
     patients, a patient only themself, integrators and admins everyone
     (`Principal.may_see`); the patient's care unit comes from the store."""
-    exists, unit = await store.patient_care_unit(conn, patient_id)
-    return PatientAccess(patient_id, exists, principal.may_see(patient_id, unit))
+    unit = await patients.patient_care_unit(conn, patient_id)  # None: no such patient
+    return PatientAccess(patient_id, unit is not None, principal.may_see(patient_id, unit))

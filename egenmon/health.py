@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from egenmon import metrics as _metrics  # noqa: F401 (registers the metrics)
 from egenmon.runtime import Runtime
+from egenmon.store import db
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +24,7 @@ async def database_ok(runtime: Runtime) -> bool:
     try:
         async with asyncio.timeout(2):
             async with runtime.pool.connection() as conn:
-                await conn.execute("SELECT 1")
+                await db.ping(conn)
         return True
     except Exception:  # noqa: BLE001  any failure means not ready; the reason is in the server log
         return False

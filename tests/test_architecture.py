@@ -53,30 +53,24 @@ EDGES = (
     "egenmon",  # the package's __init__
 )
 
-# Imports that run against the rooms today (issue 13), as (importer, imported module).
-KNOWN_UPWARD_IMPORTS = {
-    # store/ reaches up for FHIR's query class: the query shape goes to domain/, FHIR's
-    # readings queries to store/readings.py.
-    ("egenmon.store.fhir", "egenmon.fhir.search"),
-}
+# Imports that run against the rooms, as (importer, imported module): none since issue 13.
+# An entry here would be a debt with its way out written beside it.
+KNOWN_UPWARD_IMPORTS: set[tuple[str, str]] = set()
 
 # Modules outside store/ with SQL text today, and where it goes (issue 13).
-KNOWN_SQL_OUTSIDE_STORE = {
-    "egenmon.ingest.writer": "the writer's statements and COPY -> store/readings.py",
-    "egenmon.alerts.engine": "the patient count -> store/patients.py",
-    "egenmon.app": "the schema check -> store/migrate.py",
-    "egenmon.devices.cache": "LISTEN and its liveness probe -> store/devices.py",
-    "egenmon.health": "the readiness probe -> store/db.py",
-    "egenmon.dev.demo": "demo data -> through store/patients.py",
-    # Tooling for good: the private cluster of `egenmon dev`, the suite and the
-    # benchmarks makes its roles and databases; no table of the platform.
-    "egenmon.dev.cluster": "cluster set-up (dev and test tooling)",
-    # The benchmarks build and count their data in SQL; with the move they either go
-    # through store/ or are named here as tooling for good.
-    "egenmon.bench.alerts_scan": "benchmark set-up",
-    "egenmon.bench.fhir_search": "benchmark set-up",
-    "egenmon.bench.ingest_http": "benchmark set-up",
-    "egenmon.bench.ingest_mqtt": "benchmark counting",
+KNOWN_SQL_OUTSIDE_STORE: dict[str, str] = {}
+
+# Tooling that keeps SQL of its own for good, with the reason: the benchmarks load
+# millions of rows in bulk (generate_series, COPY), measure a plain COPY into a copy of
+# the readings layout as the ceiling (the ceiling is a plain COPY by definition) and
+# count what arrived: measurement set-up, not queries of the platform. The private
+# cluster of `egenmon dev`, the suite and the benchmarks makes its roles and databases.
+TOOLING_WITH_SQL = {
+    "egenmon.bench.alerts_scan": "bulk set-up of the scanned data",
+    "egenmon.bench.fhir_search": "bulk set-up by COPY; the server's settings",
+    "egenmon.bench.ingest_http": "the plain-COPY ceiling; counting what arrived",
+    "egenmon.bench.ingest_mqtt": "counting what arrived",
+    "egenmon.dev.cluster": "cluster set-up (dev and test tooling): roles and databases",
 }
 
 # SQL as egenmon writes it: upper-case keywords, a statement at the start of a string or
@@ -233,10 +227,13 @@ def sql_modules() -> set[str]:
 
 def test_no_sql_outside_store_but_the_known_offenders():
     found = sql_modules()
-    new = sorted(found - KNOWN_SQL_OUTSIDE_STORE.keys())
+    allowed = KNOWN_SQL_OUTSIDE_STORE.keys() | TOOLING_WITH_SQL.keys()
+    new = sorted(found - allowed)
     assert not new, f"SQL outside egenmon/store/: {new}"
-    fixed = sorted(KNOWN_SQL_OUTSIDE_STORE.keys() - found)
-    assert not fixed, f"no SQL left, delete from KNOWN_SQL_OUTSIDE_STORE: {fixed}"
+    fixed = sorted(allowed - found)
+    assert not fixed, (
+        f"no SQL left, delete from KNOWN_SQL_OUTSIDE_STORE or TOOLING_WITH_SQL: {fixed}"
+    )
 
 
 @pytest.mark.parametrize(

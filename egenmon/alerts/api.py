@@ -28,8 +28,9 @@ from egenmon.deps import PrincipalDep, get_runtime, patient_access
 from egenmon.domain.principals import AuthError, Principal, roles_allowed
 from egenmon.domain.severity import SEVERITIES
 from egenmon.runtime import Runtime
-from egenmon.store import alerts as store
-from egenmon.store.access import log_access, param_names
+from egenmon.store import alerts as alerts_store
+from egenmon.store import plans, webhooks
+from egenmon.store.access_log import log_access, param_names
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -157,7 +158,7 @@ async def list_alerts(
                     params=names,
                 )
                 return _error(404, f"unknown patient {patient_id}")
-        rows = await store.list_alerts(
+        rows = await alerts_store.list_alerts(
             conn,
             patient_id=patient_id,
             care_unit_id=unit_id,
@@ -201,7 +202,7 @@ async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) ->
         await _log_refused(runtime, principal, "read", "alerts", [], 404, "not an id")
         return _error(404, "no such alert")
     async with runtime.pool.connection() as conn:
-        row = await store.alert_for_update(conn, aid, lock=False)
+        row = await alerts_store.alert_for_update(conn, aid, lock=False)
         if row is None or not principal.may_see(row["patient_id"], row["care_unit_id"]):
             await _log_refused(
                 runtime,
@@ -213,7 +214,7 @@ async def get_alert(request: Request, alert_id: str, principal: PrincipalDep) ->
                 "not visible" if row else "unknown alert",
             )
             return _error(404, f"no alert {aid}")
-        history = await store.alert_events(conn, aid)
+        history = await alerts_store.alert_events(conn, aid)
     await log_access(runtime.pool, principal, "read", f"alerts/{aid}", [row["patient_id"]])
     return {
         **lifecycle.alert_json(row),
@@ -247,7 +248,7 @@ async def alert_action(
     except (lifecycle.AlertNotFound, AuthError) as e:
         # Another unit's alert answers as an unknown one.
         async with runtime.pool.connection() as conn:
-            row = await store.alert_for_update(conn, aid, lock=False)
+            row = await alerts_store.alert_for_update(conn, aid, lock=False)
         await _log_refused(
             runtime,
             principal,
@@ -333,8 +334,8 @@ async def get_plan(request: Request, patient: str, principal: PrincipalDep) -> A
     if isinstance(pid, JSONResponse):
         return pid
     async with runtime.pool.connection() as conn:
-        row = await store.aget_plan(conn, pid)
-        history = await store.plan_history(conn, pid)
+        row = await plans.aget_plan(conn, pid)
+        history = await plans.plan_history(conn, pid)
     await log_access(runtime.pool, principal, "read", f"patients/{pid}/plan", [pid])
     return {
         **monitoring.view(pid, row),
@@ -376,7 +377,7 @@ async def put_plan(request: Request, patient: str, body: PlanIn, principal: Prin
     except monitoring.PlanError as e:
         return _error(400, str(e))
     async with runtime.pool.connection() as conn:
-        row = await store.aset_plan(
+        row = await plans.aset_plan(
             conn, pid, plan.protocol, monitoring.document(plan), principal.subject
         )
     await log_access(
@@ -414,7 +415,7 @@ def _hook(row: dict) -> dict[str, Any]:
 async def list_webhooks(request: Request, principal: PrincipalDep) -> Any:
     roles_allowed(principal, ("admin",))
     async with get_runtime(request).pool.connection() as conn:
-        rows = await store.alist_webhooks(conn)
+        rows = await webhooks.alist_webhooks(conn)
     return {"webhooks": [_hook(r) for r in rows]}
 
 
@@ -426,7 +427,7 @@ async def add_webhook(request: Request, body: WebhookIn, principal: PrincipalDep
     if body.secret is None and not runtime.settings.webhook_secret:
         return _error(400, "give a secret: EGENMON_WEBHOOK_SECRET is not set")
     async with runtime.pool.connection() as conn:
-        row = await store.aadd_webhook(
+        row = await webhooks.aadd_webhook(
             conn, body.url, body.secret, body.description, principal.subject
         )
     return _hook(row)
@@ -441,6 +442,6 @@ async def disable_webhook(request: Request, webhook_id: str, principal: Principa
     except ValueError as e:
         return _error(404, str(e))
     async with get_runtime(request).pool.connection() as conn:
-        if not await store.aset_webhook_active(conn, wid, False):
+        if not await webhooks.aset_webhook_active(conn, wid, False):
             return _error(404, f"unknown webhook {webhook_id}")
     return {"id": str(wid), "active": False}

@@ -59,7 +59,11 @@ from egenmon.alerts.rules.threshold import THRESHOLD_WINDOW
 from egenmon.alerts.rules.trend import BP_SERIES_DAYS, WEIGHT_LOOKBACK
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
-from egenmon.store import alerts as store
+from egenmon.store import alerts, scheduler
+from egenmon.store import devices as devices_store
+from egenmon.store import patients as patients_store
+from egenmon.store import plans as plans_store
+from egenmon.store import readings as readings_store
 
 log = logging.getLogger("egenmon.alerts.engine")
 
@@ -213,15 +217,15 @@ def scan(
     result = Scan()
     plans_cache = PlanCache()
     with _connect(url) as conn, _connect(url) as side:
-        plans = {pid: (doc, at) for pid, doc, _, at in store.load_plans(conn, lo, hi)}
+        plans = {pid: (doc, at) for pid, doc, _, at in plans_store.load_plans(conn, lo, hi)}
         devices: dict[str, list[DeviceStatus]] = defaultdict(list)
-        for pid, device_id, last_seen, bound_since in store.load_devices(
+        for pid, device_id, last_seen, bound_since in devices_store.load_devices(
             conn, now, now - DEVICE_WINDOW, now - DEVICE_LOOKBACK, lo, hi
         ):
             devices[pid].append(DeviceStatus(device_id, last_seen, bound_since))
         # Patients with new readings measured before the window: their earlier readings.
         late: dict[str, list[tuple]] = defaultdict(list)
-        for row in store.late_rows(
+        for row in readings_store.late_rows(
             conn,
             since,
             now - DEFAULT_WINDOW,
@@ -289,13 +293,15 @@ def scan(
 
         def flush() -> None:
             pairs = [(p[0], t, TYPES[t].loinc) for p in pending for t in p[4]]
-            latest = store.latest_times(side, pairs, until)
+            latest = readings_store.latest_times(side, pairs, until)
             for pid, plan, readings, stored, absent, anchors in pending:
                 found = {t: latest[(pid, t)] for t in absent if (pid, t) in latest}
                 evaluate(pid, plan, readings, stored, found, anchors)
             pending.clear()
 
-        rows = store.stream_window(conn, since, now - DEFAULT_WINDOW, until, lo, hi, new_since)
+        rows = readings_store.stream_window(
+            conn, since, now - DEFAULT_WINDOW, until, lo, hi, new_since
+        )
         for pid, group in itertools.groupby(rows, key=itemgetter(0)):
             stored = late.pop(pid, [])
             stored.extend(group)
@@ -331,7 +337,7 @@ def _add_stale(
             pairs += [(str(pid), NEWS2_SOURCES[p], TYPES[NEWS2_SOURCES[p]].loinc) for p in params]
     if not pairs:
         return
-    found = store.latest_values(conn, pairs, until)
+    found = readings_store.latest_values(conn, pairs, until)
     for i in todo:
         pid, f = result.findings[i]
         older = {
@@ -450,8 +456,7 @@ def choose_workers(url: str) -> int:
     if cpus < 2:
         return 1
     with _connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM patients").fetchone()
-    n = int(row[0]) if row else 0
+        n = patients_store.count_patients(conn)
     return min(cpus, MAX_WORKERS) if n >= PARALLEL_FROM_PATIENTS else 1
 
 
@@ -480,7 +485,7 @@ def finding_rows(
     tz: dt.tzinfo,
     past: set[tuple[uuid.UUID, str]] | frozenset = frozenset(),
 ) -> list[tuple]:
-    """Findings as rows of store.FINDING_COLUMNS (`past`: those not found at scan time)."""
+    """Findings as rows of alerts.FINDING_COLUMNS (`past`: those not found at scan time)."""
     rows = []
     for pid, f in findings:
         until = lifecycle.evidence_until(f.evidence)
@@ -538,7 +543,7 @@ def run_cycle(
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     n = choose_workers(url) if workers is None else max(1, workers)
     with _connect(url) as conn:
-        seen_until, received_until = store.scan_marks(conn, now)
+        seen_until, received_until = scheduler.scan_marks(conn, now)
     # New: received since the last cycle's high-water mark (with an overlap for readings
     # committed late), or in the first lookback when no cycle has run.
     new_since = now - FIRST_LOOKBACK if seen_until is None else seen_until - ARRIVAL_OVERLAP
@@ -550,7 +555,7 @@ def run_cycle(
         unique.setdefault((pid, f.key), f)
     rows = finding_rows(((pid, f) for (pid, _), f in unique.items()), now, tz, found.past)
     with _connect(url) as conn:
-        changes = store.reconcile(
+        changes = alerts.reconcile(
             conn, rows, now, notify.payload, lifecycle.EPISODE_GAPS, received_until=received_until
         )
     for r in changes["opened"]:

@@ -42,7 +42,7 @@ from egenmon.alerts.notify import payload
 from egenmon.alerts.rules.findings import Finding
 from egenmon.domain.ids import parse_observation_id
 from egenmon.domain.principals import AuthError, Principal
-from egenmon.store import alerts as store
+from egenmon.store import alerts, webhooks
 
 STATUSES = ("open", "acknowledged", "resolved", "dismissed")
 OPEN_STATUSES = ("open", "acknowledged")
@@ -204,17 +204,17 @@ async def act(
     if note is not None and len(note) > MAX_NOTE:
         raise ValueError(f"note is longer than {MAX_NOTE} characters")
     async with pool.connection() as conn, conn.transaction():
-        row = await store.alert_for_update(conn, alert_id)
+        row = await alerts.alert_for_update(conn, alert_id)
         if row is None:
             raise AlertNotFound(f"no alert {alert_id}")
         if not principal.may_see(row["patient_id"], row["care_unit_id"]):
             raise AuthError(403, "the alert's patient is not in your care unit")
         target = next_status(action, row["status"])
-        updated = await store.set_status(conn, alert_id, action, target, principal.subject, note)
-        await store.add_events(
+        updated = await alerts.set_status(conn, alert_id, action, target, principal.subject, note)
+        await alerts.add_events(
             conn,
             [(alert_id, target, principal.subject, updated["severity"], target, note, None)],
         )
-        await store.enqueue_deliveries(conn, [(alert_id, target, payload(target, updated))])
+        await webhooks.enqueue_deliveries(conn, [(alert_id, target, payload(target, updated))])
         updated["care_unit_id"] = row["care_unit_id"]
     return ActionResult(alert_json(updated), row["patient_id"])

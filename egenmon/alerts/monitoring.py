@@ -20,7 +20,7 @@ from egenmon.alerts.plans import (
     check_limits,
 )
 from egenmon.domain.severity import SEVERITIES
-from egenmon.store import alerts as store
+from egenmon.store import patients, plans
 
 # Set by the store as columns, not kept in the plan document.
 _COLUMNS = ("set_by", "set_at", "started_at")
@@ -156,7 +156,7 @@ def set_plan(
     conn: psycopg.Connection, patient_id: uuid.UUID, plan: Plan, set_by: str
 ) -> dict[str, Any]:
     """Store `plan` as the patient's new plan version; PlanError for an unknown patient."""
-    if not store.patient_exists(conn, patient_id):
+    if not patients.patient_exists(conn, patient_id):
         raise PlanError(f"unknown patient {patient_id}")
-    row = store.set_plan(conn, patient_id, plan.protocol, document(plan), set_by)
+    row = plans.set_plan(conn, patient_id, plan.protocol, document(plan), set_by)
     return view(patient_id, row)

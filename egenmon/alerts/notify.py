@@ -37,7 +37,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.metrics import WEBHOOK_DELIVERIES
-from egenmon.store import alerts as store
+from egenmon.store import webhooks
 
 log = logging.getLogger("egenmon.alerts.notify")
 
@@ -117,7 +117,7 @@ async def deliver_due(
     """Send every due delivery (up to `limit`), recording each attempt."""
     report = DeliveryReport()
     async with pool.connection() as conn:
-        due = await store.claim_deliveries(conn, limit, LEASE)
+        due = await webhooks.claim_deliveries(conn, limit, LEASE)
     if not due:
         return report
     own = client is None
@@ -143,7 +143,7 @@ async def deliver_due(
             WEBHOOK_DELIVERIES.labels(status if status != "pending" else "retrying").inc()
             if error is not None:
                 _log_failure(d, status, error, next_at)
-            await store.finish_delivery(
+            await webhooks.finish_delivery(
                 conn,
                 d["id"],
                 status=status,

@@ -31,7 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from egenmon import metrics
 from egenmon.alerts import engine, notify
 from egenmon.runtime import Runtime
-from egenmon.store import alerts as store
+from egenmon.store import scheduler
 
 log = logging.getLogger("egenmon.alerts.scheduler")
 
@@ -128,9 +128,9 @@ class Scheduler:
                     self.leader = False
                 async with asyncio.timeout(LOCK_CHECK_TIMEOUT_S):
                     if self.leader:
-                        self.leader = await store.holds_leader_lock(self._conn)
+                        self.leader = await scheduler.holds_leader_lock(self._conn)
                     if not self.leader:
-                        self.leader = await store.try_leader_lock(self._conn)
+                        self.leader = await scheduler.try_leader_lock(self._conn)
             except (psycopg.Error, OSError, TimeoutError) as e:
                 log.warning("scheduler lock connection failed: %s", type(e).__name__)
                 if self._conn is not None:
@@ -188,11 +188,11 @@ class Scheduler:
         days = self.settings.retention_days
         result: dict[str, Any] = {"retention_days": days}
         async with self.runtime.pool.connection() as conn:
-            license = await store.timescaledb_license(conn)
+            license = await scheduler.timescaledb_license(conn)
             result["license"] = license
             if license == "timescale" and not self._policy_added:
                 try:
-                    await store.add_retention_policy(conn, days)
+                    await scheduler.add_retention_policy(conn, days)
                     self._policy_added = True
                 except psycopg.Error as e:
                     result["policy_error"] = type(e).__name__
@@ -200,10 +200,10 @@ class Scheduler:
                 result["method"] = "policy"
             else:
                 result["method"] = "drop_chunks"
-                result["chunks_dropped"] = await store.drop_old_chunks(
+                result["chunks_dropped"] = await scheduler.drop_old_chunks(
                     conn, started - dt.timedelta(days=days)
                 )
-            result["runs_pruned"] = await store.prune_runs(
+            result["runs_pruned"] = await scheduler.prune_runs(
                 conn, started - dt.timedelta(days=RUN_LOG_DAYS)
             )
         await self._record("retention", started, True, result)
@@ -212,11 +212,11 @@ class Scheduler:
 
     async def _start(self, job: str, started: dt.datetime) -> int:
         async with self.runtime.pool.connection() as conn:
-            return await store.start_run(conn, job, self.node, started)
+            return await scheduler.start_run(conn, job, self.node, started)
 
     async def _finish(self, run_id: int, ok: bool, result: dict | None) -> None:
         async with self.runtime.pool.connection() as conn:
-            await store.finish_run(conn, run_id, ok, result)
+            await scheduler.finish_run(conn, run_id, ok, result)
 
     async def _record(self, job: str, started: dt.datetime, ok: bool, result: dict | None) -> None:
         run_id = await self._start(job, started)

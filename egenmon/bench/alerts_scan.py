@@ -40,7 +40,7 @@ from egenmon.alerts.rules.findings import CLOCK_SKEW
 from egenmon.bench import one
 from egenmon.dev.cluster import Cluster
 from egenmon.settings import Settings
-from egenmon.store import alerts as store
+from egenmon.store import readings
 from egenmon.store.migrate import migrate
 
 # protocol → share of patients; measurement types with their pace and values
@@ -304,6 +304,6 @@ def ceiling_stream(url: str, now: dt.datetime) -> float:
     since = {t: now - w for t, w in engine.WINDOWS.items()}
     start = time.perf_counter()
     with psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC") as conn:
-        for _ in store.stream_window(conn, since, now - engine.DEFAULT_WINDOW, now + CLOCK_SKEW):
+        for _ in readings.stream_window(conn, since, now - engine.DEFAULT_WINDOW, now + CLOCK_SKEW):
             pass
     return time.perf_counter() - start

@@ -11,7 +11,7 @@ fsync off for the bulk load only (loading test data is not what is measured); fs
 synchronous_commit and full_page_writes are switched back on before the queries run.
 With EGENMON_DATABASE_URL it migrates and loads that database and leaves its settings alone.
 
-The ceiling beside it: the same SQL (`egenmon.store.fhir.search_observations`) run
+The ceiling beside it: the same SQL (`egenmon.store.readings.search_observations`) run
 directly with psycopg, without HTTP, rendering or the access log.
 """
 
@@ -43,9 +43,10 @@ from egenmon.auth import issue_token
 from egenmon.dev.cluster import Cluster, free_port
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.domain.measurements import TYPES
+from egenmon.fhir.reads import observation_filter
 from egenmon.fhir.search import parse_observation_search
 from egenmon.settings import Settings
-from egenmon.store import fhir as store
+from egenmon.store import readings as readings_store
 from egenmon.store.migrate import migrate
 
 LOADED_TYPES = (
@@ -264,7 +265,7 @@ async def _sql(url: str, queries: list[list[tuple[str, str]]], warmup: int) -> l
         for i, params in enumerate(queries):
             q = parse_observation_search(params)
             started = time.perf_counter()
-            await store.search_observations(conn, q, None, q.count + 1)
+            await readings_store.search_observations(conn, observation_filter(q), None, q.count + 1)
             if i >= warmup:
                 times.append((time.perf_counter() - started) * 1000)
     return times

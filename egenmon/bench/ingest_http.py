@@ -50,10 +50,11 @@ from egenmon.domain.identifiers import luhn_digit
 from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import parse_message
 from egenmon.ingest.normalise import normalise
-from egenmon.ingest.writer import _TYPES
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, db, patients
+from egenmon.store import devices as devices_store
 from egenmon.store.migrate import migrate
+from egenmon.store.readings import COPY_TYPES as _TYPES
 
 DB_NAME = "egenmon_bench"
 TYPES = (
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
 
 def _register(conn: psycopg.Connection, n: int) -> list[Device]:
     """n devices, each bound to a patient of its own since 2020."""
-    unit = admin.add_care_unit(conn, "Bench", f"SE2321000016-B{secrets.token_hex(4)}")
+    unit = care_units.add_care_unit(conn, "Bench", f"SE2321000016-B{secrets.token_hex(4)}")
     since = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     rng = random.Random()  # noqa: S311
     devices: list[Device] = []
@@ -121,14 +122,14 @@ def _register(conn: psycopg.Connection, n: int) -> list[Device]:
         nine = f"{rng.randrange(30, 90):02d}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}"
         nine += f"{rng.randrange(1000):03d}"
         try:
-            patient = admin.add_patient(
+            patient = patients.add_patient(
                 conn, "19" + nine + str(luhn_digit(nine)), "personnummer", unit
             )
-        except admin.Conflict:
+        except db.Conflict:
             continue
         secret = new_secret()
         device_id = f"bench-{secrets.token_hex(5)}"
-        admin.add_device(
+        devices_store.add_device(
             conn, device_id, "Bench", secret_digest(secret), patient_id=patient, since=since
         )
         devices.append(Device(device_id, secret, patient))

@@ -59,7 +59,7 @@ from egenmon.devices.registry import add_device
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.ingest.mqtt import SUBSCRIBER_PROTOCOL
 from egenmon.settings import MqttUrl, Settings, load_settings
-from egenmon.store import admin
+from egenmon.store import care_units, db, patients
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon_bench"
@@ -203,17 +203,17 @@ def _private_broker(workdir: Path) -> Iterator[str]:
 
 def _register(conn: psycopg.Connection, settings: Settings, n: int) -> list[Device]:
     """n devices, each bound to a patient of its own since 2020, with broker credentials."""
-    unit = admin.add_care_unit(conn, "Bench", f"SE2321000016-M{secrets.token_hex(4)}")
+    unit = care_units.add_care_unit(conn, "Bench", f"SE2321000016-M{secrets.token_hex(4)}")
     since = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     devices: list[Device] = []
     while len(devices) < n:
         nine = f"{secrets.randbelow(60) + 30:02d}{secrets.randbelow(12) + 1:02d}"
         nine += f"{secrets.randbelow(28) + 1:02d}{secrets.randbelow(1000):03d}"
         try:
-            patient = admin.add_patient(
+            patient = patients.add_patient(
                 conn, "19" + nine + str(luhn_digit(nine)), "personnummer", unit
             )
-        except admin.Conflict:
+        except db.Conflict:
             continue
         added = add_device(
             conn,

@@ -11,7 +11,7 @@ import uuid
 from egenmon.alerts import engine, monitoring, notify
 from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.settings import Settings
-from egenmon.store import alerts as store
+from egenmon.store import patients, plans, webhooks
 from egenmon.store.db import make_pool
 
 
@@ -113,9 +113,9 @@ def cmd_plan_set(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_plan_show(args: argparse.Namespace, settings: Settings) -> None:
     with db(settings) as conn:
-        if not store.patient_exists(conn, args.patient):
+        if not patients.patient_exists(conn, args.patient):
             raise CommandError(f"unknown patient {args.patient}")
-        shown = monitoring.view(args.patient, store.get_plan(conn, args.patient))
+        shown = monitoring.view(args.patient, plans.get_plan(conn, args.patient))
     emit(args, shown)
 
 
@@ -164,7 +164,7 @@ def cmd_webhook_add(args: argparse.Namespace, settings: Settings) -> None:
     if secret is None and not settings.webhook_secret:
         secret = shown = secrets.token_urlsafe(32)
     with db(settings) as conn:
-        row = store.add_webhook(conn, args.url, secret, args.description, _operator(args))
+        row = webhooks.add_webhook(conn, args.url, secret, args.description, _operator(args))
     out = {"id": str(row["id"]), "url": row["url"], "active": row["active"]}
     if shown:
         out["secret"] = shown
@@ -176,7 +176,7 @@ def cmd_webhook_add(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_webhook_list(args: argparse.Namespace, settings: Settings) -> None:
     with db(settings) as conn:
-        rows = store.list_webhooks(conn)
+        rows = webhooks.list_webhooks(conn)
     hooks = [
         {
             "id": str(r["id"]),
@@ -197,6 +197,6 @@ def cmd_webhook_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_webhook_disable(args: argparse.Namespace, settings: Settings) -> None:
     with db(settings) as conn:
-        if not store.set_webhook_active(conn, args.webhook_id, False):
+        if not webhooks.set_webhook_active(conn, args.webhook_id, False):
             raise CommandError(f"unknown webhook {args.webhook_id}")
     emit(args, {"id": str(args.webhook_id), "active": False}, "disabled")

@@ -7,7 +7,8 @@ import argparse
 from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.domain.identifiers import IdentifierError, parse_personal_identity
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, patients
+from egenmon.store import db as db_store
 from egenmon.store.db import DatabaseError, check_timescaledb
 from egenmon.store.migrate import migrate
 
@@ -50,8 +51,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_care_unit_add(args: argparse.Namespace, settings: Settings) -> None:
     with db(settings) as conn:
         try:
-            unit_id = admin.add_care_unit(conn, args.name, args.hsa_id)
-        except admin.Conflict as e:
+            unit_id = care_units.add_care_unit(conn, args.name, args.hsa_id)
+        except db_store.Conflict as e:
             raise CommandError(str(e)) from None
     emit(args, {"id": str(unit_id)}, str(unit_id))
 
@@ -63,8 +64,8 @@ def cmd_patient_add(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(f"--personnummer: {e}") from None
     with db(settings) as conn:
         try:
-            unit_id = admin.find_care_unit(conn, args.care_unit)
-            patient_id = admin.add_patient(conn, ident.number, ident.kind, unit_id, args.name)
-        except (admin.NotFound, admin.Conflict) as e:
+            unit_id = care_units.find_care_unit(conn, args.care_unit)
+            patient_id = patients.add_patient(conn, ident.number, ident.kind, unit_id, args.name)
+        except (db_store.NotFound, db_store.Conflict) as e:
             raise CommandError(str(e)) from None
     emit(args, {"id": str(patient_id)}, str(patient_id))

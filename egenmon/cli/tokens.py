@@ -9,7 +9,8 @@ from egenmon.auth import issue_token
 from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.domain.principals import ROLES
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, patients
+from egenmon.store import db as db_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,10 +30,10 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> None:
         with db(settings) as conn:
             try:
                 if args.care_unit:
-                    unit_id = admin.find_care_unit(conn, args.care_unit)
+                    unit_id = care_units.find_care_unit(conn, args.care_unit)
                 if args.patient:
-                    patient_id = uuid.UUID(str(admin.get_patient(conn, args.patient)["id"]))
-            except admin.NotFound as e:
+                    patient_id = uuid.UUID(str(patients.get_patient(conn, args.patient)["id"]))
+            except db_store.NotFound as e:
                 raise CommandError(str(e)) from None
     try:
         token = issue_token(

@@ -8,8 +8,9 @@ import sys
 
 from egenmon.cli.common import CommandError, command, db, emit
 from egenmon.settings import Settings
-from egenmon.store import admin
-from egenmon.store import web as store
+from egenmon.store import care_units
+from egenmon.store import db as db_store
+from egenmon.store import users as users_store
 from egenmon.web import accounts
 
 
@@ -54,8 +55,8 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
         unit_id = None
         if args.care_unit:
             try:
-                unit_id = admin.find_care_unit(conn, args.care_unit)
-            except admin.NotFound as e:
+                unit_id = care_units.find_care_unit(conn, args.care_unit)
+            except db_store.NotFound as e:
                 raise CommandError(f"--care-unit: {e}") from None
         try:
             username = accounts.check_username(args.username)
@@ -66,10 +67,10 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
         except ValueError as e:
             raise CommandError(str(e)) from None
         try:
-            user_id = store.add_user(
+            user_id = users_store.add_user(
                 conn, username, password_hash, args.role, unit_id, args.name, args.locale
             )
-        except store.Conflict as e:
+        except db_store.Conflict as e:
             raise CommandError(str(e)) from None
     emit(
         args,
@@ -90,8 +91,10 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(str(e)) from None
     with db(settings) as conn:
         try:
-            store.set_password(conn, accounts.normalise_username(args.username), password_hash)
-        except store.NotFound as e:
+            users_store.set_password(
+                conn, accounts.normalise_username(args.username), password_hash
+            )
+        except db_store.NotFound as e:
             raise CommandError(str(e)) from None
     emit(args, {"username": args.username}, f"password of {args.username} set")
 
@@ -99,7 +102,7 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_user_unlock(args: argparse.Namespace, settings: Settings) -> None:
     with db(settings) as conn:
         try:
-            store.unlock_user(conn, accounts.normalise_username(args.username))
-        except store.NotFound as e:
+            users_store.unlock_user(conn, accounts.normalise_username(args.username))
+        except db_store.NotFound as e:
             raise CommandError(str(e)) from None
     emit(args, {"username": args.username}, f"{args.username} unlocked")

@@ -15,7 +15,7 @@ from egenmon.alerts.monitoring import make_plan, set_plan
 from egenmon.devices import registry
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, db, patients, users
 
 DEMO_HSA_ID = "SE2321000016-DEMO"
 DEMO_UNIT = "Vårdcentralen Demo"
@@ -49,18 +49,16 @@ def seed(conn: psycopg.Connection, settings: Settings, state_dir: Path) -> list[
     if devices_file.exists():
         return [DemoDevice(**d) for d in json.loads(devices_file.read_text())]
     try:
-        unit_id = admin.find_care_unit(conn, DEMO_HSA_ID)
-    except admin.NotFound:
-        unit_id = admin.add_care_unit(conn, DEMO_UNIT, DEMO_HSA_ID)
+        unit_id = care_units.find_care_unit(conn, DEMO_HSA_ID)
+    except db.NotFound:
+        unit_id = care_units.add_care_unit(conn, DEMO_UNIT, DEMO_HSA_ID)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=120)
     devices = []
     for i, (name, birth, serial, scenario, protocol) in enumerate(DEMO_PATIENTS):
         pnr = personnummer(birth, serial)
-        existing = conn.execute(
-            "SELECT id FROM patients WHERE personnummer = %s", (pnr,)
-        ).fetchone()
+        existing = patients.patient_id_by_number(conn, pnr)
         patient_id = (
-            existing[0] if existing else admin.add_patient(conn, pnr, "personnummer", unit_id, name)
+            existing if existing else patients.add_patient(conn, pnr, "personnummer", unit_id, name)
         )
         added = registry.add_device(
             conn,
@@ -92,7 +90,6 @@ def seed_clinician(conn: psycopg.Connection, state_dir: Path) -> tuple[str, str]
     The password is random, made once and kept (mode 0600) in state_dir, so `egenmon dev`
     can print it on every start; a login lost with a reset database is made again with it.
     """
-    from egenmon.store import web as web_store
     from egenmon.web import accounts
 
     login_file = state_dir / DEMO_LOGIN_FILE
@@ -105,12 +102,12 @@ def seed_clinician(conn: psycopg.Connection, state_dir: Path) -> tuple[str, str]
     else:
         saved = json.loads(login_file.read_text())
         username, password = saved["username"], saved["password"]
-    if web_store.user_id_by_name(conn, username) is None:
+    if users.user_id_by_name(conn, username) is None:
         try:
-            unit_id = admin.find_care_unit(conn, DEMO_HSA_ID)
-        except admin.NotFound:
-            unit_id = admin.add_care_unit(conn, DEMO_UNIT, DEMO_HSA_ID)
-        web_store.add_user(
+            unit_id = care_units.find_care_unit(conn, DEMO_HSA_ID)
+        except db.NotFound:
+            unit_id = care_units.add_care_unit(conn, DEMO_UNIT, DEMO_HSA_ID)
+        users.add_user(
             conn,
             username,
             accounts.hash_password(password),
@@ -121,7 +118,7 @@ def seed_clinician(conn: psycopg.Connection, state_dir: Path) -> tuple[str, str]
         )
     elif new_password:
         # The database outlived the state folder: the printed password must work.
-        web_store.set_password(conn, username, accounts.hash_password(password))
+        users.set_password(conn, username, accounts.hash_password(password))
     return username, password
 
 

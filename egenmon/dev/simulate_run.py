@@ -28,7 +28,8 @@ from egenmon.devices import registry
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.progress import bar as progress_bar
 from egenmon.settings import DEFAULT_TIMEZONE, Settings
-from egenmon.store import admin
+from egenmon.store import care_units, patients
+from egenmon.store import db as db_store
 from egenmon.store.db import connect
 
 log = logging.getLogger("egenmon.simulate")
@@ -274,18 +275,18 @@ def create_devices(settings: Settings, n: int, scenario: str, seed: int) -> list
     devices: list[SimDevice] = []
     with connect(settings.require_database(), autocommit=True) as conn:
         try:
-            unit = admin.find_care_unit(conn, SIM_HSA_ID)
-        except admin.NotFound:
-            unit = admin.add_care_unit(conn, SIM_UNIT, SIM_HSA_ID)
+            unit = care_units.find_care_unit(conn, SIM_HSA_ID)
+        except db_store.NotFound:
+            unit = care_units.add_care_unit(conn, SIM_UNIT, SIM_HSA_ID)
         while len(devices) < n:
             birth = dt.date(1935, 1, 1) + dt.timedelta(days=rng.randrange(50 * 365))
             nine = birth.strftime("%y%m%d") + f"{rng.randrange(1000):03d}"
             number = birth.strftime("%Y") + nine[2:] + str(luhn_digit(nine))
             try:
-                patient = admin.add_patient(
+                patient = patients.add_patient(
                     conn, number, "personnummer", unit, f"Simulerad patient {len(devices) + 1}"
                 )
-            except admin.Conflict:
+            except db_store.Conflict:
                 continue
             added = registry.add_device(
                 conn,

@@ -21,8 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from egenmon.devices.credentials import secret_digest, secret_matches
 from egenmon.domain.readings import Binding
-from egenmon.store import ingest as store
-from egenmon.store.ingest import POOL_WAIT_S
+from egenmon.store import db, devices
+from egenmon.store.db import POOL_WAIT_S
 
 log = logging.getLogger("egenmon.devices.cache")
 
@@ -149,7 +149,7 @@ class DeviceCache:
     async def _load_credentials(self, secret: str, digest: bytes) -> Credentials | None:
         changes, epoch = self._changes, self._epoch
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-            row = await store.device_by_digest(conn, digest)
+            row = await devices.device_by_digest(conn, digest)
         # The index found the digest; compare once more in constant time all the same.
         value = None
         if row is not None and secret_matches(secret, bytes(row[2])):
@@ -164,7 +164,7 @@ class DeviceCache:
     async def _load_bindings(self, device_id: str) -> list[Binding]:
         changes, epoch = self._changes, self._epoch
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-            rows = await store.device_bindings(conn, device_id)
+            rows = await devices.device_bindings(conn, device_id)
         value = [Binding(p, start or _EPOCH_START, end) for p, start, end in rows]
         if changes == self._changes:
             self._trim(self._bindings)
@@ -181,7 +181,7 @@ class DeviceCache:
             conn: psycopg.AsyncConnection | None = None
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                await conn.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+                await devices.listen_device_changes(conn)
                 # Changes made while not listening are unknown: a new epoch makes every
                 # older entry fall back to the short TTL.
                 self._epoch += 1
@@ -194,7 +194,7 @@ class DeviceCache:
                         self._changes += 1
                         self.notifications += 1
                         self.invalidate(note.payload)
-                    await conn.execute("SELECT 1")  # a dead connection shows itself here
+                    await db.ping(conn)  # a dead connection shows itself here
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as e:

@@ -16,8 +16,8 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from egenmon.store import ingest as store
-from egenmon.store.ingest import POOL_WAIT_S
+from egenmon.store import devices
+from egenmon.store.db import POOL_WAIT_S
 
 log = logging.getLogger("egenmon.devices.health")
 
@@ -58,7 +58,7 @@ class HealthTracker:
                 return 0
             try:
                 async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                    await store.update_device_health(
+                    await devices.update_device_health(
                         conn, [(d, n[0], n[1], n[2]) for d, n in notes.items()]
                     )
             except (psycopg.Error, OSError, TimeoutError) as e:

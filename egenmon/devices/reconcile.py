@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from egenmon.devices.broker import PLATFORM_USER, platform_acls
 from egenmon.devices.dynsec import BrokerUnavailable, DynsecClient
 from egenmon.settings import MqttUrl
-from egenmon.store.revocations import revoked_device_ids
+from egenmon.store.devices import revoked_device_ids
 
 log = logging.getLogger("egenmon.reconcile")
 

@@ -13,7 +13,7 @@ import psycopg
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.devices.dynsec import BrokerUnavailable, DynsecClient, DynsecError
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import db, devices, patients
 
 
 class DeviceError(Exception):
@@ -49,14 +49,14 @@ def add_device(
     configured but cannot take the client, nothing is added.
     """
     try:
-        patient = admin.get_patient(conn, patient_id)
-    except admin.NotFound as e:
+        patient = patients.get_patient(conn, patient_id)
+    except db.NotFound as e:
         raise DeviceError(str(e)) from None
     device_id = device_id or default_device_id(model)
     secret = new_secret()
     try:
         with conn.transaction():
-            admin.add_device(
+            devices.add_device(
                 conn,
                 device_id,
                 model,
@@ -74,7 +74,7 @@ def add_device(
                 except (BrokerUnavailable, DynsecError) as e:
                     raise DeviceError(f"broker: {e}; nothing was added") from None
                 mqtt = "provisioned"
-    except admin.Conflict as e:
+    except db.Conflict as e:
         raise DeviceError(str(e)) from None
     return AddedDevice(device_id, secret, mqtt)
 
@@ -82,8 +82,8 @@ def add_device(
 def revoke_device(conn: psycopg.Connection, settings: Settings, device_id: str) -> str:
     """Revoke HTTP access in the database and MQTT access in the broker, at once."""
     try:
-        admin.revoke_device(conn, device_id)
-    except admin.NotFound as e:
+        devices.revoke_device(conn, device_id)
+    except db.NotFound as e:
         raise DeviceError(str(e)) from None
     if not settings.mqtt:
         return "not configured"

@@ -46,8 +46,8 @@ from egenmon.ingest.message import ReadingMessage
 from egenmon.ingest.normalise import normalise
 from egenmon.ingest.pipeline import Pipeline
 from egenmon.ingest.writer import WriteError
-from egenmon.store import fhir as store
-from egenmon.store.access import log_access
+from egenmon.store import patients, readings
+from egenmon.store.access_log import log_access
 
 __all__ = [
     "IngestContext",
@@ -172,7 +172,7 @@ async def _may_post_for(ctx: IngestContext, patient_id: uuid.UUID) -> None:
     unit = None
     if ctx.principal.role == "clinician":
         async with ctx.pool.connection() as conn:
-            unit = await store.patient_care_unit(conn, patient_id)
+            unit = await patients.patient_care_unit(conn, patient_id)
     if not ctx.principal.may_see(patient_id, unit):
         raise AuthError(403, f"this token may not add data for Patient/{patient_id}")
 
@@ -246,7 +246,7 @@ async def _existing(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
     async with ctx.pool.connection() as conn:
         for e in asking:
             assert e.row is not None
-            found = await store.find_by_dedup_key(conn, e.row[_DEDUP])
+            found = await readings.find_by_dedup_key(conn, e.row[_DEDUP])
             if found is not None:
                 e.result, e.created = found, False
 
@@ -263,7 +263,7 @@ async def _write(ctx: IngestContext, entries: Sequence[_Entry]) -> None:
     except WriteError as exc:
         raise FhirError(503, "transient", "the store is unavailable; try again") from exc
     async with ctx.pool.connection() as conn:
-        stored = await store.stored_readings(conn, [(r[_DEDUP], r[_TIME]) for r in rows])
+        stored = await readings.stored_readings(conn, [(r[_DEDUP], r[_TIME]) for r in rows])
     for e in todo:
         assert e.row is not None
         row = stored.get((e.row[_DEDUP], e.row[_TIME]))

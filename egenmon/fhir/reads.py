@@ -1,9 +1,10 @@
 """FHIR reads and searches: scopes, who may see which patient, paging links, access log.
 
 Each function here is what one route calls: it checks the token's scopes, parses the
-parameters (`egenmon.fhir.search`), asks the store (`egenmon.store.fhir`, where the
-visibility restriction is part of the SQL), renders (`egenmon.fhir.render`), writes the
-access log and returns the resource or Bundle as a plain dict.
+parameters (`egenmon.fhir.search`), asks the store (`egenmon.store.readings`,
+`.patients`, `.devices`, `.alerts`, where the visibility restriction is part of the SQL),
+renders (`egenmon.fhir.render`), writes the access log and returns the resource or Bundle
+as a plain dict.
 
 Decisions:
 
@@ -17,7 +18,7 @@ Decisions:
   that found nothing still looked at that patient's record). A refused one (403, or a
   read answered 404) is logged too, by `log_refused`, as `read-refused` or
   `search-refused` with its status. The detail names the search parameters, never their
-  values (`egenmon.store.access.param_names`), so a personnummer never reaches the log.
+  values (`egenmon.store.access_log.param_names`), so a personnummer never reaches the log.
 - Bundle.total is given when it is cheap: a first page that holds every match, or
   ``_summary=count`` / ``_count=0`` / ``_total=accurate``, which count in SQL.
 - Links carry the search as given (minus parameters ignored under
@@ -52,6 +53,7 @@ from egenmon.fhir.render import (
     render_task,
 )
 from egenmon.fhir.search import (
+    ObservationQuery,
     SearchError,
     parse_alert_search,
     parse_device_search,
@@ -59,8 +61,9 @@ from egenmon.fhir.search import (
     parse_observation_search,
     parse_patient_search,
 )
-from egenmon.store import fhir as store
-from egenmon.store.access import log_access, param_names
+from egenmon.store import alerts, devices, readings
+from egenmon.store import patients as patients_store
+from egenmon.store.access_log import log_access, param_names
 
 __all__ = [
     "Context",
@@ -233,11 +236,24 @@ async def read_observation(ctx: Context, observation_id: str) -> dict[str, Any]:
     except ValueError:
         raise not_found(f"Observation/{observation_id[:64]} is not known") from None
     async with ctx.pool.connection() as conn:
-        row = await store.read_observation(conn, time, digest, ctx.principal.patient_filter)
+        row = await readings.read_observation(conn, time, digest, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"Observation/{observation_id} is not known")
     await _log(ctx, "read", "Observation", {row["patient_id"]}, {"id": observation_id})
     return render_observation(row)
+
+
+def observation_filter(q: ObservationQuery) -> readings.ObservationFilter:
+    """What the store needs of an Observation search, in plain values."""
+    return readings.ObservationFilter(
+        patient=q.patient,
+        types=q.types,
+        device=q.device,
+        date_low=q.date_low,
+        date_high=q.date_high,
+        descending=q.descending,
+        cursor=q.cursor,
+    )
 
 
 async def search_observations(ctx: Context, params: Params) -> dict[str, Any]:
@@ -255,11 +271,13 @@ async def search_observations(ctx: Context, params: Params) -> dict[str, Any]:
             total = 0
         else:
             if not q.count_only:
-                rows = await store.search_observations(conn, q, restrict, q.count + 1)
+                rows = await readings.search_observations(
+                    conn, observation_filter(q), restrict, q.count + 1
+                )
                 more = len(rows) > q.count
                 rows = rows[: q.count]
             if q.count_only or total_mode == "accurate":
-                total = await store.count_observations(conn, q, restrict)
+                total = await readings.count_observations(conn, observation_filter(q), restrict)
             elif q.cursor is None and not more:
                 total = len(rows)
     if total_mode == "none" and not q.count_only:
@@ -298,7 +316,7 @@ async def lastn(ctx: Context, params: Params) -> dict[str, Any]:
         await _ensure_patient(conn, ctx.principal, q.patient)
         rows = []
         if not q.empty:
-            rows = await store.lastn(conn, q.patient, codes, q.max, ctx.principal.patient_filter)
+            rows = await readings.lastn(conn, q.patient, codes, q.max, ctx.principal.patient_filter)
     await _log(
         ctx,
         "search",
@@ -336,7 +354,7 @@ async def read_patient(ctx: Context, patient_id: str) -> dict[str, Any]:
     row = None
     if pid is not None:
         async with ctx.pool.connection() as conn:
-            row = await store.read_patient(conn, pid, ctx.principal.patient_filter)
+            row = await patients_store.read_patient(conn, pid, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"Patient/{patient_id[:64]} is not known")
     await _log(ctx, "read", "Patient", {row["id"]}, {"id": str(row["id"])})
@@ -363,7 +381,7 @@ async def search_patients(ctx: Context, params: Params) -> dict[str, Any]:
         }
         async with ctx.pool.connection() as conn:
             rows, total, more = await _page(
-                store.search_patients, conn, args, after, q.count, count_only, total_mode
+                patients_store.search_patients, conn, args, after, q.count, count_only, total_mode
             )
     await _log(
         ctx,
@@ -392,7 +410,7 @@ async def search_patients(ctx: Context, params: Params) -> dict[str, Any]:
 async def read_device(ctx: Context, device_id: str) -> dict[str, Any]:
     ctx.principal.require("Device", "r")
     async with ctx.pool.connection() as conn:
-        row = await store.read_device(conn, device_id, ctx.principal.patient_filter)
+        row = await devices.read_device(conn, device_id, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"Device/{device_id[:128]} is not known")
     patients = {row["patient_id"]} if row["patient_id"] else set()
@@ -459,7 +477,7 @@ async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
         else:
             args = {"patient_id": q.patient, "device_id": q.device_id, "restrict": restrict}
             rows, total, more = await _page(
-                store.search_devices, conn, args, after, q.count, count_only, total_mode
+                devices.search_devices, conn, args, after, q.count, count_only, total_mode
             )
     patients = {r["patient_id"] for r in rows if r["patient_id"]}
     if q.patient is not None:
@@ -489,9 +507,9 @@ async def read_alert(ctx: Context, resource: str, alert_id: str) -> dict[str, An
     ctx.principal.require(resource, "r")
     row = None
     async with ctx.pool.connection() as conn:
-        key = store.alert_id(alert_id)
+        key = alerts.alert_id(alert_id)
         if key is not None:
-            row = await store.read_alert(conn, key, ctx.principal.patient_filter)
+            row = await alerts.read_alert(conn, key, ctx.principal.patient_filter)
     if row is None:
         raise not_found(f"{resource}/{alert_id[:64]} is not known")
     await _log(ctx, "read", resource, {row["patient_id"]}, {"id": alert_id})
@@ -516,7 +534,7 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
         else:
             args = {"patient_id": q.patient, "statuses": q.statuses, "restrict": restrict}
             rows, total, more = await _page(
-                store.search_alerts, conn, args, after, q.count, count_only, total_mode
+                alerts.search_alerts, conn, args, after, q.count, count_only, total_mode
             )
     patients = {r["patient_id"] for r in rows}
     if q.patient is not None:

@@ -22,7 +22,7 @@ from egenmon.ingest.pipeline import MAX_BODY, Pipeline
 from egenmon.ingest.quarantine import entry_json, list_entries
 from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
-from egenmon.store.access import log_access
+from egenmon.store.access_log import log_access
 
 log = logging.getLogger("egenmon.ingest.http")
 router = APIRouter(tags=["ingest"])

@@ -26,8 +26,9 @@ from egenmon.ingest.message import MessageError, parse_message
 from egenmon.ingest.normalise import normalise
 from egenmon.ingest.writer import BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
-from egenmon.store import ingest as store
-from egenmon.store.ingest import POOL_WAIT_S, QuarantineEntry, safe_text
+from egenmon.store import quarantine as quarantine_store
+from egenmon.store.db import POOL_WAIT_S
+from egenmon.store.quarantine import QuarantineEntry, safe_text
 
 # Errors that mean the store is away (or too busy), not that it refused what it was given:
 # the sender tries again. Any other psycopg.Error (a DataError, say) is a refusal.
@@ -381,7 +382,7 @@ class Pipeline:
     async def store_quarantine(self, entries: list[QuarantineEntry]) -> list[int]:
         """Keep entries; raises WriteError in an outage only (the sender tries again).
 
-        The insert cannot fail on content (store.insert_quarantine); should the database
+        The insert cannot fail on content (store.quarantine.insert_quarantine); should the database
         refuse an entry all the same, the entries go in again without anything taken from
         the input but the raw bytes, so that a message is never retried for ever."""
         try:
@@ -406,7 +407,7 @@ class Pipeline:
     async def _insert_quarantine(self, entries: list[QuarantineEntry]) -> list[int]:
         try:
             async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                return await store.insert_quarantine(conn, entries)
+                return await quarantine_store.insert_quarantine(conn, entries)
         except OUTAGE as e:
             # The caller answers 503 (or does not acknowledge): the sender tries again.
             raise WriteError(f"quarantine not written: {type(e).__name__}") from None

@@ -16,15 +16,16 @@ import orjson
 import psycopg
 
 from egenmon.ingest.pipeline import Pipeline
-from egenmon.store import ingest as store
-from egenmon.store.ingest import QuarantineEntry
+from egenmon.store import quarantine
+from egenmon.store.quarantine import QuarantineEntry
 
 RAW_PREVIEW = 4096  # characters of the raw body shown in a listing unless asked for all
 
 
 async def list_entries(conn: psycopg.AsyncConnection, **filters: Any) -> list[dict[str, Any]]:
-    """Quarantine entries, newest first (filters as in store.ingest.list_quarantine)."""
-    return await store.list_quarantine(conn, **filters)
+    """Quarantine entries, newest first (filters as in
+    `egenmon.store.quarantine.list_quarantine`)."""
+    return await quarantine.list_quarantine(conn, **filters)
 
 
 def entry_json(entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
@@ -64,7 +65,7 @@ async def replay(
     """Run entries through the pipeline again and record what happened to each; entries
     that came in over FHIR go through `fhir` (left open with a note when not given)."""
     async with pipeline.pool.connection() as conn:
-        entries = await store.get_quarantine(conn, ids)
+        entries = await quarantine.get_quarantine(conn, ids)
     found = {e["id"] for e in entries}
     out = [Replayed(i, False, "no such quarantine entry") for i in ids if i not in found]
     for entry in entries:
@@ -164,4 +165,4 @@ def _reading_raw(body: bytes, index: int) -> bytes:
 
 async def _record(pipeline: Pipeline, entry_id: int, note: str, resolved: bool) -> None:
     async with pipeline.pool.connection() as conn:
-        await store.record_replay(conn, entry_id, note, resolved)
+        await quarantine.record_replay(conn, entry_id, note, resolved)

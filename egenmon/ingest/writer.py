@@ -30,50 +30,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from egenmon import metrics
 from egenmon.domain.readings import COLUMNS
+from egenmon.store import readings
 
 log = logging.getLogger("egenmon.writer")
 
-# The row shape is the pure normaliser's; the writer only adds the COPY types.
-_TYPES = (
-    "timestamptz",
-    "uuid",
-    "text",
-    "text",
-    "text",
-    "text",
-    "float8",
-    "float8",
-    "float8",
-    "text",
-    "bool",
-    "text",
-    "text",
-    "text",
-    "timestamptz",
-    "text",
-    "jsonb",
-)
 _DEDUP = COLUMNS.index("dedup_key")
 _TIME = COLUMNS.index("time")
-_EXTRA = COLUMNS.index("extra")
-_COLS = ", ".join(COLUMNS)
 
-_STAGING = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS readings_staging "
-    "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-# Ordered by the unique index's key: two batches sharing rows wait on each other in the
-# same order and cannot deadlock.
-_MOVE = (
-    f"INSERT INTO readings ({_COLS}) SELECT {_COLS} FROM readings_staging "
-    "ORDER BY dedup_key, time ON CONFLICT DO NOTHING RETURNING dedup_key, time"
-)
-_COPY_DIRECT = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_COPY_STAGING = f"COPY readings_staging ({_COLS}) FROM STDIN (FORMAT BINARY)"
 # After a straight COPY met a duplicate, go the staging way for this long.
 _DIRECT_BACKOFF_S = 1.0
 # A batch this small goes in one INSERT statement: one round trip with its commit. Larger
@@ -83,17 +49,6 @@ _DIRECT_BACKOFF_S = 1.0
 SMALL_BATCH = 8
 # Linger for more rows after a batch this big: there is a steady stream to wait for.
 LINGER_FROM = 32
-_INSERT_SMALL = (
-    f"INSERT INTO readings ({_COLS}) SELECT * FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _TYPES)
-    + f") AS r ({_COLS}) ORDER BY dedup_key, time ON CONFLICT DO NOTHING"
-    " RETURNING dedup_key, time"
-)
-# One row: plain parameters cost a third less to send than seventeen one-element arrays.
-_INSERT_ONE = (
-    f"INSERT INTO readings ({_COLS}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
-    " ON CONFLICT DO NOTHING RETURNING dedup_key, time"
-)
 
 
 class WriteError(Exception):
@@ -193,10 +148,7 @@ class BatchWriter:
         return batch
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        # Autocommit: a small batch is one statement; larger ones open a transaction.
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-        await conn.execute(_STAGING)
-        return conn
+        return await readings.connect_writer(self.url)
 
     async def _run(self, index: int) -> None:
         conn: psycopg.AsyncConnection | None = None
@@ -310,44 +262,12 @@ class BatchWriter:
 
     async def _copy_direct(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> bool:
         """COPY straight into the hypertable; False if a row was there already."""
-        try:
-            # One statement on an autocommit connection: its own transaction, committed
-            # when the COPY ends, two round trips fewer than BEGIN ... COMMIT.
-            async with conn.cursor() as cur:
-                await _copy_rows(cur, _COPY_DIRECT, rows)
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
-            return False
-        return True
+        return await readings.copy_direct(conn, rows)
 
     async def _insert_new(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> set[tuple]:
         """Insert the rows not stored yet; returns the (dedup key, time) of those."""
-        async with conn.cursor() as cur:
-            if len(rows) == 1:
-                [row] = rows
-                if row[_EXTRA] is not None and not isinstance(row[_EXTRA], Jsonb):
-                    row = (*row[:_EXTRA], Jsonb(row[_EXTRA]), *row[_EXTRA + 1 :])
-                await cur.execute(_INSERT_ONE, row, prepare=True)
-            elif len(rows) <= SMALL_BATCH:
-                columns = [list(c) for c in zip(*rows, strict=True)]
-                # COPY takes dicts for jsonb as they are; an array parameter needs Jsonb.
-                columns[_EXTRA] = [
-                    None if x is None or isinstance(x, Jsonb) else Jsonb(x) for x in columns[_EXTRA]
-                ]
-                await cur.execute(_INSERT_SMALL, columns, prepare=True)
-            else:
-                async with conn.transaction():
-                    await _copy_rows(cur, _COPY_STAGING, rows)
-                    await cur.execute(_MOVE)
-            return {(k, t) for k, t in await cur.fetchall()}
-
-
-async def _copy_rows(cur: psycopg.AsyncCursor, statement: str, rows: list[tuple]) -> None:
-    async with cur.copy(statement) as copy:
-        copy.set_types(_TYPES)
-        # What copy.write_row does, less a coroutine per row: the formatter fills its
-        # buffer synchronously and hands it over when full (about a sixth of the writer's
-        # time at 1000-row batches).
-        write_row = copy.formatter.write_row
-        for row in rows:
-            if data := write_row(row):
-                await copy.write(data)
+        if len(rows) == 1:
+            return await readings.insert_one(conn, rows[0])
+        if len(rows) <= SMALL_BATCH:
+            return await readings.insert_small(conn, rows)
+        return await readings.insert_staged(conn, rows)

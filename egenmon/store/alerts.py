@@ -1,15 +1,12 @@
-"""Queries of the alerts part: plans, the rule scan, alert reconciliation and actions,
-webhooks and their outbox, the scheduler's leadership and run log, retention.
-
-Synchronous functions serve the rule cycle (run in a worker thread or process) and the
-commands; `async` ones serve the API and the scheduler's event loop.
-"""
+"""Alerts (care contacts): reconciliation of a cycle's findings, the worklist and FHIR
+reads, status changes and their events."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,305 +15,13 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-# Advisory lock keys (one bigint namespace per database): the scheduler's leader lock,
-# held for the life of a session, and the lock that serialises reconciliation.
-LEADER_LOCK = 0x65676E5F73636864  # "egn_schd"
+from egenmon.store.query import Conn, Restrict, keyset_page, restrict_clause
+from egenmon.store.webhooks import ENQUEUE, enqueue_args
+
 RECONCILE_LOCK = 0x65676E5F72636E63  # "egn_rcnc"
 
+
 _SEVERITY_RANK = "array_position(ARRAY['low','medium','high'], {})"
-
-
-class NotFound(LookupError):
-    pass
-
-
-# --- monitoring plans ----------------------------------------------------------------------
-
-_SET_PLAN = """
-WITH cur AS (
-    INSERT INTO monitoring_plans AS m (patient_id, protocol, plan, version, set_by, set_at)
-    VALUES (%(patient_id)s, %(protocol)s, %(plan)s, 1, %(set_by)s, now())
-    ON CONFLICT (patient_id) DO UPDATE SET
-        protocol = EXCLUDED.protocol, plan = EXCLUDED.plan, version = m.version + 1,
-        set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at
-    RETURNING *
-), history AS (
-    INSERT INTO monitoring_plan_history (patient_id, version, protocol, plan, set_by, set_at)
-    SELECT patient_id, version, protocol, plan, set_by, set_at FROM cur
-)
-SELECT * FROM cur
-"""
-_GET_PLAN = "SELECT * FROM monitoring_plans WHERE patient_id = %s"
-_PLAN_HISTORY = (
-    "SELECT version, protocol, plan, set_by, set_at FROM monitoring_plan_history"
-    " WHERE patient_id = %s ORDER BY version DESC LIMIT %s"
-)
-_PATIENT_UNIT = "SELECT care_unit_id FROM patients WHERE id = %s"
-
-
-def _plan_args(patient_id: uuid.UUID, protocol: str, doc: dict, set_by: str) -> dict:
-    return {"patient_id": patient_id, "protocol": protocol, "plan": Jsonb(doc), "set_by": set_by}
-
-
-def patient_exists(conn: psycopg.Connection, patient_id: uuid.UUID) -> bool:
-    return conn.execute(_PATIENT_UNIT, (patient_id,)).fetchone() is not None
-
-
-def set_plan(
-    conn: psycopg.Connection, patient_id: uuid.UUID, protocol: str, doc: dict, set_by: str
-) -> dict[str, Any]:
-    """Store a patient's plan as a new version, with its history row."""
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_SET_PLAN, _plan_args(patient_id, protocol, doc, set_by)).fetchone()
-    assert row is not None
-    return row
-
-
-async def patient_care_unit(
-    conn: psycopg.AsyncConnection, patient_id: uuid.UUID
-) -> tuple[bool, uuid.UUID | None]:
-    """(the patient exists, its care unit)."""
-    cur = await conn.execute(_PATIENT_UNIT, (patient_id,))
-    row = await cur.fetchone()
-    return (False, None) if row is None else (True, _get(row, "care_unit_id", 0))
-
-
-async def aset_plan(
-    conn: psycopg.AsyncConnection, patient_id: uuid.UUID, protocol: str, doc: dict, set_by: str
-) -> dict[str, Any]:
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_SET_PLAN, _plan_args(patient_id, protocol, doc, set_by))
-        row = await cur.fetchone()
-    assert row is not None
-    return row
-
-
-async def aget_plan(conn: psycopg.AsyncConnection, patient_id: uuid.UUID) -> dict | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_GET_PLAN, (patient_id,))
-        return await cur.fetchone()
-
-
-async def plan_history(
-    conn: psycopg.AsyncConnection, patient_id: uuid.UUID, limit: int = 50
-) -> list[dict]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_PLAN_HISTORY, (patient_id, limit))
-        return await cur.fetchall()
-
-
-def get_plan(conn: psycopg.Connection, patient_id: uuid.UUID) -> dict | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_GET_PLAN, (patient_id,)).fetchone()
-
-
-def _get(row: Any, key: str, index: int) -> Any:
-    return row[key] if isinstance(row, dict) else row[index]
-
-
-# --- the rule scan (set-based: a few big queries per cycle, never one per patient) --------
-
-
-def _range(lo: uuid.UUID | None, hi: uuid.UUID | None, column: str) -> sql.Composable:
-    parts: list[sql.Composable] = []
-    if lo is not None:
-        parts.append(sql.SQL(" AND {} >= {}").format(sql.Identifier(column), sql.Literal(lo)))
-    if hi is not None:
-        parts.append(sql.SQL(" AND {} < {}").format(sql.Identifier(column), sql.Literal(hi)))
-    return sql.Composed(parts)
-
-
-def stream_window(
-    conn: psycopg.Connection,
-    since: dict[str, dt.datetime],
-    default_since: dt.datetime,
-    until: dt.datetime,
-    lo: uuid.UUID | None = None,
-    hi: uuid.UUID | None = None,
-    new_since: dt.datetime | None = None,
-    batch: int = 20_000,
-) -> Iterator[tuple]:
-    """(patient_id as text, time, type, value, value2, on_oxygen, dedup_key, new) of every
-    reading in its type's window, ordered by patient, through a server-side cursor.
-
-    since: type → the earliest measurement time that type's rules look at. new: the
-    reading was received after `new_since` (false when None). The order comes from the
-    (patient_id, code, time) index of each chunk, merged: rows stream from the first one
-    instead of waiting for a sort of the whole window.
-    """
-    earliest = min([default_since, *since.values()])
-    query = sql.SQL(
-        "SELECT patient_id::text, time, type, value, value2, on_oxygen, dedup_key,"
-        " COALESCE(received_at > {new_since}, false) FROM readings"
-        " WHERE time > {earliest} AND time <= {until}"
-        " AND time > {start}{range}"
-        " ORDER BY patient_id"
-    ).format(
-        new_since=sql.Literal(new_since),
-        earliest=sql.Literal(earliest),
-        until=sql.Literal(until),
-        start=_window_start(since, default_since),
-        range=_range(lo, hi, "patient_id"),
-    )
-    with conn.transaction():
-        # A sort would hold every row back until the whole window is read; the merged
-        # index scans stream. Compiling this simple scan is not worth it either.
-        conn.execute("SET LOCAL enable_sort = off")
-        conn.execute("SET LOCAL jit = off")
-        with conn.cursor(name="alerts_window", binary=True) as cur:
-            cur.itersize = batch
-            cur.execute(query)
-            yield from cur
-
-
-def _window_start(
-    since: dict[str, dt.datetime], default_since: dt.datetime, column: str = "type"
-) -> sql.Composable:
-    """Where each type's window starts, as an SQL expression over the type column."""
-    cases = sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN {}").format(sql.Literal(t), sql.Literal(s))
-        for t, s in sorted(since.items())
-    )
-    return sql.SQL("CASE {} {} ELSE {} END").format(
-        sql.SQL(column), cases, sql.Literal(default_since)
-    )
-
-
-def late_rows(
-    conn: psycopg.Connection,
-    since: dict[str, dt.datetime],
-    default_since: dt.datetime,
-    until: dt.datetime,
-    new_since: dt.datetime,
-    late_before: dt.datetime,
-    lookback: dt.timedelta,
-    lo: uuid.UUID | None = None,
-    hi: uuid.UUID | None = None,
-) -> list[tuple]:
-    """Rows as `stream_window` gives them, of the readings before the window of each patient
-    with a late reading: one received after `new_since` but measured before `late_before`.
-    Those readings, and every reading of the patient from `lookback` before the earliest
-    of them up to where the window starts, so the rules see around them.
-
-    Set-based: new readings are found through the received_at index, their patients'
-    readings through the (patient_id, code, time) index, in one query.
-    """
-    query = sql.SQL(
-        "WITH late AS (SELECT patient_id, min(time) AS first FROM readings"
-        "  WHERE received_at > {new_since} AND time < {late_before}{range}"
-        "  GROUP BY patient_id)"
-        " SELECT r.patient_id::text, r.time, r.type, r.value, r.value2, r.on_oxygen,"
-        " r.dedup_key, r.received_at > {new_since}"
-        " FROM late l JOIN readings r ON r.patient_id = l.patient_id"
-        " AND r.time >= l.first - {lookback} AND r.time <= {until}"
-        " WHERE r.time <= {start}"
-        " ORDER BY r.patient_id, r.time"
-    ).format(
-        new_since=sql.Literal(new_since),
-        late_before=sql.Literal(late_before),
-        lookback=sql.Literal(lookback),
-        until=sql.Literal(until),
-        start=_window_start(since, default_since, "r.type"),
-        range=_range(lo, hi, "patient_id"),
-    )
-    return conn.execute(query).fetchall()
-
-
-def scan_marks(
-    conn: psycopg.Connection, now: dt.datetime
-) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(the newest arrival the last committed cycle saw or None, the newest arrival now)."""
-    row = conn.execute(
-        "SELECT (SELECT received_until FROM alert_scan_state),"
-        " (SELECT max(received_at) FROM readings WHERE received_at <= %s)",
-        (now,),
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
-
-
-def load_plans(
-    conn: psycopg.Connection, lo: uuid.UUID | None = None, hi: uuid.UUID | None = None
-) -> list[tuple[str, str, str, dt.datetime]]:
-    """(patient_id as text, plan document as text, set_by, set_at) of every plan in the
-    range."""
-    query = sql.SQL(
-        "SELECT patient_id::text, plan::text, set_by, set_at FROM monitoring_plans WHERE true{}"
-    ).format(_range(lo, hi, "patient_id"))
-    return conn.execute(query).fetchall()
-
-
-def load_devices(
-    conn: psycopg.Connection,
-    now: dt.datetime,
-    stale_before: dt.datetime,
-    since: dt.datetime,
-    lo: uuid.UUID | None = None,
-    hi: uuid.UUID | None = None,
-) -> list[tuple[str, str, dt.datetime | None, dt.datetime]]:
-    """(patient_id as text, device_id, last seen, bound since) of every active device bound
-    now.
-
-    A device's last message is `devices.last_seen`; where that is missing or older than
-    `stale_before`, its newest reading received since `since` is looked up instead.
-    Silence is counted from the binding's start, but never from before the device was
-    registered: a binding dated back (to take in a device's stored history) does not make
-    a device registered an hour ago inactive.
-    """
-    query = sql.SQL(
-        "SELECT b.patient_id::text, d.id, GREATEST(d.last_seen, x.seen),"
-        " GREATEST(lower(b.during), d.created_at)"
-        " FROM device_bindings b JOIN devices d ON d.id = b.device_id"
-        " LEFT JOIN LATERAL (SELECT max(r.received_at) AS seen FROM readings r"
-        "   WHERE (d.last_seen IS NULL OR d.last_seen < {stale})"
-        "   AND r.patient_id = b.patient_id AND r.device_id = d.id AND r.time > {since}) x"
-        "   ON true"
-        " WHERE b.during @> {now}::timestamptz AND d.status = 'active'{range}"
-    ).format(
-        stale=sql.Literal(stale_before),
-        since=sql.Literal(since),
-        now=sql.Literal(now),
-        range=_range(lo, hi, "patient_id"),
-    )
-    return conn.execute(query).fetchall()
-
-
-def latest_times(
-    conn: psycopg.Connection,
-    pairs: Sequence[tuple[str, str, str]],
-    until: dt.datetime,
-) -> dict[tuple[str, str], dt.datetime]:
-    """The newest measurement time of each (patient id text, type, LOINC code), in one
-    query."""
-    if not pairs:
-        return {}
-    rows = conn.execute(
-        "SELECT q.patient_id::text, q.type, x.time"
-        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS q(patient_id, type, code)"
-        " CROSS JOIN LATERAL (SELECT r.time FROM readings r WHERE r.patient_id = q.patient_id"
-        "   AND r.code = q.code AND r.time <= %s ORDER BY r.time DESC LIMIT 1) x",
-        ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs], until),
-    ).fetchall()
-    return {(r[0], r[1]): r[2] for r in rows}
-
-
-def latest_values(
-    conn: psycopg.Connection,
-    pairs: Sequence[tuple[str, str, str]],
-    until: dt.datetime,
-) -> dict[tuple[str, str], tuple[dt.datetime, float]]:
-    """The newest (measurement time, value) of each (patient id text, type, LOINC code),
-    in one query."""
-    if not pairs:
-        return {}
-    rows = conn.execute(
-        "SELECT q.patient_id::text, q.type, x.time, x.value"
-        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS q(patient_id, type, code)"
-        " CROSS JOIN LATERAL (SELECT r.time, r.value FROM readings r"
-        "   WHERE r.patient_id = q.patient_id AND r.code = q.code AND r.time <= %s"
-        "   ORDER BY r.time DESC LIMIT 1) x",
-        ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs], until),
-    ).fetchall()
-    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
 # --- reconciliation: findings of a whole cycle against the alerts, in one transaction ------
@@ -335,6 +40,8 @@ FINDING_COLUMNS = (
     "due_at",
     "current",
 )
+
+
 _FINDING_TYPES = (
     "uuid",
     "text",
@@ -349,6 +56,8 @@ _FINDING_TYPES = (
     "timestamptz",
     "bool",
 )
+
+
 _STAGE = (
     "CREATE TEMPORARY TABLE alert_findings (patient_id uuid NOT NULL, key text NOT NULL,"
     " rule text NOT NULL, category text NOT NULL, severity text NOT NULL,"
@@ -357,10 +66,18 @@ _STAGE = (
     " current boolean NOT NULL)"
     " ON COMMIT DROP"
 )
+
+
 _RANK_F = _SEVERITY_RANK.format("cur.f_severity")
+
+
 _RANK_A = _SEVERITY_RANK.format("a.severity")
+
+
 # The NEWS2 score of a staged finding (None for other rules).
 _SCORE = "CASE WHEN {0}.rule = 'news2' THEN ({0}.details->>'score')::float8 END"
+
+
 _UPDATE_OPEN = f"""
 WITH cur AS (
     SELECT a.id, a.severity AS old_severity, a.cleared_at IS NOT NULL AS was_cleared,
@@ -392,6 +109,8 @@ FROM cur
 WHERE a.id = cur.id
 RETURNING a.*, cur.old_severity, cur.was_cleared
 """
+
+
 # A finding with no open alert for its key opens one when the key has never alerted
 # ('first'), or its newest closed alert is of an episode judged: then only a worse
 # deviation ('worse': a higher severity than the closed alert's worst, or a NEWS2 score
@@ -432,6 +151,8 @@ WHERE f.reason IS NOT NULL
 ON CONFLICT (patient_id, key) WHERE status IN ('open', 'acknowledged') DO NOTHING
 RETURNING *
 """
+
+
 # Whether a deviation is there now is the scan-time evaluation's word (`current`); a
 # finding only at an earlier measurement time (a late reading) opens or updates alerts
 # but does not keep a deviation present.
@@ -442,6 +163,8 @@ WHERE a.status IN ('open', 'acknowledged') AND a.cleared_at IS NULL
                   WHERE f.patient_id = a.patient_id AND f.key = a.key AND f.current)
 RETURNING a.*
 """
+
+
 # The newest closed alert of a key (no open or newer alert for it) keeps the episode:
 # cleared_at is when the deviation was last found gone, NULL while it is still found.
 _NEWEST_CLOSED = """
@@ -450,39 +173,44 @@ AND NOT EXISTS (SELECT 1 FROM alerts n WHERE n.patient_id = c.patient_id AND n.k
                 AND n.id <> c.id AND (n.opened_at > c.opened_at
                                       OR n.status IN ('open', 'acknowledged')))
 """
+
+
 _EPISODE_GONE = f"""
 UPDATE alerts c SET cleared_at = %(now)s
 WHERE c.cleared_at IS NULL AND {_NEWEST_CLOSED}
   AND NOT EXISTS (SELECT 1 FROM alert_findings f
                   WHERE f.patient_id = c.patient_id AND f.key = c.key AND f.current)
 """
+
+
 _EPISODE_GOES_ON = f"""
 UPDATE alerts c SET cleared_at = NULL
 FROM alert_findings f
 WHERE f.patient_id = c.patient_id AND f.key = c.key AND c.cleared_at IS NOT NULL
   AND f.current AND {_NEWEST_CLOSED}
 """
+
+
 _PREVIOUS = (
     "SELECT id, status, severity, cleared_at,"
     f" COALESCE(peak_score, {_SCORE.format('alerts')}) AS peak_score"
     " FROM alerts WHERE id = ANY(%s)"
 )
+
+
 _MARK_READ = """
 INSERT INTO alert_scan_state AS s (id, received_until, updated_at) VALUES (true, %s, now())
 ON CONFLICT (id) DO UPDATE SET
     received_until = GREATEST(s.received_until, EXCLUDED.received_until), updated_at = now()
 """
+
+
 _ADD_EVENTS = (
     "INSERT INTO alert_events (alert_id, event, actor, severity, status, note, detail)"
     " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::text[], %s::jsonb[])"
 )
-_ENQUEUE = (
-    "INSERT INTO webhook_deliveries (webhook_id, alert_id, event, payload)"
-    " SELECT w.id, x.alert_id, x.event, x.payload::jsonb FROM webhooks w"
-    " CROSS JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS x(alert_id, event, payload)"
-    " WHERE w.active"
-)
+
 
 Event = tuple[uuid.UUID, str, str, str, str, str | None, Any]
 
@@ -491,14 +219,6 @@ def _event_args(events: Sequence[Event]) -> tuple:
     cols = list(zip(*events, strict=True)) if events else [()] * 7
     details = [orjson.dumps(d).decode() if d is not None else None for d in cols[6]]
     return (*[list(c) for c in cols[:6]], details)
-
-
-def _enqueue_args(items: Sequence[tuple[uuid.UUID, str, dict]]) -> tuple:
-    return (
-        [i[0] for i in items],
-        [i[1] for i in items],
-        [orjson.dumps(i[2]).decode() for i in items],
-    )
 
 
 def reconcile(
@@ -572,7 +292,7 @@ def reconcile(
         if events:
             cur.execute(_ADD_EVENTS, _event_args(events))
         if notify:
-            cur.execute(_ENQUEUE, _enqueue_args(notify))
+            cur.execute(ENQUEUE, enqueue_args(notify))
     return {"opened": opened, "updated": updated, "escalated": escalated, "cleared": cleared}
 
 
@@ -699,14 +419,6 @@ async def add_events(conn: psycopg.AsyncConnection, events: Sequence[Event]) -> 
         await conn.execute(_ADD_EVENTS, _event_args(events))
 
 
-async def enqueue_deliveries(
-    conn: psycopg.AsyncConnection, items: Sequence[tuple[uuid.UUID, str, dict]]
-) -> None:
-    """Outbox rows for every active webhook; commit with the change they tell of."""
-    if items:
-        await conn.execute(_ENQUEUE, _enqueue_args(items))
-
-
 async def alert_events(conn: psycopg.AsyncConnection, alert_id: uuid.UUID) -> list[dict]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -717,182 +429,60 @@ async def alert_events(conn: psycopg.AsyncConnection, alert_id: uuid.UUID) -> li
         return await cur.fetchall()
 
 
-# --- webhooks and deliveries ----------------------------------------------------------------
+# --- FHIR reads and searches (Flag, Task) -----------------------------------------------
 
-_ADD_WEBHOOK = (
-    "INSERT INTO webhooks (url, secret, description, created_by) VALUES (%s, %s, %s, %s)"
-    " RETURNING id, url, active, description, created_by, created_at"
-)
-_LIST_WEBHOOKS = (
-    "SELECT id, url, active, description, created_by, created_at, secret IS NOT NULL"
-    " AS has_secret FROM webhooks ORDER BY created_at"
+
+_ALERT_SELECT = (
+    "SELECT a.id, a.patient_id, a.rule, a.severity, a.status, a.summary, a.opened_at,"
+    " a.updated_at, a.due_at, a.evidence FROM alerts a"
 )
 
 
-def add_webhook(
-    conn: psycopg.Connection, url: str, secret: str | None, description: str | None, by: str
-) -> dict:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_ADD_WEBHOOK, (url, secret, description, by)).fetchone()
-    assert row is not None
-    return row
+def alert_id(text: str) -> uuid.UUID | None:
+    """An alert's id (the Flag's and the Task's) from its text; None when malformed."""
+    if len(text) != 36:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
-def list_webhooks(conn: psycopg.Connection) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_LIST_WEBHOOKS).fetchall()
+async def read_alert(conn: Conn, alert_id: uuid.UUID, restrict: Restrict) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"id": alert_id}
+    sql = _ALERT_SELECT + " WHERE a.id = %(id)s" + restrict_clause(restrict, "a.patient_id", params)
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone()
 
 
-def set_webhook_active(conn: psycopg.Connection, webhook_id: uuid.UUID, active: bool) -> bool:
-    cur = conn.execute("UPDATE webhooks SET active = %s WHERE id = %s", (active, webhook_id))
-    return cur.rowcount == 1
-
-
-async def aadd_webhook(
-    conn: psycopg.AsyncConnection,
-    url: str,
-    secret: str | None,
-    description: str | None,
-    by: str,
-) -> dict:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_ADD_WEBHOOK, (url, secret, description, by))
-        row = await cur.fetchone()
-    assert row is not None
-    return row
-
-
-async def alist_webhooks(conn: psycopg.AsyncConnection) -> list[dict]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_LIST_WEBHOOKS)
-        return await cur.fetchall()
-
-
-async def aset_webhook_active(
-    conn: psycopg.AsyncConnection, webhook_id: uuid.UUID, active: bool
-) -> bool:
-    cur = await conn.execute("UPDATE webhooks SET active = %s WHERE id = %s", (active, webhook_id))
-    return cur.rowcount == 1
-
-
-_CLAIM = """
-UPDATE webhook_deliveries d
-SET next_attempt_at = now() + %(lease)s, attempts = d.attempts + 1
-FROM webhooks w
-WHERE w.id = d.webhook_id AND d.id IN (
-    SELECT id FROM webhook_deliveries
-    WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING d.id, d.attempts, d.event, d.payload, w.url, w.secret, w.active
-"""
-
-
-async def claim_deliveries(
-    conn: psycopg.AsyncConnection, limit: int, lease: dt.timedelta
-) -> list[dict]:
-    """Due deliveries, leased so another sender does not take them while they are sent."""
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_CLAIM, {"limit": limit, "lease": lease})
-        return await cur.fetchall()
-
-
-async def finish_delivery(
-    conn: psycopg.AsyncConnection,
-    delivery_id: int,
+async def search_alerts(
+    conn: Conn,
     *,
-    status: str,
-    http_status: int | None,
-    error: str | None,
-    next_attempt_at: dt.datetime | None,
-    duration_ms: float,
-) -> None:
-    """Record an attempt and the delivery's new state."""
-    async with conn.transaction():
-        await conn.execute(
-            "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s,"
-            " delivered_at = CASE WHEN %s = 'delivered' THEN now() END,"
-            " next_attempt_at = COALESCE(%s, next_attempt_at) WHERE id = %s",
-            (status, http_status, error, status, next_attempt_at, delivery_id),
-        )
-        await conn.execute(
-            "INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)"
-            " VALUES (%s, %s, %s, %s)",
-            (delivery_id, http_status, error, duration_ms),
-        )
-
-
-# --- the scheduler ----------------------------------------------------------------------------
-
-
-async def try_leader_lock(conn: psycopg.AsyncConnection) -> bool:
-    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
-    row = await cur.fetchone()
-    return bool(row and _get(row, "pg_try_advisory_lock", 0))
-
-
-async def holds_leader_lock(conn: psycopg.AsyncConnection) -> bool:
-    """Does this session still hold the leader lock? (Raises when the connection is gone.)"""
-    cur = await conn.execute(
-        "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND pid = pg_backend_pid() AND classid = %s AND objid = %s",
-        ((LEADER_LOCK >> 32) & 0xFFFFFFFF, LEADER_LOCK & 0xFFFFFFFF),
+    patient_id: uuid.UUID | None,
+    statuses: frozenset[str] | None,
+    restrict: Restrict,
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+    count_only: bool = False,
+) -> list[dict[str, Any]] | int:
+    """Alerts by patient and status, newest first ((opened_at, id) descending)."""
+    params: dict[str, Any] = {}
+    where = "true"
+    if patient_id is not None:
+        params["patient"] = patient_id
+        where += " AND a.patient_id = %(patient)s"
+    if statuses is not None:
+        params["statuses"] = sorted(statuses)
+        where += " AND a.status = ANY(%(statuses)s)"
+    where += restrict_clause(restrict, "a.patient_id", params)
+    return await keyset_page(
+        conn,
+        _ALERT_SELECT,
+        where,
+        params,
+        key=("a.opened_at", "a.id", "uuid"),
+        descending=True,
+        after=after,
+        limit=limit,
+        count_only=count_only,
     )
-    row = await cur.fetchone()
-    return bool(row and _get(row, "n", 0))
-
-
-async def release_leader_lock(conn: psycopg.AsyncConnection) -> None:
-    await conn.execute("SELECT pg_advisory_unlock(%s)", (LEADER_LOCK,))
-
-
-async def start_run(
-    conn: psycopg.AsyncConnection, job: str, node: str, started_at: dt.datetime
-) -> int:
-    cur = await conn.execute(
-        "INSERT INTO scheduler_runs (job, node, started_at) VALUES (%s, %s, %s) RETURNING id",
-        (job, node, started_at),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(_get(row, "id", 0))
-
-
-async def finish_run(
-    conn: psycopg.AsyncConnection, run_id: int, ok: bool, result: dict | None
-) -> None:
-    await conn.execute(
-        "UPDATE scheduler_runs SET finished_at = now(), ok = %s, result = %s WHERE id = %s",
-        (ok, Jsonb(result) if result is not None else None, run_id),
-    )
-
-
-# --- retention --------------------------------------------------------------------------------
-
-
-async def timescaledb_license(conn: psycopg.AsyncConnection) -> str:
-    """`timescale` (community features: policies) or `apache` (drop_chunks only)."""
-    cur = await conn.execute("SELECT current_setting('timescaledb.license', true) AS license")
-    row = await cur.fetchone()
-    return str(_get(row, "license", 0) or "apache") if row else "apache"
-
-
-async def add_retention_policy(conn: psycopg.AsyncConnection, days: int) -> None:
-    await conn.execute(
-        "SELECT add_retention_policy('readings', drop_after => %s, if_not_exists => true)",
-        (dt.timedelta(days=days),),
-    )
-
-
-async def drop_old_chunks(conn: psycopg.AsyncConnection, older_than: dt.datetime) -> int:
-    """Drop the readings chunks wholly older than `older_than`; the number dropped."""
-    cur = await conn.execute(
-        "SELECT count(*) AS n FROM drop_chunks('readings', older_than => %s::timestamptz)",
-        (older_than,),
-    )
-    row = await cur.fetchone()
-    return int(_get(row, "n", 0)) if row else 0
-
-
-async def prune_runs(conn: psycopg.AsyncConnection, older_than: dt.datetime) -> int:
-    cur = await conn.execute("DELETE FROM scheduler_runs WHERE started_at < %s", (older_than,))
-    return cur.rowcount

@@ -43,6 +43,11 @@ def check_timescaledb(conn: psycopg.Connection) -> str:
     raise DatabaseError("the database has no timescaledb extension yet: run `egenmon migrate`")
 
 
+async def ping(conn: psycopg.AsyncConnection) -> None:
+    """One round trip: raises if the connection (or the server) is gone."""
+    await conn.execute("SELECT 1")
+
+
 async def _configure(conn: psycopg.AsyncConnection) -> None:
     conn.row_factory = dict_row  # type: ignore[assignment]
 
@@ -62,3 +67,17 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 10) -> AsyncConnectio
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+# How long the ingest path waits for a pooled connection: in an outage a device gets its
+# 503 (and tries again) within seconds rather than after the pool's default 30 s.
+POOL_WAIT_S = 3.0
+
+
+class NotFound(LookupError):
+    """What was asked for is not there (a care unit, patient, device or user)."""
+
+
+class Conflict(ValueError):
+    """The database refused a write that clashes with what is stored (it exists already,
+    or a binding overlaps another); the message says what."""

@@ -42,6 +42,12 @@ def applied(conn: psycopg.Connection) -> set[int]:
     return {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
 
 
+def has_schema(conn: psycopg.Connection) -> bool:
+    """Whether egenmon's schema is there (migrations were run)."""
+    row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    return row is not None and row[0] is not None
+
+
 def migrate(conn: psycopg.Connection) -> list[Migration]:
     """Apply every migration not yet applied; returns those applied now."""
     conn.autocommit = True

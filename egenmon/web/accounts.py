@@ -27,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.store import login_throttle as throttle
-from egenmon.store import web as store
+from egenmon.store import users
 
 log = logging.getLogger("egenmon.web")
 
@@ -136,7 +136,7 @@ async def authenticate(
         if address_left is not None:
             # Throttled: answered before any hashing, so a flood costs no CPU.
             return LoginResult(ok=False, retry_after=_seconds(address_left))
-        user = await store.find_login(conn, name) if name else None
+        user = await users.find_login(conn, name) if name else None
     # argon2 takes tens of milliseconds of CPU: keep it off the event loop. It runs for an
     # unknown name and a paused pair too, so the time taken tells nothing either.
     stored = user["password_hash"] if user else _dummy_hash()
@@ -148,7 +148,7 @@ async def authenticate(
             new_hash = None
             if hasher().check_needs_rehash(user["password_hash"]):
                 new_hash = await asyncio.to_thread(hasher().hash, password)
-            await store.record_success(conn, user["user_id"], new_hash)
+            await users.record_success(conn, user["user_id"], new_hash)
             await throttle.clear_pair(conn, address, name)
             return LoginResult(ok=True, user=user)
         if pair_left is None:

@@ -20,9 +20,9 @@ from egenmon.domain.measurements import TYPES
 from egenmon.domain.principals import Principal
 from egenmon.domain.severity import SEVERITY_RANK
 from egenmon.runtime import Runtime
-from egenmon.store import access
+from egenmon.store import access_log, plans, readings
 from egenmon.store import alerts as alerts_store
-from egenmon.store import web as store
+from egenmon.store import devices as devices_store
 from egenmon.web import views
 from egenmon.web.i18n import age, local_time, number, translate
 
@@ -50,19 +50,19 @@ async def load(
     since = now - dt.timedelta(days=days)
     codes = {TYPES[t].loinc: t for t in views.CHART_TYPES}
     async with runtime.pool.connection() as conn:
-        plan_row = await alerts_store.aget_plan(conn, pid)
+        plan_row = await plans.aget_plan(conn, pid)
         alerts = await alerts_store.list_alerts(conn, patient_id=pid, limit=200)
-        counts = await store.reading_counts(conn, pid, list(codes), since)
+        counts = await readings.reading_counts(conn, pid, list(codes), since)
         dense = [c for c, n in counts.items() if n > views.MAX_POINTS]
         sparse = [c for c in counts if c not in dense]
-        rows = await store.readings_raw(conn, pid, sparse, since)
+        rows = await readings.readings_raw(conn, pid, sparse, since)
         bucket = views.bucket_for(days)
-        rows += await store.readings_bucketed(conn, pid, dense, since, bucket)
-        latest = await store.latest_readings(conn, pid, [TYPES[t].loinc for t in TYPES])
-        recent = await store.recent_readings(
+        rows += await readings.readings_bucketed(conn, pid, dense, since, bucket)
+        latest = await readings.latest_readings(conn, pid, [TYPES[t].loinc for t in TYPES])
+        recent = await readings.recent_readings(
             conn, pid, [TYPES[t].loinc for t in NEWS2_TYPES], now - dt.timedelta(hours=48)
         )
-        devices = await store.patient_devices(conn, pid)
+        devices = await devices_store.patient_devices(conn, pid)
     stored = plan_row is not None
     plan = form_plan if form_plan is not None else monitoring.from_row(plan_row)
     news2_details, _ = news2_assess(
@@ -97,7 +97,9 @@ async def load(
         key=lambda r: (-SEVERITY_RANK[r["severity"]], r["opened"]),
     )
     history = [r for r in rows_view if not r["active"]]
-    await access.log_access(runtime.pool, principal, "read", "ui/patient", [pid], {"days": days})
+    await access_log.log_access(
+        runtime.pool, principal, "read", "ui/patient", [pid], {"days": days}
+    )
     return {
         "patient": {
             "id": pid,

@@ -31,9 +31,9 @@ from egenmon.deps import get_runtime, patient_access
 from egenmon.domain.measurements import TYPES
 from egenmon.domain.principals import AuthError
 from egenmon.runtime import Runtime
-from egenmon.store import access
+from egenmon.store import access_log, plans, users
 from egenmon.store import alerts as alerts_store
-from egenmon.store import web as store
+from egenmon.store import patients as patients_store
 from egenmon.web import accounts, views
 from egenmon.web.i18n import (
     DEFAULT_LOCALE,
@@ -339,7 +339,7 @@ async def login(request: Request) -> Response:
     if chosen in LOCALES and chosen != result.user["locale"]:
         # A language picked on the login page becomes the user's choice.
         async with _runtime(request).pool.connection() as conn:
-            await store.set_locale(conn, result.user["user_id"], chosen)
+            await users.set_locale(conn, result.user["user_id"], chosen)
     return response
 
 
@@ -374,7 +374,7 @@ async def set_locale(request: Request) -> Response:
         return _refused(request, session)
     locale = choose_locale(form.get("locale"))
     async with _runtime(request).pool.connection() as conn:
-        await store.set_locale(conn, session.user_id, locale)
+        await users.set_locale(conn, session.user_id, locale)
     response = _redirect(views.local_path(form.get("next")))
     _remember_locale(request, response, locale)
     return response
@@ -396,7 +396,7 @@ async def _worklist(
             limit=10_000,
         )
         rows, counts = views.worklist(alerts, filters, session.username)
-        patients = await store.patient_names(conn, list({a["patient_id"] for a in rows}))
+        patients = await patients_store.patient_names(conn, list({a["patient_id"] for a in rows}))
     now = dt.datetime.now(dt.UTC)
     shown = [
         views.alert_row(a, patients.get(a["patient_id"]), session.locale, tz, now) for a in rows
@@ -421,7 +421,7 @@ async def worklist_page(request: Request) -> Response:
     session = await _session(request)
     filters = views.Filters.parse(request.query_params)
     context, patient_ids = await _worklist(request, session, filters)
-    await access.log_access(
+    await access_log.log_access(
         _runtime(request).pool,
         session.principal,
         "read",
@@ -453,7 +453,7 @@ async def worklist_table(request: Request) -> Response:
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     # New content is a new disclosure of these patients' data: log it (unchanged is not).
-    await access.log_access(
+    await access_log.log_access(
         _runtime(request).pool,
         session.principal,
         "read",
@@ -534,7 +534,7 @@ async def alert_action(request: Request, alert_id: str) -> Response:
         return _not_found(request, session)
     except (lifecycle.TransitionError, ValueError) as e:
         return _redirect(_with_query(_strip_flash(next_), failed=_action_failure(e, note)))
-    await access.log_access(
+    await access_log.log_access(
         pool,
         session.principal,
         "update",
@@ -564,11 +564,11 @@ async def _visible_patient(
         return None
     async with _runtime(request).pool.connection() as conn:
         check = await patient_access(conn, session.principal, pid)
-        header = await store.patient_header(conn, pid) if check.granted else None
+        header = await patients_store.patient_header(conn, pid) if check.granted else None
     if not check.exists:
         return None
     if not check.visible:
-        await access.log_access(
+        await access_log.log_access(
             _runtime(request).pool,
             session.principal,
             "read-refused",
@@ -698,7 +698,7 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     pid = header["id"]
     pool = _runtime(request).pool
     async with pool.connection() as conn:
-        plan = monitoring.from_row(await alerts_store.aget_plan(conn, pid))
+        plan = monitoring.from_row(await plans.aget_plan(conn, pid))
     try:
         problem = threshold_problem(form, session.locale)
         if problem:
@@ -728,8 +728,8 @@ async def save_thresholds(request: Request, patient_id: str) -> Response:
     doc.pop("set_by", None)
     doc.pop("set_at", None)
     async with pool.connection() as conn:
-        await alerts_store.aset_plan(conn, pid, new_plan.protocol, doc, session.username)
-    await access.log_access(
+        await plans.aset_plan(conn, pid, new_plan.protocol, doc, session.username)
+    await access_log.log_access(
         pool,
         session.principal,
         "update",

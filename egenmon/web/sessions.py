@@ -24,7 +24,7 @@ from fastapi import Request, Response
 
 from egenmon.domain.principals import DEFAULT_SCOPES, Principal, parse_scopes
 from egenmon.runtime import Runtime
-from egenmon.store import web as store
+from egenmon.store import sessions
 from egenmon.web import accounts
 
 log = logging.getLogger("egenmon.web")
@@ -126,7 +126,7 @@ class Sessions:
         while True:
             try:
                 async with self.runtime.pool.connection() as conn:
-                    await store.delete_expired_sessions(conn, self.idle)
+                    await sessions.delete_expired_sessions(conn, self.idle)
                     await accounts.forget_old_failures(conn)
             except Exception:  # a database hiccup must not end the loop
                 log.exception("removing expired sessions failed")
@@ -141,14 +141,14 @@ class Sessions:
         if cookie and len(cookie) <= 128:
             key = digest(cookie)
             async with self.runtime.pool.connection() as conn:
-                row = await store.get_session(conn, key, self.idle)
+                row = await sessions.get_session(conn, key, self.idle)
                 if row is not None:
                     session = UISession.from_row(key, row)
                     if (
                         request.headers.get(POLL_HEADER) is None
                         and row["now"] - row["last_seen_at"] >= TOUCH_EVERY
                     ):
-                        await store.touch_session(conn, key)
+                        await sessions.touch_session(conn, key)
         request.state.ui_session = session
         return session
 
@@ -173,7 +173,7 @@ class Sessions:
         await self.end(request, response)
         session_id = new_token()
         async with self.runtime.pool.connection() as conn:
-            await store.create_session(
+            await sessions.create_session(
                 conn, digest(session_id), user_id, self.lifetime, new_token()
             )
         response.set_cookie(
@@ -185,7 +185,7 @@ class Sessions:
         cookie = request.cookies.get(COOKIE)
         if cookie and len(cookie) <= 128:
             async with self.runtime.pool.connection() as conn:
-                await store.delete_session(conn, digest(cookie))
+                await sessions.delete_session(conn, digest(cookie))
         response.delete_cookie(
             COOKIE, path="/", httponly=True, samesite="lax", secure=is_https(request)
         )

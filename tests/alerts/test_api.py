@@ -401,7 +401,7 @@ def test_expected_windows_must_be_positive_and_bounded(client, settings, care_un
 
 
 def test_the_access_log_masks_what_looks_like_a_personnummer_and_keeps_ids():
-    from egenmon.store.access import MASK, OTHER, param_names, scrub
+    from egenmon.store.access_log import MASK, OTHER, param_names, scrub
 
     pid = "12345678-1234-4234-8234-123456789012"
     obs = "00060012345678-0123456789abcdef"

@@ -19,7 +19,8 @@ from egenmon.alerts.rules import (
     merge_findings,
 )
 from egenmon.domain.ids import observation_id
-from egenmon.store import alerts as store_sql
+from egenmon.store import devices as devices_store
+from egenmon.store import plans
 from tests.alerts.conftest import STOCKHOLM, store_simulated
 from tests.conftest import make_personnummer
 
@@ -80,10 +81,10 @@ def oracle(url: str, pid: str, now: dt.datetime) -> set[tuple]:
             " WHERE patient_id = %s",
             (pid,),
         ).fetchall()
-        plan = monitoring.from_row(store_sql.get_plan(conn, uuid.UUID(pid)))
+        plan = monitoring.from_row(plans.get_plan(conn, uuid.UUID(pid)))
         devices = [
             DeviceStatus(d, seen, since)
-            for _, d, seen, since in store_sql.load_devices(
+            for _, d, seen, since in devices_store.load_devices(
                 conn, now, now, now - dt.timedelta(days=30)
             )
             if _ == pid

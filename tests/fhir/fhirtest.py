@@ -24,7 +24,7 @@ from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import LOINC, MDC, TYPES, UCUM
 from egenmon.domain.readings import COLUMNS
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, devices, patients
 
 TEST_SECRET = "test-signing-secret-of-at-least-32-characters"
 TEMPLATE = "egenmon_template"
@@ -62,20 +62,20 @@ class FhirServer:
     # --- the registry -----------------------------------------------------------------
 
     def care_unit(self) -> uuid.UUID:
-        return admin.add_care_unit(
+        return care_units.add_care_unit(
             self.conn, "Vårdcentralen Test", f"SE2321000016-{uuid.uuid4().hex[:8]}"
         )
 
     def patient(self, care_unit: uuid.UUID, samordning: bool = False) -> tuple[uuid.UUID, str]:
         number = identity_number(samordning)
         kind = "samordningsnummer" if samordning else "personnummer"
-        return admin.add_patient(self.conn, number, kind, care_unit, "Tolvan Tolvansson"), number
+        return patients.add_patient(self.conn, number, kind, care_unit, "Tolvan Tolvansson"), number
 
     def device(
         self, patient: uuid.UUID, since: datetime | None = None, model: str = "Omron M7"
     ) -> str:
         device_id = f"dev-{uuid.uuid4().hex[:12]}"
-        admin.add_device(
+        devices.add_device(
             self.conn,
             device_id,
             model,

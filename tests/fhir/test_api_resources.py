@@ -15,7 +15,7 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.task import Task
 from fhirtest import PNR_OID, PNR_SYSTEM, SNR_OID, SNR_SYSTEM, FhirServer
 
-from egenmon.store import admin
+from egenmon.store import devices
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_device_read_and_search(fhir: FhirServer, token: str) -> None:
     d1, d2 = fhir.device(pid), fhir.device(pid, model="Nonin 3230")
     d3 = fhir.device(other)
     moved = fhir.device(pid, since=datetime(2020, 1, 1, tzinfo=UTC))
-    admin.end_binding(fhir.conn, moved, datetime.now(UTC) - timedelta(days=1))
+    devices.end_binding(fhir.conn, moved, datetime.now(UTC) - timedelta(days=1))
     with fhir.client(token) as c:
         r = c.get(f"/Device/{d1}")
         assert r.status_code == 200

@@ -25,7 +25,7 @@ from egenmon.dev.mosquitto import Mosquitto
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.settings import Settings
-from egenmon.store import admin
+from egenmon.store import care_units, devices, patients
 from tests.conftest import TEST_SECRET, create_database, drop_database, wait_http
 
 
@@ -58,13 +58,15 @@ def fuzz_server(
     name = create_database(pg_cluster)
     url = pg_cluster.url(name)
     conn = psycopg.connect(url, autocommit=True)
-    unit = admin.add_care_unit(conn, "Vårdcentralen Fuzz", f"SE2321000016-{uuid.uuid4().hex[:6]}")
+    unit = care_units.add_care_unit(
+        conn, "Vårdcentralen Fuzz", f"SE2321000016-{uuid.uuid4().hex[:6]}"
+    )
     birth, serial = "19650704", "123"
     number = birth + serial + str(luhn_digit(birth[2:] + serial))
-    patient = admin.add_patient(conn, number, "personnummer", unit, "Tolvan Tolvansson")
+    patient = patients.add_patient(conn, number, "personnummer", unit, "Tolvan Tolvansson")
     secret = new_secret()
     device = f"fuzz-{uuid.uuid4().hex[:8]}"
-    admin.add_device(
+    devices.add_device(
         conn,
         device,
         "Omron M7",

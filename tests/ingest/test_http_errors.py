@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from egenmon.store import admin
+from egenmon.store import devices
 from tests.ingest.conftest import T0, auth, quarantine_rows, reading, stored
 
 URL = "/api/v1/readings"
@@ -124,7 +124,7 @@ def test_a_revoked_device_is_refused_within_a_second(in_app, device, conn):
         first = await client.post(
             URL, content=body(reading(minutes=0)), headers=auth(device["secret"])
         )
-        await asyncio.to_thread(admin.revoke_device, conn, device["id"])
+        await asyncio.to_thread(devices.revoke_device, conn, device["id"])
         revoked_at = time.monotonic()
         minute = 1
         while True:

@@ -10,7 +10,7 @@ import uuid
 import orjson
 
 from egenmon.domain.readings import COLUMNS, Binding
-from egenmon.store import admin
+from egenmon.store import devices
 from tests.ingest.conftest import T0, auth, pipeline_of, quarantine_rows, reading, stored
 
 URL = "/api/v1/readings"
@@ -41,8 +41,8 @@ def test_a_device_moved_between_patients_keeps_history_straight(
 
         def move() -> None:
             with conn.transaction():
-                admin.end_binding(conn, device["id"], moved)
-                admin.bind_device(conn, device["id"], uuid.UUID(second_patient), moved)
+                devices.end_binding(conn, device["id"], moved)
+                devices.bind_device(conn, device["id"], uuid.UUID(second_patient), moved)
 
         await asyncio.to_thread(move)
         await _notified(pipeline, seen)
@@ -99,13 +99,13 @@ def test_device_health_is_written_once_for_many_messages(in_app, device, conn):
             content=orjson.dumps({"readings": [reading(minutes=9)]}),
             headers=auth(device["secret"]),
         )
-        before = admin.get_device(conn, device["id"])
+        before = devices.get_device(conn, device["id"])
         await pipeline.health.flush()
         return started, before
 
     started, before = in_app(go)
     assert before["last_seen"] is None  # nothing written per message
-    after = admin.get_device(conn, device["id"])
+    after = devices.get_device(conn, device["id"])
     assert after["battery"] == 0.65
     assert after["last_seen"] >= started
     assert conn.execute("SELECT count(*) FROM device_updates").fetchone()[0] == 1
@@ -117,7 +117,7 @@ def test_authenticate_knows_active_devices_only(in_app, device, conn):
         known = await pipeline.authenticate(device["secret"])
         unknown = await pipeline.authenticate("not-a-secret")
         seen = pipeline.devices.notifications
-        await asyncio.to_thread(admin.revoke_device, conn, device["id"])
+        await asyncio.to_thread(devices.revoke_device, conn, device["id"])
         await _notified(pipeline, seen)
         return known, unknown, await pipeline.authenticate(device["secret"])
 

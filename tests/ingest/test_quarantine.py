@@ -8,7 +8,7 @@ import uuid
 import orjson
 
 from egenmon.ingest import quarantine
-from egenmon.store import admin
+from egenmon.store import devices
 from tests.ingest.conftest import auth, pipeline_of, quarantine_rows, reading, stored
 
 URL = "/api/v1/readings"
@@ -46,7 +46,7 @@ def test_replay_after_the_missing_binding_was_added_stores_and_resolves(in_app, 
     [note] = again.json["replayed"]
     assert not note["resolved"] and "no patient bound" in note["note"]
 
-    admin.bind_device(
+    devices.bind_device(
         conn,
         device["id"],
         uuid.UUID(device["patient"]),

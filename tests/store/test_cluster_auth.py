@@ -120,7 +120,7 @@ def test_an_owned_database_belongs_to_an_ordinary_role(pg_cluster, scratch):
 
 
 def test_a_database_of_another_owner_is_not_taken_over(pg_cluster, scratch):
-    from egenmon.store.cluster import ForeignOwner
+    from egenmon.dev.cluster import ForeignOwner
 
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE owned_by_superuser")

@@ -4,7 +4,7 @@ import uuid
 import psycopg
 import pytest
 
-from egenmon.store import admin
+from egenmon.store import access_log, db, devices, patients
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -15,14 +15,14 @@ def two_patients(conn, care_unit):
 
     unit = uuid.UUID(care_unit)
     return (
-        admin.add_patient(conn, make_personnummer(), "personnummer", unit),
-        admin.add_patient(conn, make_personnummer(), "personnummer", unit),
+        patients.add_patient(conn, make_personnummer(), "personnummer", unit),
+        patients.add_patient(conn, make_personnummer(), "personnummer", unit),
     )
 
 
 def test_overlapping_bindings_are_refused_by_the_database(conn, two_patients):
     a, b = two_patients
-    admin.add_device(conn, "cuff-1", "M7", b"x" * 32, patient_id=a, since=T0)
+    devices.add_device(conn, "cuff-1", "M7", b"x" * 32, patient_id=a, since=T0)
     # Straight SQL, past the application: the exclusion constraint decides.
     with pytest.raises(psycopg.errors.ExclusionViolation):
         conn.execute(
@@ -34,10 +34,10 @@ def test_overlapping_bindings_are_refused_by_the_database(conn, two_patients):
 
 def test_a_device_moves_between_patients_without_overlap(conn, two_patients):
     a, b = two_patients
-    admin.add_device(conn, "cuff-2", "M7", b"x" * 32, patient_id=a, since=T0)
+    devices.add_device(conn, "cuff-2", "M7", b"x" * 32, patient_id=a, since=T0)
     moved = T0 + dt.timedelta(days=10)
-    assert admin.end_binding(conn, "cuff-2", moved) == 1
-    admin.bind_device(conn, "cuff-2", b, moved)
+    assert devices.end_binding(conn, "cuff-2", moved) == 1
+    devices.bind_device(conn, "cuff-2", b, moved)
     rows = conn.execute(
         "SELECT patient_id, lower(during), upper(during) FROM device_bindings"
         " WHERE device_id = 'cuff-2' ORDER BY lower(during)"
@@ -47,15 +47,15 @@ def test_a_device_moves_between_patients_without_overlap(conn, two_patients):
 
 def test_binding_the_same_time_twice_is_a_conflict(conn, two_patients):
     a, b = two_patients
-    admin.add_device(conn, "cuff-3", "M7", b"x" * 32, patient_id=a, since=T0)
-    with pytest.raises(admin.Conflict, match="already bound"):
-        admin.bind_device(
+    devices.add_device(conn, "cuff-3", "M7", b"x" * 32, patient_id=a, since=T0)
+    with pytest.raises(db.Conflict, match="already bound"):
+        devices.bind_device(
             conn, "cuff-3", b, T0 - dt.timedelta(days=1), T0 + dt.timedelta(seconds=1)
         )
 
 
 def test_access_log_is_append_only(conn, two_patients):
-    admin.record_access(
+    access_log.record_access(
         conn,
         actor="nurse",
         role="clinician",
@@ -76,9 +76,9 @@ def test_access_log_is_append_only(conn, two_patients):
 
 def test_personnummer_is_unique_and_twelve_digits(conn, care_unit):
     unit = uuid.UUID(care_unit)
-    admin.add_patient(conn, "191212121212", "personnummer", unit)
-    with pytest.raises(admin.Conflict):
-        admin.add_patient(conn, "191212121212", "personnummer", unit)
+    patients.add_patient(conn, "191212121212", "personnummer", unit)
+    with pytest.raises(db.Conflict):
+        patients.add_patient(conn, "191212121212", "personnummer", unit)
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
             "INSERT INTO patients (personnummer, identifier_kind, care_unit_id)"

@@ -1,4 +1,5 @@
-"""The access log, from the service (async): every read of patient data is recorded.
+"""The access log: every read of patient data is recorded (the service's `log_access`,
+the commands' `record_access`).
 
 What is stored is who, what, whose and how it went, never what was typed: query values
 are not logged (a search's parameter names are, through `param_names`), and a detail that
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -81,3 +83,30 @@ async def log_access(
                 Jsonb(scrub(detail)) if detail is not None else None,
             ),
         )
+
+
+def record_access(
+    conn: psycopg.Connection,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    resource: str,
+    patient_ids: list[uuid.UUID] | None = None,
+    care_unit_id: uuid.UUID | None = None,
+    detail: Any = None,
+) -> None:
+    """Append to the access log (patientdatalagen 4:3)."""
+    conn.execute(
+        "INSERT INTO access_log (actor, role, care_unit_id, action, resource, patient_ids,"
+        " detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            actor,
+            role,
+            care_unit_id,
+            action,
+            resource,
+            patient_ids or [],
+            Jsonb(detail) if detail is not None else None,
+        ),
+    )

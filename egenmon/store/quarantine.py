@@ -1,4 +1,4 @@
-"""Queries of the ingest path: credentials, bindings, device health and quarantine (async)."""
+"""The quarantine table: what ingest refused, kept whole for a look and a replay."""
 
 from __future__ import annotations
 
@@ -10,38 +10,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
-NOTIFY_CHANNEL = "egenmon_device"
-# How long the ingest path waits for a pooled connection: in an outage a device gets its
-# 503 (and tries again) within seconds rather than after the pool's default 30 s.
-POOL_WAIT_S = 3.0
-
-# The digest is the key: a device authenticates with its secret alone.
-_CREDENTIALS = "SELECT id, status, secret_sha256 FROM devices WHERE secret_sha256 = %s"
-
-_BINDINGS = (
-    "SELECT patient_id, lower(during), upper(during) FROM device_bindings"
-    " WHERE device_id = %s ORDER BY lower(during) DESC"
-)
-
-# One statement for every device heard from since the last flush. GREATEST keeps the
-# latest time when two processes flush out of order; the battery follows the newest note.
-_HEALTH = (
-    "UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, v.seen),"
-    " battery = CASE WHEN v.battery IS NOT NULL"
-    " AND (d.last_seen IS NULL OR v.battery_at >= d.last_seen) THEN v.battery"
-    " ELSE d.battery END"
-    " FROM unnest(%s::text[], %s::timestamptz[], %s::real[], %s::timestamptz[])"
-    " AS v(id, seen, battery, battery_at) WHERE d.id = v.id"
-)
-
 _QUARANTINE_COLUMNS = (
     "received_at, source, device_id, topic, reason, raw, kind, message_id, reading_index"
 )
+
+
 _QUARANTINE_INSERT = (
     f"INSERT INTO quarantine ({_QUARANTINE_COLUMNS})"
     " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::bytea[], %s::text[], %s::text[], %s::int[]) RETURNING id"
 )
+
 
 _QUARANTINE_FIELDS = (
     "id, received_at, source, device_id, topic, kind, message_id, reading_index, reason,"
@@ -92,36 +71,6 @@ class QuarantineEntry:
     kind: str = "message"  # or "reading"
     message_id: str | None = None
     reading_index: int | None = None
-
-
-async def device_by_digest(
-    conn: psycopg.AsyncConnection, digest: bytes
-) -> tuple[str, str, bytes] | None:
-    """(device id, status, stored digest) of the device whose secret has this digest."""
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(_CREDENTIALS, (digest,), prepare=True)
-        return await cur.fetchone()
-
-
-BindingRow = tuple[Any, dt.datetime | None, dt.datetime | None]
-
-
-async def device_bindings(conn: psycopg.AsyncConnection, device_id: str) -> list[BindingRow]:
-    """(patient id, start, end) of every binding of the device, newest first."""
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(_BINDINGS, (device_id,), prepare=True)
-        return await cur.fetchall()
-
-
-async def update_device_health(
-    conn: psycopg.AsyncConnection,
-    notes: Sequence[tuple[str, dt.datetime, float | None, dt.datetime | None]],
-) -> None:
-    """Set last_seen and battery of many devices at once: (id, seen, battery, battery_at)."""
-    if not notes:
-        return
-    ids, seen, battery, battery_at = (list(c) for c in zip(*notes, strict=True))
-    await conn.execute(_HEALTH, (ids, seen, battery, battery_at))
 
 
 async def insert_quarantine(
