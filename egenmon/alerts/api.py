@@ -294,6 +294,9 @@ class PlanIn(BaseModel):
     thresholds: list[str] | dict[str, ThresholdIn] = Field(default_factory=list)
     news2_scale2: bool = False
     spo2_target: list[float] | None = None
+    news2_freshness_hours: float | None = Field(
+        default=None, description="how old a NEWS2 value may be and still score (1-24 h)"
+    )
     expected: dict[str, float | None] | None = Field(
         default=None, description="hours per measurement type (null removes it)"
     )
@@ -373,6 +376,7 @@ async def put_plan(request: Request, patient: str, body: PlanIn, principal: Prin
             news2_scale2=body.news2_scale2,
             spo2_target=body.spo2_target,
             expected_hours=body.expected,
+            news2_freshness_hours=body.news2_freshness_hours,
         )
     except monitoring.PlanError as e:
         return _error(400, str(e))

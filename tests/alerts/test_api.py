@@ -415,3 +415,20 @@ def test_the_access_log_masks_what_looks_like_a_personnummer_and_keeps_ids():
         "code:text",
         "status",
     ]
+
+
+def test_the_plan_api_sets_the_news2_freshness_window_within_its_bounds(
+    client, settings, care_unit, plan_patient
+):
+    headers = bearer(settings, "clinician", care_unit_id=uuid.UUID(care_unit))
+    url = f"/api/v1/patients/{plan_patient}/plan"
+    r = client.put(url, json={"protocol": "copd", "news2_freshness_hours": 12}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert client.get(url, headers=headers).json()["news2_freshness_hours"] == 12
+    # A plan may shorten the window, never widen it past the guideline's 24 hours.
+    for hours in (48, 0):
+        r = client.put(
+            url, json={"protocol": "copd", "news2_freshness_hours": hours}, headers=headers
+        )
+        assert r.status_code == 400, (hours, r.text)
+    assert client.get(url, headers=headers).json()["news2_freshness_hours"] == 12
