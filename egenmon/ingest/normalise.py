@@ -23,7 +23,20 @@ from egenmon.ingest.message import ReadingMessage
 
 ReadingError = tuple[int, str]
 
-SOURCES = frozenset({"http", "mqtt", "fhir", "replay"})
+SOURCES = frozenset(
+    {
+        "http",
+        "mqtt",
+        "fhir",
+        "replay",
+        "patient-entered",
+        "staff-entered",
+        "omh",
+        "phd",
+        "template",
+        "ble",
+    }
+)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_ID = 200
 MAX_NOTE = 1000

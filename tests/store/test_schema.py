@@ -85,3 +85,23 @@ def test_personnummer_is_unique_and_twelve_digits(conn, care_unit):
             " VALUES ('1912121212', 'personnummer', %s)",
             (unit,),
         )
+
+
+def test_the_reading_source_is_one_the_contract_names(conn, two_patients):
+    from egenmon.ingest.normalise import SOURCES
+
+    a, _ = two_patients
+
+    def insert(source: str, n: int) -> None:
+        conn.execute(
+            "INSERT INTO readings (time, patient_id, device_id, type, code, mdc, value, unit,"
+            " source, dedup_key, received_at)"
+            " VALUES (%s, %s, 'd', 'heart_rate', '8867-4', '147842', 60, '/min', %s, %s, now())",
+            (T0 + dt.timedelta(minutes=n), a, source, f"k{n}"),
+        )
+
+    for n, source in enumerate(sorted(SOURCES)):
+        insert(source, n)
+    assert len(SOURCES) == 10
+    with pytest.raises(psycopg.errors.CheckViolation):
+        insert("bogus", 99)
