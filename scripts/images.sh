@@ -29,34 +29,9 @@ for tool in docker debootstrap; do
   command -v "$tool" >/dev/null || { log "missing $tool: apt-get install docker.io debootstrap"; exit 1; }
 done
 
-# The Debian archive URI this machine is configured with, as scripts/install.sh reads it.
-debian_uri() {
-  local uri=""
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    uri=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' \
-      /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; exit}}' \
-      /etc/apt/sources.list)
-  fi
-  [ -n "$uri" ] || { log "found no Debian source URI in /etc/apt"; exit 1; }
-  echo "$uri"
-}
-
-# The security archive's URI, where the machine has one (else the image has no security suite).
-security_uri() {
-  local uri=""
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    uri=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i ~ /security/) {print $i; exit}}' \
-      /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '$1 == "deb" && $0 ~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; exit}}' \
-      /etc/apt/sources.list)
-  fi
-  echo "$uri"
-}
+# debian_uri and security_uri: the archives this machine is configured with.
+# shellcheck source=scripts/apt-sources.sh
+. scripts/apt-sources.sh
 
 build_base() {
   local uri sec root

@@ -62,20 +62,9 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
-# The Debian archive URI this machine is configured with (never hard-coded: mirrors differ).
-debian_uri() {
-  local uri=""
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    uri=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' \
-      /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; exit}}' \
-      /etc/apt/sources.list)
-  fi
-  [ -n "$uri" ] || { log "found no Debian source URI in /etc/apt"; exit 1; }
-  echo "$uri"
-}
+# debian_uri: the Debian archive URI this machine is configured with.
+# shellcheck source=scripts/apt-sources.sh
+. scripts/apt-sources.sh
 
 build_timescaledb() {
   apt_install "${BUILD_PACKAGES[@]}"
