@@ -278,6 +278,19 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 3
     raise TimeoutError(url)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; closes a piped stderr."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
 @pytest.fixture
 def serve(env: dict) -> Iterator:
     """Start real `egenmon serve` processes: serve(*extra_args) -> (base_url, process)."""
@@ -302,13 +315,7 @@ def serve(env: dict) -> Iterator:
         if p.poll() is None:
             p.terminate()
     for p in procs:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        if p.stderr:
-            p.stderr.close()
+        stop_process(p)
 
 
 def port_open(port: int) -> bool:

@@ -26,6 +26,7 @@ from egenmon.dev.cluster import free_port
 from egenmon.dev.mosquitto import Mosquitto
 from egenmon.dev.simulate_mqtt import DevicePublisher
 from egenmon.settings import Settings
+from tests.conftest import stop_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -77,13 +78,7 @@ class Served:
         raise AssertionError(f"/readyz never 200: {last and last.text}\n{self.text()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=20)
         self._out.close()
 
 

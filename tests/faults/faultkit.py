@@ -20,6 +20,7 @@ import psycopg
 from egenmon.dev.cluster import free_port
 from egenmon.dev.mosquitto import Mosquitto
 from egenmon.dev.simulate_mqtt import DevicePublisher
+from tests.conftest import stop_process
 
 BASE_TIME = dt.datetime(2026, 1, 15, 8, 0, tzinfo=dt.UTC)
 
@@ -105,13 +106,7 @@ class Consumer:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=20)
         self._out.close()
 
     def counts(self) -> tuple[int, int]:

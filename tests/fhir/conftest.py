@@ -20,6 +20,7 @@ from fhirtest import TEMPLATE, TEST_SECRET, FhirServer
 
 from egenmon.dev.cluster import Cluster, free_port
 from egenmon.settings import Settings
+from tests.conftest import stop_process
 
 _db_serial = itertools.count()
 
@@ -77,13 +78,6 @@ def fhir(pg_cluster: Cluster) -> Iterator[FhirServer]:
         yield server
     finally:
         server.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        stop_process(proc)
         with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -26,7 +26,7 @@ from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.domain.identifiers import luhn_digit
 from egenmon.settings import Settings
 from egenmon.store import care_units, devices, patients
-from tests.conftest import TEST_SECRET, create_database, drop_database, wait_http
+from tests.conftest import TEST_SECRET, create_database, drop_database, stop_process, wait_http
 
 
 @dataclass
@@ -109,14 +109,7 @@ def fuzz_server(
         request.config.egenmon_fuzz_report = server.report  # type: ignore[attr-defined]
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        stop_process(proc)
         conn.close()
         drop_database(pg_cluster, name)
 
