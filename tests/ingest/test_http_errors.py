@@ -240,7 +240,11 @@ def test_strangers_cannot_flood_quarantine(in_app, conn):
     async def go(client, app):
         return [(await client.post(URL, content=raw)).status_code for _ in range(80)]
 
+    started = time.monotonic()
     assert set(in_app(go)) == {401}
+    elapsed = time.monotonic() - started
     entries = quarantine_rows(conn)
-    assert 40 <= len(entries) <= 60  # the burst of the rate limit, not all 80
+    # The burst (50) of the rate limit, plus what its rate (5/s) refilled while the 80
+    # requests ran (a loaded machine runs them slower): never all 80 in a short burst.
+    assert 40 <= len(entries) <= 50 + int(5 * elapsed) + 1
     assert all(len(q["raw"]) == 64 * 1024 and "truncated" in q["reason"] for q in entries)
