@@ -101,6 +101,13 @@ RESOURCES: tuple[ResourceSpec, ...] = (
                 _SP + "Observation-category",
             ),
             SearchParam("device", "reference", "The measuring device.", _SP + "Observation-device"),
+            SearchParam(
+                "_lastUpdated",
+                "date",
+                "When the observation was stored (its meta.lastUpdated), with the same "
+                "prefixes and precision rules as date.",
+                _SP + "Resource-lastUpdated",
+            ),
         ),
         operations=(
             Operation(
@@ -204,12 +211,15 @@ def capability_statement(
             entry["supportedProfile"] = list(spec.supported_profiles)
         entry["documentation"] = spec.documentation
         entry["interaction"] = [{"code": code} for code in spec.interactions]
-        entry["versioning"] = "no-version"
+        # meta.versionId and ETag on every read (no history, no vread).
+        entry["versioning"] = "versioned"
         entry["readHistory"] = False
         entry["updateCreate"] = False
         if "create" in spec.interactions:
             entry["conditionalCreate"] = spec.conditional_create
-        entry["conditionalRead"] = "not-supported"
+        # If-None-Match on every read; If-Modified-Since where meta.lastUpdated is
+        # known (Observation, Flag, Task).
+        entry["conditionalRead"] = "full-support"
         entry["conditionalUpdate"] = False
         entry["conditionalDelete"] = "not-supported"
         if spec.search_params:
@@ -244,7 +254,13 @@ def capability_statement(
                 "documentation": (
                     "Every request needs Authorization: Bearer <token>. Errors are "
                     "OperationOutcomes. Unknown search parameters are refused (400) unless "
-                    "the request says Prefer: handling=lenient."
+                    "the request says Prefer: handling=lenient. Reads carry ETag (W/\"<"
+                    "versionId>\") and, where meta.lastUpdated is known, Last-Modified; "
+                    "If-None-Match and If-Modified-Since answer 304. HEAD works on every "
+                    "read and search; answers over 2 KiB are gzipped for clients that "
+                    "accept it. Create honours Prefer: return=minimal, representation "
+                    "(the default) or OperationOutcome. Posted resources are checked "
+                    "strictly against FHIR JSON's types: nothing is coerced."
                 ),
                 "security": {
                     "cors": False,

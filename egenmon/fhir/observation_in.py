@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
 from egenmon.fhir.outcome import bad_request, unprocessable
 from egenmon.fhir.render import ON_OXYGEN_URL
+from egenmon.fhir.strict import primitive_errors
 from egenmon.jsonbody import quote_key
 
 __all__ = ["PostedObservation", "observation_to_reading"]
@@ -107,6 +108,13 @@ def _validate(resource: Any) -> Observation:
             f"{resource.get('resourceType')!r}",
             "Observation.resourceType",
         )
+    wrong = primitive_errors(resource)
+    if wrong:
+        shown = wrong[:_MAX_ERRORS]
+        parts = [f"{path}: {reason}" for path, reason in shown]
+        if len(wrong) > _MAX_ERRORS:
+            parts.append(f"and {len(wrong) - _MAX_ERRORS} more")
+        raise bad_request("; ".join(parts), list(dict.fromkeys(p for p, _ in shown)))
     try:
         return Observation.model_validate(dict(resource))
     except ValidationError as exc:
@@ -196,6 +204,13 @@ def _time(obs: Observation) -> str:
         )
     if not isinstance(when, datetime) or when.tzinfo is None:
         raise unprocessable(f"{where}: the time of day with an offset is needed", where)
+    end = obs.effectivePeriod.end if obs.effectivePeriod is not None else None
+    if isinstance(end, datetime) and end.tzinfo is not None and end < when:
+        # per-1: a period's start is not after its end.
+        raise bad_request(
+            "Observation.effectivePeriod: the end is before the start",
+            "Observation.effectivePeriod.end",
+        )
     return when.isoformat()
 
 
@@ -209,10 +224,15 @@ def _reference(ref: Any, kind: str, where: str) -> str:
     return ident
 
 
-def _is_ours_category(category: Any) -> bool:
-    return isinstance(category, Mapping) and any(
-        isinstance(c, Mapping) and c.get("system") == CATEGORY_SYSTEM
-        for c in category.get("coding") or ()
+def _is_ours_category(category: Any, ours: str) -> bool:
+    """Whether a posted category is the one the type decides (it is rendered anyway)."""
+    if not isinstance(category, Mapping):
+        return False
+    codings = [c for c in category.get("coding") or () if isinstance(c, Mapping)]
+    return (
+        bool(codings)
+        and all(c.get("system") == CATEGORY_SYSTEM and c.get("code") == ours for c in codings)
+        and set(category) <= {"coding", "text"}
     )
 
 
@@ -224,19 +244,45 @@ def _component_codes(comp: Any) -> set[tuple[str, str]]:
     return {(LOINC, comp.loinc), (MDC, comp.mdc)}
 
 
+def _rest(element: Any, taken: tuple[str, ...]) -> dict[str, Any]:
+    """What an object element carries beyond the keys the columns hold."""
+    if not isinstance(element, Mapping):
+        return {}
+    return {k: v for k, v in element.items() if k not in taken}
+
+
+def _whole_notes(notes: list[Any]) -> bool:
+    """Whether the notes hold more than the first one's text (the note column)."""
+    return len(notes) > 1 or any(isinstance(n, Mapping) and set(n) - {"text"} for n in notes)
+
+
 def _extra(
     raw: Mapping[str, Any], t: MeasurementType, subject_ref: str, used_components: dict[int, Any]
 ) -> dict[str, Any] | None:
     extra: dict[str, Any] = {
-        k: v for k, v in raw.items() if k not in _TAKEN and k.lstrip("_") not in _TAKEN
-    }
+        k: v for k, v in raw.items() if k not in _TAKEN and k != "_id"
+    }  # `_x` (a primitive's id and extensions) is kept for every `x`
     meta = raw.get("meta") or {}
-    kept_meta = {k: meta[k] for k in ("tag", "security") if meta.get(k)}
+    kept_meta = {k: meta[k] for k in ("tag", "security", "source") if meta.get(k)}
     if kept_meta:
         extra["meta"] = kept_meta
     if raw.get("status") not in (None, "final"):
         extra["status"] = raw["status"]
-    categories = [c for c in raw.get("category") or () if not _is_ours_category(c)]
+    if raw.get("issued") is not None:
+        extra["issued"] = raw["issued"]
+    # The measurement time is the column; the form it was posted in is served back.
+    if raw.get("effectivePeriod") is not None:
+        extra["effectivePeriod"] = dict(raw["effectivePeriod"])
+    elif raw.get("effectiveInstant") is not None:
+        extra["effectiveInstant"] = raw["effectiveInstant"]
+    for name in ("subject", "device"):
+        rest = _rest(raw.get(name), ("reference",))
+        if rest:
+            extra[name] = rest
+    quantity = _rest(raw.get("valueQuantity"), ("value", "unit", "system", "code"))
+    if quantity:
+        extra["valueQuantity"] = quantity
+    categories = [c for c in raw.get("category") or () if not _is_ours_category(c, t.category)]
     if categories:
         extra["category"] = categories
     type_codes = {(LOINC, t.loinc), (MDC, t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
@@ -248,13 +294,15 @@ def _extra(
         extra["code"] = {"coding": other_codings}
     if raw.get("identifier"):
         extra["identifier"] = list(raw["identifier"])
-    notes = list(raw.get("note") or ())[1:]
-    if notes:
+    notes = list(raw.get("note") or ())
+    if _whole_notes(notes):
+        # Every note whole, the first too: its text is also the note column, and the
+        # renderer serves these in its place (egenmon.fhir.render).
         extra["note"] = notes
     extensions = [e for e in raw.get("extension") or () if e.get("url") != ON_OXYGEN_URL]
     if extensions:
         extra["extension"] = extensions
-    performers = [p for p in raw.get("performer") or () if p.get("reference") != subject_ref]
+    performers = [p for p in raw.get("performer") or () if p != {"reference": subject_ref}]
     if performers:
         extra["performer"] = performers
     components = []
@@ -266,6 +314,9 @@ def _extra(
         # What a recognised component carries beyond its code and value, keyed by the
         # LOINC coding that merges it back into the rendered component.
         rest = {k: v for k, v in comp.items() if k not in ("code", "valueQuantity")}
+        quantity = _rest(comp.get("valueQuantity"), ("value", "unit", "system", "code"))
+        if quantity:
+            rest["valueQuantity"] = quantity
         codings = [
             c
             for c in (comp.get("code") or {}).get("coding") or ()

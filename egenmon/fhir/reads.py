@@ -253,6 +253,8 @@ def observation_filter(q: ObservationQuery) -> readings.ObservationFilter:
         date_high=q.date_high,
         descending=q.descending,
         cursor=q.cursor,
+        updated_low=q.updated_low,
+        updated_high=q.updated_high,
     )
 
 
