@@ -254,8 +254,8 @@ def capability_statement(
                 "documentation": (
                     "Every request needs Authorization: Bearer <token>. Errors are "
                     "OperationOutcomes. Unknown search parameters are refused (400) unless "
-                    "the request says Prefer: handling=lenient. Reads carry ETag (W/\"<"
-                    "versionId>\") and, where meta.lastUpdated is known, Last-Modified; "
+                    'the request says Prefer: handling=lenient. Reads carry ETag (W/"<'
+                    'versionId>") and, where meta.lastUpdated is known, Last-Modified; '
                     "If-None-Match and If-Modified-Since answer 304. HEAD works on every "
                     "read and search; answers over 2 KiB are gzipped for clients that "
                     "accept it. Create honours Prefer: return=minimal, representation "
