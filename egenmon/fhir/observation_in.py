@@ -5,29 +5,45 @@ shared normaliser (units, limits, dedup key) with the patient and device found h
 and stores `extra` in the row's jsonb column, where `egenmon.fhir.render` merges it back
 into what is served.
 
-What is taken into columns (everything else is kept in `extra` as posted):
+First the JSON is checked strictly against FHIR JSON's types (`egenmon.fhir.strict`:
+``"value": "72"``, ``"issued": 12345``, ``"valueBoolean": "true"`` are refused, never
+coerced), then validated with the fhir.resources R4B model (formats such as an instant
+without seconds, unknown elements, cardinality).
+
+What is taken into columns (everything else is kept in `extra` as posted, and served
+back by `egenmon.fhir.render`):
 
 - the type, from a LOINC or MDC coding of `code` (other codings are kept);
 - the value(s) and unit from `valueQuantity` (blood pressure: the 85354-9 panel's
   systolic, diastolic and optional mean `component`s; other components are kept, and so
-  is what a recognised component carries besides its code and value);
+  is what a recognised component or quantity carries besides its code, value and unit);
 - the time from `effectiveDateTime`, `effectiveInstant` or `effectivePeriod.start`,
-  which must hold a time with an offset;
+  which must hold a time with an offset; a period (its end too) or an instant is kept
+  and served back in that form;
 - the reading id from the first identifier (``system|value``, or the value alone); every
   posted identifier is also kept, so the integrator's own identifiers are served back;
-- the note from the first `note`'s text (further notes are kept);
+- the note from the first `note`'s text; when there are several notes, or a note has
+  more than text (its `time`, `authorString`, ...), every note is kept whole;
 - on_oxygen from the extension `egenmon.fhir.render.ON_OXYGEN_URL` (others are kept);
-- `subject` (``Patient/<uuid>``), `device` (``Device/<id>``), `status` final (amended,
-  corrected and preliminary are accepted and kept), `category` codings of the FHIR
-  observation-category system (the type decides the category; other categories are
-  kept), `performer` entries naming the subject (others are kept), `issued`, `meta`
-  (but its `tag` and `security` labels are kept) and `id` (the server assigns ids).
+- `subject` (``Patient/<uuid>``) and `device` (``Device/<id>``), whose other elements
+  (display, identifier) are kept; `status` final (amended, corrected and preliminary are
+  accepted and kept); `category` (the type decides it; a posted category other than the
+  type's own is kept); `performer` entries naming the subject (others are kept);
+  `issued` (kept and served as posted); `meta` (its `tag`, `security` and `source` are
+  kept; versionId and lastUpdated are the server's, and a `profile` claim is not taken
+  over: the server names the profiles what it serves follows); `id` (the server assigns
+  ids); a primitive's `_element` (id and extensions) is kept.
 
-Refused: what fails FHIR validation (400); a code egenmon does not know, no value, a
-`valueQuantity.comparator`, a partial or missing time, a missing or foreign subject or
-device, a status that is not a result, `modifierExtension` and `implicitRules` (both may
-change the meaning in ways egenmon cannot honour) (422); a `dataAbsentReason` beside a value
-(invariant obs-6, 400). Every error names the element.
+What changes in form only: times are served in UTC; a quantity's display `unit`, a
+code's `text` and a known coding's `display` are egenmon's own; a value is converted to
+the type's canonical UCUM unit and rounded to its precision (as for device readings).
+
+Refused: what fails FHIR validation (400: wrong JSON types, formats, a period ending
+before it starts); a code egenmon does not know, no value, a `valueQuantity.comparator`,
+a partial or missing time, a missing or foreign subject or device, a status that is not
+a result, `modifierExtension` and `implicitRules` (both may change the meaning in ways
+egenmon cannot honour) (422); a `dataAbsentReason` beside a value (invariant obs-6, 400).
+Every error names the element.
 """
 
 from __future__ import annotations
