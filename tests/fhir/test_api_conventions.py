@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import copy
 import email.utils
+import functools
+import gzip
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
+import orjson
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhirpathpy import compile as fhirpath
@@ -21,6 +26,7 @@ from egenmon.fhir.strict import primitive_errors
 
 FHIR_JSON = "application/fhir+json"
 R4 = models["r4"]
+SCHEMA = Path(__file__).parent / "schema" / "fhir.schema.json.gz"  # see schema/README.md
 # Invariants of the R4 specification (and the vital-signs profile) as FHIRPath.
 INVARIANTS: dict[str, dict[str, str]] = {
     "Bundle": {
@@ -97,8 +103,17 @@ def is_outcome(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
     return body
 
 
+@functools.cache
+def r4_schema() -> Any:
+    """A validator of HL7's R4 JSON schema (about 0.4 s to build: once)."""
+    return jsonschema_rs.Draft6Validator(orjson.loads(gzip.decompress(SCHEMA.read_bytes())))
+
+
 def valid(resource: dict[str, Any]) -> None:
-    """Strict FHIR JSON types, the R4B model, and the FHIRPath invariants, all the way down."""
+    """The official R4 JSON schema, strict FHIR JSON types, the R4B model, and the FHIRPath
+    invariants, all the way down."""
+    errors = [f"{list(e.instance_path)}: {e}"[:300] for e in r4_schema().iter_errors(resource)]
+    assert errors == []
     assert primitive_errors(resource) == [], primitive_errors(resource)
     get_fhir_model_class(resource["resourceType"]).model_validate(resource)
     for name, rule in COMPILED.get(resource["resourceType"], {}).items():
@@ -356,3 +371,12 @@ def test_the_capability_statement_says_so(fhir: FhirServer) -> None:
         assert resource["conditionalRead"] == "full-support"
     (obs,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Observation"]
     assert "_lastUpdated" in {p["name"] for p in obs["searchParam"]}
+
+
+def test_the_r4_schema_refuses_what_strict_in_refuses() -> None:
+    """The schema is wired in: what egenmon refuses on the way in, it refuses too."""
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "Puls"}}
+    assert r4_schema().is_valid(obs | {"valueQuantity": {"value": 72}})
+    for bad in ({"valueQuantity": {"value": "72"}}, {"issued": 12345},
+                {"valueBoolean": "true"}, {"unknownElement": 1}):  # fmt: skip
+        assert not r4_schema().is_valid(obs | bad), bad
