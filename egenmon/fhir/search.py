@@ -239,9 +239,18 @@ class AlertQuery:
     count: int = DEFAULT_COUNT
     summary_count: bool = False
     ignored: tuple[str, ...] = ()
+    # [updated_low, updated_high): when the alert last changed (_lastUpdated), UTC.
+    updated_low: datetime | None = None
+    updated_high: datetime | None = None
 
     @property
     def empty(self) -> bool:
+        if (
+            self.updated_low is not None
+            and self.updated_high is not None
+            and self.updated_low >= self.updated_high
+        ):
+            return True
         return self.statuses is not None and not self.statuses
 
 
@@ -644,11 +653,13 @@ def parse_device_search(params: Params, *, lenient: bool = False) -> DeviceQuery
     )
 
 
-_ALERT_PARAMS = frozenset({"patient", "status", "_count", "_summary"})
+_ALERT_PARAMS = frozenset({"patient", "status", "_count", "_summary", "_lastUpdated"})
 
 
-def parse_alert_search(params: Params, resource: str, *, lenient: bool = False) -> AlertQuery:
-    """Parse a Flag or Task search (`resource`): ``patient`` and ``status``.
+def parse_alert_search(
+    params: Params, resource: str, *, lenient: bool = False, tz: str | tzinfo = DEFAULT_TZ
+) -> AlertQuery:
+    """Parse a Flag or Task search (`resource`): ``patient``, ``status``, ``_lastUpdated``.
 
     The FHIR statuses are turned into the alert statuses behind them (see
     `egenmon.fhir.render.FLAG_STATUS` and `TASK_STATUS`).
@@ -668,10 +679,13 @@ def parse_alert_search(params: Params, resource: str, *, lenient: bool = False) 
                 raise SearchError("status", f"{code!r} is not a {resource} status")
             found |= _ALERT_STATUSES_FOR[resource].get(code, frozenset())
         statuses = frozenset(found) if statuses is None else statuses & found
+    low, high = _date_bounds(values.get("_lastUpdated", []), _zone(tz), "_lastUpdated")
     return AlertQuery(
         patient=_patient(values),
         statuses=statuses,
         count=_count(values),
         summary_count=_summary(values),
         ignored=ignored,
+        updated_low=low,
+        updated_high=high,
     )

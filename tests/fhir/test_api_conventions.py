@@ -296,6 +296,32 @@ def test_last_updated_search(fhir: FhirServer, world: dict) -> None:
         assert "_lastUpdated" in is_outcome(r, 400)["issue"][0]["diagnostics"]
 
 
+def test_last_updated_search_on_alerts(fhir: FhirServer, world: dict) -> None:
+    s = fhir.setup()
+    opened = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+    made = [
+        str(
+            fhir.conn.execute(
+                "INSERT INTO alerts (patient_id, rule, key, category, severity,"
+                " current_severity, status, summary, evidence, opened_at, updated_at, due_at)"
+                " VALUES (%s, 'threshold', %s, 'clinical', 'low', 'low', 'open', 'x', '{}',"
+                " %s, %s, %s) RETURNING id",
+                (s["patient"], f"threshold:{i}", opened, opened + timedelta(days=i),
+                 opened + timedelta(days=9)),
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        for i in (0, 2)
+    ]  # fmt: skip
+    with fhir.client(world["token"]) as c:
+        for kind in ("Flag", "Task"):
+            params = {"patient": str(s["patient"]), "_lastUpdated": "ge2026-05-02"}
+            bundle = c.get(f"/{kind}", params=params).json()
+            assert [e["resource"]["id"] for e in bundle["entry"]] == [made[1]]
+            params["_lastUpdated"] = "lt2026-05-02"
+            bundle = c.get(f"/{kind}", params=params).json()
+            assert [e["resource"]["id"] for e in bundle["entry"]] == [made[0]]
+
+
 # --- HEAD, gzip, Prefer ---------------------------------------------------------------
 
 
@@ -366,9 +392,18 @@ def test_framework_errors_are_operation_outcomes(fhir: FhirServer, world: dict) 
 def test_the_capability_statement_says_so(fhir: FhirServer) -> None:
     with fhir.client() as c:
         statement = c.get("/metadata").json()
-    for resource in statement["rest"][0]["resource"]:
-        assert resource["versioning"] == "versioned"
-        assert resource["conditionalRead"] == "full-support"
+    served = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    for kind in ("Observation", "Patient", "Device", "Flag", "Task"):
+        assert served[kind]["versioning"] == "versioned"
+    # If-Modified-Since only where the store knows when a resource last changed.
+    assert {k: served[k]["conditionalRead"] for k in ("Observation", "Flag", "Task")} == {
+        "Observation": "full-support",
+        "Flag": "full-support",
+        "Task": "full-support",
+    }
+    assert (
+        served["Patient"]["conditionalRead"] == served["Device"]["conditionalRead"] == "not-match"
+    )
     (obs,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Observation"]
     assert "_lastUpdated" in {p["name"] for p in obs["searchParam"]}
 
