@@ -34,8 +34,8 @@ back by `egenmon.fhir.render`):
   over: the server names the profiles what it serves follows); `id` (the server assigns
   ids); a primitive's `_element` (id and extensions) is kept.
 
-What changes in form only: times are served in UTC; a quantity's display `unit`, a
-code's `text` and a known coding's `display` are egenmon's own; a value is converted to
+What changes in form only: times are served in UTC; a quantity's display `unit` and a
+known coding's `display` are egenmon's own (a posted `code.text` is served as posted); a value is converted to
 the type's canonical UCUM unit and rounded to its precision (as for device readings).
 
 Refused: what fails FHIR validation (400: wrong JSON types, formats, a period ending
@@ -273,7 +273,11 @@ def _whole_notes(notes: list[Any]) -> bool:
 
 
 def _extra(
-    raw: Mapping[str, Any], t: MeasurementType, subject_ref: str, used_components: dict[int, Any]
+    raw: Mapping[str, Any],
+    t: MeasurementType,
+    subject_ref: str,
+    used_components: dict[int, Any],
+    mdc: str | None,
 ) -> dict[str, Any] | None:
     extra: dict[str, Any] = {
         k: v for k, v in raw.items() if k not in _TAKEN and k != "_id"
@@ -301,13 +305,21 @@ def _extra(
     categories = [c for c in raw.get("category") or () if not _is_ours_category(c, t.category)]
     if categories:
         extra["category"] = categories
-    type_codes = {(LOINC, t.loinc), (MDC, t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
-    type_codes |= {(MDC, c) for c, _ in t.extra_mdc}
-    other_codings = [
-        c for c in (raw.get("code") or {}).get("coding") or () if not _known_coding(c, type_codes)
-    ]
-    if other_codings:
-        extra["code"] = {"coding": other_codings}
+    # The codings the renderer writes itself; others are kept, and so is what a rendered
+    # one carries beyond its system, code and display (a version, userSelected).
+    rendered = {(LOINC, t.loinc), (MDC, mdc or t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
+    kept_codings = []
+    for c in (raw.get("code") or {}).get("coding") or ():
+        if not _known_coding(c, rendered):
+            kept_codings.append(c)
+        elif set(c) - {"system", "code", "display"}:
+            kept_codings.append({k: v for k, v in c.items() if k != "display"})
+    code: dict[str, Any] = {"coding": kept_codings} if kept_codings else {}
+    text = (raw.get("code") or {}).get("text")
+    if text is not None and text != t.loinc_display:
+        code["text"] = text  # what the poster's user saw; served in place of ours
+    if code:
+        extra["code"] = code
     if raw.get("identifier"):
         extra["identifier"] = list(raw["identifier"])
     notes = list(raw.get("note") or ())
@@ -451,6 +463,6 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
         reading=reading,
         patient_id=uuid.UUID(patient_ident),
         device_id=device_id,
-        extra=_extra(resource, t, subject_ref, used_components),
+        extra=_extra(resource, t, subject_ref, used_components, mdc),
         mdc=mdc,
     )

@@ -252,6 +252,10 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
         if isinstance(extra.get("issued"), str):
             obs["issued"] = extra.pop("issued")
         _posted_effective(obs, extra, row["time"])
+        code = extra.get("code")
+        if isinstance(code, Mapping) and isinstance(code.get("text"), str):
+            extra["code"] = {k: v for k, v in code.items() if k != "text"}
+            obs["code"]["text"] = code["text"]
         notes = extra.get("note")
         if isinstance(notes, list) and notes and (not note or notes[0].get("text") == note):
             # Every posted note whole (the first one's text is the note column); rows

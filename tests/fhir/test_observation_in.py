@@ -160,7 +160,9 @@ def test_blood_pressure_example_keeps_what_the_columns_cannot_hold() -> None:
                                 BLOOD_PRESSURE["component"][0]["code"]["coding"][1]]},
         }
     ]  # fmt: skip
-    for taken in ("id", "meta", "status", "category", "code", "subject", "device",
+    # The code's codings are all rendered; the poster's text is kept and served.
+    assert extra["code"] == {"text": BLOOD_PRESSURE["code"]["text"]}
+    for taken in ("id", "meta", "status", "category", "subject", "device",
                   "effectiveDateTime"):  # fmt: skip
         assert taken not in extra
 

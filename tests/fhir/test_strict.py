@@ -124,7 +124,7 @@ def _round_trip(posted: dict[str, Any]) -> dict[str, Any]:
     when = datetime.fromisoformat(p.reading["time"]).astimezone(UTC)
     row = {
         "time": when, "patient_id": p.patient_id, "device_id": p.device_id,
-        "type": p.reading["type"], "mdc": None, "value": p.reading.get("value"),
+        "type": p.reading["type"], "mdc": p.mdc, "value": p.reading.get("value"),
         "value2": None, "value3": None, "unit": p.reading["unit"], "on_oxygen": None,
         "note": p.reading.get("note"), "dedup_key": "omron-1|x", "extra": p.extra,
         "received_at": when + timedelta(seconds=3),
@@ -291,3 +291,23 @@ def test_framework_errors_under_fhir_become_operation_outcomes() -> None:
             assert r.status_code == 422 and "detail" in r.json()
 
     asyncio.run(run())
+
+
+def test_a_codings_version_a_second_mdc_code_and_the_code_text_come_back() -> None:
+    mdc = "urn:iso:std:iso:11073:10101"
+    posted = HEART_RATE | {
+        "code": {
+            "coding": [
+                {"system": LOINC, "code": "8867-4", "version": "2.77", "userSelected": True},
+                {"system": mdc, "code": "149530"},
+                {"system": mdc, "code": "147842"},
+            ],
+            "text": "Puls i vila",
+        }
+    }
+    served = _round_trip(posted)
+    assert served["code"]["text"] == "Puls i vila"
+    by_code = {(c["system"], c["code"]): c for c in served["code"]["coding"]}
+    assert by_code[(LOINC, "8867-4")]["version"] == "2.77"
+    assert by_code[(LOINC, "8867-4")]["userSelected"] is True
+    assert {(mdc, "149530"), (mdc, "147842")} <= set(by_code)
