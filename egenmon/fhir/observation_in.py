@@ -35,8 +35,9 @@ back by `egenmon.fhir.render`):
   ids); a primitive's `_element` (id and extensions) is kept.
 
 What changes in form only: times are served in UTC; a quantity's display `unit` and a
-known coding's `display` are egenmon's own (a posted `code.text` is served as posted); a value is converted to
-the type's canonical UCUM unit and rounded to its precision (as for device readings).
+known coding's `display` are egenmon's own (a posted `code.text` is served as posted); a
+value is converted to the type's canonical UCUM unit and rounded to its precision (as
+for device readings); a quantity in another system than UCUM is taken by its `unit`.
 
 Refused: what fails FHIR validation (400: wrong JSON types, formats, a period ending
 before it starts); a code egenmon does not know, no value, a `valueQuantity.comparator`,
