@@ -20,6 +20,7 @@ from egenmon.alerts import api as alerts_api
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
+from egenmon.fhir.http import FhirHttp
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest.mqtt import MqttConsumer
 from egenmon.ingest.pipeline import Pipeline
@@ -109,6 +110,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         app.include_router(router)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
+    app.add_middleware(FhirHttp)  # HEAD, gzip and OperationOutcome errors under /fhir
     app.add_middleware(RequestLimits)
     # Outermost, so that every answer over https carries it, refusals by the limits too.
     app.add_middleware(StrictTransportSecurity)

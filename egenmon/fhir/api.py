@@ -27,7 +27,8 @@ from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
-from egenmon.fhir.outcome import FhirError, bad_request, not_found
+from egenmon.fhir.http import not_modified, validator_headers, validators
+from egenmon.fhir.outcome import FhirError, bad_request, not_found, operation_outcome
 from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
 from egenmon.limits import FHIR_BODY, BodyTooLarge
@@ -216,7 +217,12 @@ def _reader(resource: str) -> Handler:
         ctx = await _context(request, resource)
         ident = request.path_params["id"]
         try:
-            return fhir_response(await _READ[resource](ctx, ident))
+            found = await _READ[resource](ctx, ident)
+            etag, modified = validators(found)
+            headers = validator_headers(etag, modified)
+            if not_modified(request.headers, etag, modified):
+                return Response(status_code=304, headers=headers)
+            return fhir_response(found, headers=headers)
         except (AuthError, FhirError) as exc:
             if exc.status in _REFUSED:  # refused and unknown look alike; both are logged
                 await reads.log_refused(
@@ -284,8 +290,15 @@ def _creator(resource: str) -> Handler:
         status, resource_out, headers = await ingest.create_observation(
             ctx, body, request.headers.get("if-none-exist")
         )
-        if _prefer(request).get("return") == "minimal":
+        etag, modified = validators(resource_out)
+        headers = {**headers, **validator_headers(etag, modified)}
+        wanted = _prefer(request).get("return")
+        if wanted == "minimal":
             return Response(status_code=status, headers=headers)
+        if wanted == "operationoutcome":
+            done = "created" if status == 201 else "already stored (If-None-Exist or a duplicate)"
+            outcome = operation_outcome("information", "informational", f"{resource}: {done}")
+            return fhir_response(outcome, status, headers)
         return fhir_response(resource_out, status, headers)
 
     create.__name__ = f"create_{resource.lower()}"

@@ -56,6 +56,11 @@ class ResourceSpec:
     operations: tuple[Operation, ...] = ()
     conditional_create: bool = False
     supported_profiles: tuple[str, ...] = field(default=())
+    # What its reads say of versions (meta.versionId and ETag: "versioned") and which
+    # conditional reads they honour (If-None-Match: "not-match"; If-Modified-Since too,
+    # where meta.lastUpdated is known: "full-support"); see egenmon.fhir.http.
+    versioning: str = "no-version"
+    conditional_read: str = "not-supported"
 
     @property
     def param_names(self) -> frozenset[str]:
@@ -101,6 +106,13 @@ RESOURCES: tuple[ResourceSpec, ...] = (
                 _SP + "Observation-category",
             ),
             SearchParam("device", "reference", "The measuring device.", _SP + "Observation-device"),
+            SearchParam(
+                "_lastUpdated",
+                "date",
+                "When the observation was stored (its meta.lastUpdated), with the same "
+                "prefixes and precision rules as date.",
+                _SP + "Resource-lastUpdated",
+            ),
         ),
         operations=(
             Operation(
@@ -112,10 +124,14 @@ RESOURCES: tuple[ResourceSpec, ...] = (
         ),
         conditional_create=True,
         supported_profiles=tuple(VITAL_SIGNS_PROFILES.values()),
+        versioning="versioned",
+        conditional_read="full-support",
     ),
     ResourceSpec(
         type="Patient",
         interactions=("read", "search-type"),
+        versioning="versioned",
+        conditional_read="not-match",
         documentation=(
             "Patients by opaque id. Search by identifier (personnummer or "
             "samordningsnummer, URI or urn:oid system); use POST Patient/_search so the "
@@ -134,6 +150,8 @@ RESOURCES: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         type="Device",
         interactions=("read", "search-type"),
+        versioning="versioned",
+        conditional_read="not-match",
         documentation="Home measuring devices; patient is the patient the device is bound to now.",
         search_params=(
             SearchParam("patient", "reference", _PATIENT_REF, _SP + "Device-patient"),
@@ -148,6 +166,8 @@ RESOURCES: tuple[ResourceSpec, ...] = (
     ResourceSpec(
         type="Flag",
         interactions=("read", "search-type"),
+        versioning="versioned",
+        conditional_read="full-support",
         documentation="Deviations (alerts): active while open or acknowledged.",
         search_params=(
             SearchParam("patient", "reference", _PATIENT_REF, _SP + "clinical-patient"),
@@ -157,11 +177,20 @@ RESOURCES: tuple[ResourceSpec, ...] = (
                 "active, inactive or entered-in-error.",
                 _PROJECT_SP + "Flag-status",
             ),
+            SearchParam(
+                "_lastUpdated",
+                "date",
+                "When the alert last changed (meta.lastUpdated), with the prefixes of "
+                "Observation's date.",
+                _SP + "Resource-lastUpdated",
+            ),
         ),
     ),
     ResourceSpec(
         type="Task",
         interactions=("read", "search-type"),
+        versioning="versioned",
+        conditional_read="full-support",
         documentation="Care contacts asked for by alerts.",
         search_params=(
             SearchParam("patient", "reference", _PATIENT_REF, _SP + "Task-patient"),
@@ -170,6 +199,13 @@ RESOURCES: tuple[ResourceSpec, ...] = (
                 "token",
                 "requested, accepted, completed or cancelled (others find nothing).",
                 _SP + "Task-status",
+            ),
+            SearchParam(
+                "_lastUpdated",
+                "date",
+                "When the alert last changed (meta.lastUpdated), with the prefixes of "
+                "Observation's date.",
+                _SP + "Resource-lastUpdated",
             ),
         ),
     ),
@@ -204,12 +240,12 @@ def capability_statement(
             entry["supportedProfile"] = list(spec.supported_profiles)
         entry["documentation"] = spec.documentation
         entry["interaction"] = [{"code": code} for code in spec.interactions]
-        entry["versioning"] = "no-version"
+        entry["versioning"] = spec.versioning
         entry["readHistory"] = False
         entry["updateCreate"] = False
         if "create" in spec.interactions:
             entry["conditionalCreate"] = spec.conditional_create
-        entry["conditionalRead"] = "not-supported"
+        entry["conditionalRead"] = spec.conditional_read
         entry["conditionalUpdate"] = False
         entry["conditionalDelete"] = "not-supported"
         if spec.search_params:
@@ -244,7 +280,13 @@ def capability_statement(
                 "documentation": (
                     "Every request needs Authorization: Bearer <token>. Errors are "
                     "OperationOutcomes. Unknown search parameters are refused (400) unless "
-                    "the request says Prefer: handling=lenient."
+                    'the request says Prefer: handling=lenient. Reads carry ETag (W/"<'
+                    'versionId>") and, where meta.lastUpdated is known, Last-Modified; '
+                    "If-None-Match and If-Modified-Since answer 304. HEAD works on every "
+                    "read and search; answers over 2 KiB are gzipped for clients that "
+                    "accept it. Create honours Prefer: return=minimal, representation "
+                    "(the default) or OperationOutcome. Posted resources are checked "
+                    "strictly against FHIR JSON's types: nothing is coerced."
                 ),
                 "security": {
                     "cors": False,

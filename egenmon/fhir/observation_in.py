@@ -5,29 +5,46 @@ shared normaliser (units, limits, dedup key) with the patient and device found h
 and stores `extra` in the row's jsonb column, where `egenmon.fhir.render` merges it back
 into what is served.
 
-What is taken into columns (everything else is kept in `extra` as posted):
+First the JSON is checked strictly against FHIR JSON's types (`egenmon.fhir.strict`:
+``"value": "72"``, ``"issued": 12345``, ``"valueBoolean": "true"`` are refused, never
+coerced), then validated with the fhir.resources R4B model (formats such as an instant
+without seconds, unknown elements, cardinality).
+
+What is taken into columns (everything else is kept in `extra` as posted, and served
+back by `egenmon.fhir.render`):
 
 - the type, from a LOINC or MDC coding of `code` (other codings are kept);
 - the value(s) and unit from `valueQuantity` (blood pressure: the 85354-9 panel's
   systolic, diastolic and optional mean `component`s; other components are kept, and so
-  is what a recognised component carries besides its code and value);
+  is what a recognised component or quantity carries besides its code, value and unit);
 - the time from `effectiveDateTime`, `effectiveInstant` or `effectivePeriod.start`,
-  which must hold a time with an offset;
+  which must hold a time with an offset; a period (its end too) or an instant is kept
+  and served back in that form;
 - the reading id from the first identifier (``system|value``, or the value alone); every
   posted identifier is also kept, so the integrator's own identifiers are served back;
-- the note from the first `note`'s text (further notes are kept);
+- the note from the first `note`'s text; when there are several notes, or a note has
+  more than text (its `time`, `authorString`, ...), every note is kept whole;
 - on_oxygen from the extension `egenmon.fhir.render.ON_OXYGEN_URL` (others are kept);
-- `subject` (``Patient/<uuid>``), `device` (``Device/<id>``), `status` final (amended,
-  corrected and preliminary are accepted and kept), `category` codings of the FHIR
-  observation-category system (the type decides the category; other categories are
-  kept), `performer` entries naming the subject (others are kept), `issued`, `meta`
-  (but its `tag` and `security` labels are kept) and `id` (the server assigns ids).
+- `subject` (``Patient/<uuid>``) and `device` (``Device/<id>``), whose other elements
+  (display, identifier) are kept; `status` final (amended, corrected and preliminary are
+  accepted and kept); `category` (the type decides it; a posted category other than the
+  type's own is kept); `performer` entries naming the subject (others are kept);
+  `issued` (kept and served as posted); `meta` (its `tag`, `security` and `source` are
+  kept; versionId and lastUpdated are the server's, and a `profile` claim is not taken
+  over: the server names the profiles what it serves follows); `id` (the server assigns
+  ids); a primitive's `_element` (id and extensions) is kept.
 
-Refused: what fails FHIR validation (400); a code egenmon does not know, no value, a
-`valueQuantity.comparator`, a partial or missing time, a missing or foreign subject or
-device, a status that is not a result, `modifierExtension` and `implicitRules` (both may
-change the meaning in ways egenmon cannot honour) (422); a `dataAbsentReason` beside a value
-(invariant obs-6, 400). Every error names the element.
+What changes in form only: times are served in UTC; a quantity's display `unit` and a
+known coding's `display` are egenmon's own (a posted `code.text` is served as posted); a
+value is converted to the type's canonical UCUM unit and rounded to its precision (as
+for device readings); a quantity in another system than UCUM is taken by its `unit`.
+
+Refused: what fails FHIR validation (400: wrong JSON types, formats, a period ending
+before it starts); a code egenmon does not know, no value, a `valueQuantity.comparator`,
+a partial or missing time, a missing or foreign subject or device, a status that is not
+a result, `modifierExtension` and `implicitRules` (both may change the meaning in ways
+egenmon cannot honour) (422); a `dataAbsentReason` beside a value (invariant obs-6, 400).
+Every error names the element.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ from pydantic import ValidationError
 from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
 from egenmon.fhir.outcome import bad_request, unprocessable
 from egenmon.fhir.render import ON_OXYGEN_URL
+from egenmon.fhir.strict import primitive_errors
 from egenmon.jsonbody import quote_key
 
 __all__ = ["PostedObservation", "observation_to_reading"]
@@ -107,6 +125,13 @@ def _validate(resource: Any) -> Observation:
             f"{resource.get('resourceType')!r}",
             "Observation.resourceType",
         )
+    wrong = primitive_errors(resource)
+    if wrong:
+        shown = wrong[:_MAX_ERRORS]
+        parts = [f"{path}: {reason}" for path, reason in shown]
+        if len(wrong) > _MAX_ERRORS:
+            parts.append(f"and {len(wrong) - _MAX_ERRORS} more")
+        raise bad_request("; ".join(parts), list(dict.fromkeys(p for p, _ in shown)))
     try:
         return Observation.model_validate(dict(resource))
     except ValidationError as exc:
@@ -196,6 +221,13 @@ def _time(obs: Observation) -> str:
         )
     if not isinstance(when, datetime) or when.tzinfo is None:
         raise unprocessable(f"{where}: the time of day with an offset is needed", where)
+    end = obs.effectivePeriod.end if obs.effectivePeriod is not None else None
+    if isinstance(end, datetime) and end.tzinfo is not None and end < when:
+        # per-1: a period's start is not after its end.
+        raise bad_request(
+            "Observation.effectivePeriod: the end is before the start",
+            "Observation.effectivePeriod.end",
+        )
     return when.isoformat()
 
 
@@ -209,10 +241,15 @@ def _reference(ref: Any, kind: str, where: str) -> str:
     return ident
 
 
-def _is_ours_category(category: Any) -> bool:
-    return isinstance(category, Mapping) and any(
-        isinstance(c, Mapping) and c.get("system") == CATEGORY_SYSTEM
-        for c in category.get("coding") or ()
+def _is_ours_category(category: Any, ours: str) -> bool:
+    """Whether a posted category is the one the type decides (it is rendered anyway)."""
+    if not isinstance(category, Mapping):
+        return False
+    codings = [c for c in category.get("coding") or () if isinstance(c, Mapping)]
+    return (
+        bool(codings)
+        and all(c.get("system") == CATEGORY_SYSTEM and c.get("code") == ours for c in codings)
+        and set(category) <= {"coding", "text"}
     )
 
 
@@ -224,37 +261,77 @@ def _component_codes(comp: Any) -> set[tuple[str, str]]:
     return {(LOINC, comp.loinc), (MDC, comp.mdc)}
 
 
+def _rest(element: Any, taken: tuple[str, ...]) -> dict[str, Any]:
+    """What an object element carries beyond the keys the columns hold."""
+    if not isinstance(element, Mapping):
+        return {}
+    return {k: v for k, v in element.items() if k not in taken}
+
+
+def _whole_notes(notes: list[Any]) -> bool:
+    """Whether the notes hold more than the first one's text (the note column)."""
+    return len(notes) > 1 or any(isinstance(n, Mapping) and set(n) - {"text"} for n in notes)
+
+
 def _extra(
-    raw: Mapping[str, Any], t: MeasurementType, subject_ref: str, used_components: dict[int, Any]
+    raw: Mapping[str, Any],
+    t: MeasurementType,
+    subject_ref: str,
+    used_components: dict[int, Any],
+    mdc: str | None,
 ) -> dict[str, Any] | None:
     extra: dict[str, Any] = {
-        k: v for k, v in raw.items() if k not in _TAKEN and k.lstrip("_") not in _TAKEN
-    }
+        k: v for k, v in raw.items() if k not in _TAKEN and k != "_id"
+    }  # `_x` (a primitive's id and extensions) is kept for every `x`
     meta = raw.get("meta") or {}
-    kept_meta = {k: meta[k] for k in ("tag", "security") if meta.get(k)}
+    kept_meta = {k: meta[k] for k in ("tag", "security", "source") if meta.get(k)}
     if kept_meta:
         extra["meta"] = kept_meta
     if raw.get("status") not in (None, "final"):
         extra["status"] = raw["status"]
-    categories = [c for c in raw.get("category") or () if not _is_ours_category(c)]
+    if raw.get("issued") is not None:
+        extra["issued"] = raw["issued"]
+    # The measurement time is the column; the form it was posted in is served back.
+    if raw.get("effectivePeriod") is not None:
+        extra["effectivePeriod"] = dict(raw["effectivePeriod"])
+    elif raw.get("effectiveInstant") is not None:
+        extra["effectiveInstant"] = raw["effectiveInstant"]
+    for name in ("subject", "device"):
+        rest = _rest(raw.get(name), ("reference",))
+        if rest:
+            extra[name] = rest
+    quantity = _rest(raw.get("valueQuantity"), ("value", "unit", "system", "code"))
+    if quantity:
+        extra["valueQuantity"] = quantity
+    categories = [c for c in raw.get("category") or () if not _is_ours_category(c, t.category)]
     if categories:
         extra["category"] = categories
-    type_codes = {(LOINC, t.loinc), (MDC, t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
-    type_codes |= {(MDC, c) for c, _ in t.extra_mdc}
-    other_codings = [
-        c for c in (raw.get("code") or {}).get("coding") or () if not _known_coding(c, type_codes)
-    ]
-    if other_codings:
-        extra["code"] = {"coding": other_codings}
+    # The codings the renderer writes itself; others are kept, and so is what a rendered
+    # one carries beyond its system, code and display (a version, userSelected).
+    rendered = {(LOINC, t.loinc), (MDC, mdc or t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
+    kept_codings = []
+    for c in (raw.get("code") or {}).get("coding") or ():
+        if not _known_coding(c, rendered):
+            kept_codings.append(c)
+        elif set(c) - {"system", "code", "display"}:
+            kept_codings.append({k: v for k, v in c.items() if k != "display"})
+    code: dict[str, Any] = {"coding": kept_codings} if kept_codings else {}
+    text = (raw.get("code") or {}).get("text")
+    if text is not None and text != t.loinc_display:
+        code["text"] = text  # what the poster's user saw; served in place of ours
+    if code:
+        extra["code"] = code
     if raw.get("identifier"):
         extra["identifier"] = list(raw["identifier"])
-    notes = list(raw.get("note") or ())[1:]
-    if notes:
+    notes = list(raw.get("note") or ())
+    if _whole_notes(notes):
+        # Every note whole, the first too: its text is also the note column, and the
+        # renderer serves these in its place (egenmon.fhir.render).
         extra["note"] = notes
     extensions = [e for e in raw.get("extension") or () if e.get("url") != ON_OXYGEN_URL]
     if extensions:
         extra["extension"] = extensions
-    performers = [p for p in raw.get("performer") or () if p.get("reference") != subject_ref]
+    performers = [p for p in raw.get("performer") or () if p != {"reference": subject_ref}]
     if performers:
         extra["performer"] = performers
     components = []
@@ -266,6 +343,9 @@ def _extra(
         # What a recognised component carries beyond its code and value, keyed by the
         # LOINC coding that merges it back into the rendered component.
         rest = {k: v for k, v in comp.items() if k not in ("code", "valueQuantity")}
+        quantity = _rest(comp.get("valueQuantity"), ("value", "unit", "system", "code"))
+        if quantity:
+            rest["valueQuantity"] = quantity
         codings = [
             c
             for c in (comp.get("code") or {}).get("coding") or ()
@@ -384,6 +464,6 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
         reading=reading,
         patient_id=uuid.UUID(patient_ident),
         device_id=device_id,
-        extra=_extra(resource, t, subject_ref, used_components),
+        extra=_extra(resource, t, subject_ref, used_components, mdc),
         mdc=mdc,
     )

@@ -253,6 +253,8 @@ def observation_filter(q: ObservationQuery) -> readings.ObservationFilter:
         date_high=q.date_high,
         descending=q.descending,
         cursor=q.cursor,
+        updated_low=q.updated_low,
+        updated_high=q.updated_high,
     )
 
 
@@ -520,7 +522,7 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
     ctx.principal.require(resource, "s")
     rest, total_mode = _pop_total(params)
     rest, after = _pop_cursor(rest, ctx.cursor_key)
-    q = parse_alert_search(rest, resource, lenient=ctx.lenient)
+    q = parse_alert_search(rest, resource, lenient=ctx.lenient, tz=ctx.tz)
     count_only = q.summary_count or q.count == 0
     restrict = ctx.principal.patient_filter
     rows: list[dict[str, Any]] = []
@@ -532,7 +534,13 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
         if q.empty:
             total = 0
         else:
-            args = {"patient_id": q.patient, "statuses": q.statuses, "restrict": restrict}
+            args = {
+                "patient_id": q.patient,
+                "statuses": q.statuses,
+                "restrict": restrict,
+                "updated_low": q.updated_low,
+                "updated_high": q.updated_high,
+            }
             rows, total, more = await _page(
                 alerts.search_alerts, conn, args, after, q.count, count_only, total_mode
             )

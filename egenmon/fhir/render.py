@@ -24,8 +24,9 @@ Decisions a client may rely on:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -46,6 +47,8 @@ __all__ = [
     "SAMORDNINGSNUMMER_SYSTEM",
     "TASK_PRIORITY",
     "TASK_STATUS",
+    "alert_meta",
+    "content_version",
     "fhir_instant",
     "render_bundle_searchset",
     "render_device",
@@ -55,6 +58,7 @@ __all__ = [
     "render_task",
 ]
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROJECT_NS = "https://egenmon.example.org/fhir"
 DEDUP_SYSTEM = "urn:egenmon:dedup"
 DEVICE_ID_SYSTEM = "urn:egenmon:device"
@@ -190,7 +194,8 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
     prefix = _prefix(base)
     subject = _ref(prefix, "Patient", row["patient_id"])
 
-    meta: dict[str, Any] = {"lastUpdated": received}
+    # A reading never changes once stored: version 1, last updated when it was received.
+    meta: dict[str, Any] = {"versionId": "1", "lastUpdated": received}
     profile = VITAL_SIGNS_PROFILES.get(t.name)
     if profile:
         meta["profile"] = [profile]
@@ -240,11 +245,37 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
     if extra:
         if isinstance(extra, str | bytes):
             extra = orjson.loads(extra)
+        extra = dict(extra)
         # A posted status other than final is kept in extra and served as posted.
         if extra.get("status") in _POSTED_STATUSES:
             obs["status"] = extra["status"]
+        if isinstance(extra.get("issued"), str):
+            obs["issued"] = extra.pop("issued")
+        _posted_effective(obs, extra, row["time"])
+        code = extra.get("code")
+        if isinstance(code, Mapping) and isinstance(code.get("text"), str):
+            extra["code"] = {k: v for k, v in code.items() if k != "text"}
+            obs["code"]["text"] = code["text"]
+        notes = extra.get("note")
+        if isinstance(notes, list) and notes and (not note or notes[0].get("text") == note):
+            # Every posted note whole (the first one's text is the note column); rows
+            # stored before notes were kept whole hold only the further notes.
+            obs["note"] = _copy(extra.pop("note"))
         merge_extra(obs, extra)
     return obs
+
+
+def _posted_effective(obs: dict[str, Any], extra: dict[str, Any], time: datetime) -> None:
+    """The measurement time in the form it was posted in: a Period (its start the time
+    column, its end as posted) or an instant; otherwise effectiveDateTime stays."""
+    period = extra.pop("effectivePeriod", None)
+    instant = extra.pop("effectiveInstant", None)
+    if isinstance(period, Mapping):
+        del obs["effectiveDateTime"]
+        obs["effectivePeriod"] = {**_copy(period), "start": fhir_instant(time)}
+    elif instant is not None:
+        del obs["effectiveDateTime"]
+        obs["effectiveInstant"] = fhir_instant(time)
 
 
 # --- merging posted content back ------------------------------------------------------
@@ -370,7 +401,7 @@ def render_patient(row: Mapping[str, Any]) -> dict[str, Any]:
         org["display"] = row["care_unit_name"]
     if org:
         patient["managingOrganization"] = org
-    return patient
+    return _with_version(patient)
 
 
 def render_device(row: Mapping[str, Any], base: str = "") -> dict[str, Any]:
@@ -392,10 +423,32 @@ def render_device(row: Mapping[str, Any], base: str = "") -> dict[str, Any]:
         device["modelNumber"] = row["model"]
     if row.get("patient_id"):
         device["patient"] = _ref(_prefix(base), "Patient", row["patient_id"])
-    return device
+    return _with_version(device)
 
 
 # --- alerts: Flag and Task ------------------------------------------------------------
+
+
+def alert_meta(alert: Mapping[str, Any]) -> dict[str, str]:
+    """An alert's Flag and Task change with it: the version is its update time (in
+    microseconds since 1970, so a later change is a larger number), as is lastUpdated."""
+    updated = alert["updated_at"]
+    if not isinstance(updated, datetime):
+        updated = datetime.fromisoformat(str(updated).replace("Z", "+00:00"))
+    micros = (updated - _EPOCH) // timedelta(microseconds=1)
+    return {"versionId": str(micros), "lastUpdated": fhir_instant(updated)}
+
+
+def content_version(resource: Mapping[str, Any]) -> str:
+    """A version id for a resource the store keeps no update time for (Patient, Device):
+    a digest of its content, so any change to what is served is a new version."""
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def _with_version(resource: dict[str, Any]) -> dict[str, Any]:
+    resource["meta"] = {"versionId": content_version(resource)}
+    return resource
 
 
 def _rule_coding(rule: str) -> dict[str, str]:
@@ -420,6 +473,7 @@ def render_flag(alert: Mapping[str, Any], base: str = "") -> dict[str, Any]:
     return {
         "resourceType": "Flag",
         "id": str(alert["id"]),
+        "meta": alert_meta(alert),
         "extension": [
             {
                 "url": FLAG_PRIORITY_URL,
@@ -470,6 +524,7 @@ def render_task(alert: Mapping[str, Any], base: str = "") -> dict[str, Any]:
     task: dict[str, Any] = {
         "resourceType": "Task",
         "id": str(alert["id"]),
+        "meta": alert_meta(alert),
         "status": TASK_STATUS[alert["status"]],
         "businessStatus": {"text": alert["status"]},
         "intent": "order",

@@ -22,7 +22,9 @@ Values without a time zone (every date, and times without an offset) are local t
 the `tz` given (the server's EGENMON_TIMEZONE), so a day is 23 or 25 hours long on the days
 daylight saving time starts or ends. A space where the offset's ``+`` should be (an
 unencoded ``+`` in a URL decodes to a space) is read as ``+``. All date parameters
-intersect into one half-open UTC range [date_low, date_high).
+intersect into one half-open UTC range [date_low, date_high). `_lastUpdated` (when the
+reading was stored: its meta.lastUpdated) takes the same values and prefixes into
+[updated_low, updated_high).
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class ObservationQuery:
     summary_count: bool = False
     cursor: tuple[datetime, str] | None = None
     ignored: tuple[str, ...] = ()
+    # [updated_low, updated_high): when the reading was stored (_lastUpdated), UTC.
+    updated_low: datetime | None = None
+    updated_high: datetime | None = None
 
     @property
     def count_only(self) -> bool:
@@ -161,10 +166,12 @@ class ObservationQuery:
         """Nothing can match: answer with an empty Bundle without asking the store."""
         if self.types is not None and not self.types:
             return True
-        return (
-            self.date_low is not None
-            and self.date_high is not None
-            and self.date_low >= self.date_high
+        return any(
+            low is not None and high is not None and low >= high
+            for low, high in (
+                (self.date_low, self.date_high),
+                (self.updated_low, self.updated_high),
+            )
         )
 
     @property
@@ -232,9 +239,18 @@ class AlertQuery:
     count: int = DEFAULT_COUNT
     summary_count: bool = False
     ignored: tuple[str, ...] = ()
+    # [updated_low, updated_high): when the alert last changed (_lastUpdated), UTC.
+    updated_low: datetime | None = None
+    updated_high: datetime | None = None
 
     @property
     def empty(self) -> bool:
+        if (
+            self.updated_low is not None
+            and self.updated_high is not None
+            and self.updated_low >= self.updated_high
+        ):
+            return True
         return self.statuses is not None and not self.statuses
 
 
@@ -443,24 +459,26 @@ def date_range(text: str, tz: str | tzinfo = DEFAULT_TZ) -> tuple[datetime, date
         raise ValueError(f"{text!r} is not a valid date: {exc}") from exc
 
 
-def _date_bounds(values: list[str], zone: tzinfo) -> tuple[datetime | None, datetime | None]:
+def _date_bounds(
+    values: list[str], zone: tzinfo, name: str = "date"
+) -> tuple[datetime | None, datetime | None]:
     low: datetime | None = None
     high: datetime | None = None
     for value in values:
         prefix = value[:2] if value[:2].isalpha() else "eq"
         text = value[2:] if value[:2].isalpha() else value
         if prefix not in _PREFIXES:
-            raise SearchError("date", f"unknown prefix {prefix!r}")
+            raise SearchError(name, f"unknown prefix {prefix!r}")
         if prefix not in _SUPPORTED_PREFIXES:
             raise SearchError(
-                "date",
+                name,
                 f"the prefix {prefix!r} is unsupported (use eq, ge, gt, le or lt)",
                 "not-supported",
             )
         try:
             start, end = date_range(text, zone)
         except ValueError as exc:
-            raise SearchError("date", str(exc)) from exc
+            raise SearchError(name, str(exc)) from exc
         lo: datetime | None
         hi: datetime | None
         if prefix == "eq":
@@ -484,7 +502,7 @@ def _date_bounds(values: list[str], zone: tzinfo) -> tuple[datetime | None, date
 
 _OBSERVATION_PARAMS = frozenset(
     {"patient", "subject", "code", "date", "category", "device", "_count", "_sort",
-     "_summary", "_cursor"}
+     "_summary", "_cursor", "_lastUpdated"}
 )  # fmt: skip
 
 
@@ -510,6 +528,7 @@ def parse_observation_search(
         if not _DEVICE_ID_RE.fullmatch(device):
             raise SearchError("device", "not a device id")
     low, high = _date_bounds(values.get("date", []), zone)
+    updated_low, updated_high = _date_bounds(values.get("_lastUpdated", []), zone, "_lastUpdated")
     descending = True
     if "_sort" in values:
         sort = _single("_sort", values["_sort"])
@@ -537,6 +556,8 @@ def parse_observation_search(
         summary_count=_summary(values),
         cursor=cursor,
         ignored=ignored,
+        updated_low=updated_low,
+        updated_high=updated_high,
     )
 
 
@@ -632,11 +653,13 @@ def parse_device_search(params: Params, *, lenient: bool = False) -> DeviceQuery
     )
 
 
-_ALERT_PARAMS = frozenset({"patient", "status", "_count", "_summary"})
+_ALERT_PARAMS = frozenset({"patient", "status", "_count", "_summary", "_lastUpdated"})
 
 
-def parse_alert_search(params: Params, resource: str, *, lenient: bool = False) -> AlertQuery:
-    """Parse a Flag or Task search (`resource`): ``patient`` and ``status``.
+def parse_alert_search(
+    params: Params, resource: str, *, lenient: bool = False, tz: str | tzinfo = DEFAULT_TZ
+) -> AlertQuery:
+    """Parse a Flag or Task search (`resource`): ``patient``, ``status``, ``_lastUpdated``.
 
     The FHIR statuses are turned into the alert statuses behind them (see
     `egenmon.fhir.render.FLAG_STATUS` and `TASK_STATUS`).
@@ -656,10 +679,13 @@ def parse_alert_search(params: Params, resource: str, *, lenient: bool = False) 
                 raise SearchError("status", f"{code!r} is not a {resource} status")
             found |= _ALERT_STATUSES_FOR[resource].get(code, frozenset())
         statuses = frozenset(found) if statuses is None else statuses & found
+    low, high = _date_bounds(values.get("_lastUpdated", []), _zone(tz), "_lastUpdated")
     return AlertQuery(
         patient=_patient(values),
         statuses=statuses,
         count=_count(values),
         summary_count=_summary(values),
         ignored=ignored,
+        updated_low=low,
+        updated_high=high,
     )

@@ -464,8 +464,11 @@ async def search_alerts(
     after: tuple[datetime, str] | None,
     limit: int | None,
     count_only: bool = False,
+    updated_low: datetime | None = None,
+    updated_high: datetime | None = None,
 ) -> list[dict[str, Any]] | int:
-    """Alerts by patient and status, newest first ((opened_at, id) descending)."""
+    """Alerts by patient, status and [updated_low, updated_high) of their last change,
+    newest first ((opened_at, id) descending)."""
     params: dict[str, Any] = {}
     where = "true"
     if patient_id is not None:
@@ -474,6 +477,12 @@ async def search_alerts(
     if statuses is not None:
         params["statuses"] = sorted(statuses)
         where += " AND a.status = ANY(%(statuses)s)"
+    if updated_low is not None:
+        params["ulow"] = updated_low
+        where += " AND a.updated_at >= %(ulow)s"
+    if updated_high is not None:
+        params["uhigh"] = updated_high
+        where += " AND a.updated_at < %(uhigh)s"
     where += restrict_clause(restrict, "a.patient_id", params)
     return await keyset_page(
         conn,

@@ -378,6 +378,9 @@ class ObservationFilter:
     date_high: datetime | None = None
     descending: bool = True
     cursor: tuple[datetime, str] | None = None
+    # [updated_low, updated_high): when the reading was stored (FHIR _lastUpdated).
+    updated_low: datetime | None = None
+    updated_high: datetime | None = None
 
 
 def _codes(q: ObservationFilter) -> list[str] | None:
@@ -399,6 +402,12 @@ def _observation_filters(q: ObservationFilter, params: dict[str, Any], *, cursor
     if q.date_high is not None:
         params["high"] = q.date_high
         where += " AND r.time < %(high)s"
+    if q.updated_low is not None:
+        params["ulow"] = q.updated_low
+        where += " AND r.received_at >= %(ulow)s"
+    if q.updated_high is not None:
+        params["uhigh"] = q.updated_high
+        where += " AND r.received_at < %(uhigh)s"
     if cursor and q.cursor is not None:
         params["ct"], params["ck"] = q.cursor
         # The plain time bound lets the index and chunk exclusion do the work; the row

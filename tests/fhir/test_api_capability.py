@@ -22,6 +22,7 @@ SAMPLE_VALUES = {
     "device": "omron-1",
     "identifier": "191212121212",
     "status": "active",
+    "_lastUpdated": "gt2026-01-01T00:00:00Z",
 }
 PARSER_PARAMS = {
     "Observation": search._OBSERVATION_PARAMS,

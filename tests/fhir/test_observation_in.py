@@ -160,7 +160,9 @@ def test_blood_pressure_example_keeps_what_the_columns_cannot_hold() -> None:
                                 BLOOD_PRESSURE["component"][0]["code"]["coding"][1]]},
         }
     ]  # fmt: skip
-    for taken in ("id", "meta", "status", "category", "code", "subject", "device",
+    # The code's codings are all rendered; the poster's text is kept and served.
+    assert extra["code"] == {"text": BLOOD_PRESSURE["code"]["text"]}
+    for taken in ("id", "meta", "status", "category", "subject", "device",
                   "effectiveDateTime"):  # fmt: skip
         assert taken not in extra
 
@@ -452,11 +454,11 @@ def test_identifier_without_system_gives_the_bare_value() -> None:
     assert posted.extra == {"identifier": [{"value": "r-1"}, {"system": "x:y", "value": "2"}]}
 
 
-def test_first_note_is_the_patient_note_and_the_rest_are_kept() -> None:
+def test_first_note_is_the_patient_note_and_all_notes_are_kept_whole() -> None:
     notes = [{"text": "Efter promenad"}, {"text": "Andra", "authorString": "Tolvan"}]
     posted = post(HEART_RATE | {"note": notes})
     assert posted.reading["note"] == "Efter promenad"
-    assert posted.extra == {"note": [notes[1]]}
+    assert posted.extra == {"note": notes}  # all of them whole, served in the column's place
 
 
 def test_on_oxygen_false_means_on_air_and_other_extensions_are_kept() -> None:
