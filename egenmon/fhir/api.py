@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from egenmon.auth import authenticate
+from egenmon.auth import authenticate, bearer
 from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
@@ -312,11 +312,26 @@ async def lastn(request: Request) -> Response:
 
 
 async def system_bundle(request: Request) -> Response:
-    principal = await authenticate(request)
+    token = bearer(request)
+    if token is not None and "." not in token:
+        # Not a JWT but a device secret: a PHD gateway posting its Bundle (egenmon.fhir.phd).
+        ctx = await _gateway_context(request, token)
+    else:
+        ctx = _ingest_context(request, await authenticate(request))
     _check_json(request)
-    ctx = _ingest_context(request, principal)
     body = await _body(request)
     return fhir_response(await ingest.process_bundle(ctx, body))
+
+
+async def _gateway_context(request: Request, secret: str) -> ingest.IngestContext:
+    runtime = _runtime(request)
+    pipeline = pipeline_of(runtime)
+    if pipeline is None:
+        raise FhirError(503, "transient", "FHIR ingest is not running in this process")
+    creds = await pipeline.credentials(secret)
+    if creds is None or not creds.active:
+        raise AuthError(401, "the device secret is not valid or the device is revoked")
+    return await ingest.gateway_context(runtime.pool, pipeline, creds.device_id, _base(request))
 
 
 async def unknown(request: Request) -> Response:
