@@ -69,6 +69,8 @@ def body_limit(path: str) -> int | None:
     """The most bytes a request body on `path` may have (None: the route limits it)."""
     if path == READINGS_PATH:
         return None
+    if path.startswith("/api/v1/devices/") and path.endswith("/payloads"):
+        return None  # vendor payloads: limited and quarantined by their route (issue 17)
     if path == "/fhir" or path.startswith("/fhir/"):
         return FHIR_BODY
     return API_BODY
