@@ -177,7 +177,12 @@ RESOURCES: tuple[ResourceSpec, ...] = (
 
 SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
-    ("transaction", "A transaction Bundle of Observation creates: all or nothing."),
+    (
+        "transaction",
+        "A transaction Bundle of Observation creates: all or nothing; references to an "
+        "entry's fullUrl resolve to the id it gets. A PHD gateway (HL7 PHD IG, device "
+        "secret) also sends its Patient and Device conditional creates.",
+    ),
 )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from egenmon.ingest.templates import TemplateError, parse_template_set, split_files, show_sample
+from egenmon.ingest.templates import TemplateError, parse_template_set, show_sample, split_files
 from egenmon.store import device_templates
 
 __all__ = ["add_templates", "list_templates", "try_templates"]
