@@ -89,6 +89,11 @@ def sensor_device_id(system_id: str) -> str:
     return "phd-" + system_id.replace("-", "").lower()
 
 
+def _items(value: Any) -> list[Any]:
+    """A JSON array's items; nothing for any other value (hostile input is not a list)."""
+    return value if isinstance(value, list) else []
+
+
 def _text(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
@@ -101,7 +106,7 @@ def codings(concept: Any) -> list[tuple[Any, Any]]:
         return []
     return [
         (c.get("system"), c.get("code"))
-        for c in concept.get("coding") or ()
+        for c in _items(concept.get("coding"))
         if isinstance(c, Mapping)
     ]
 
@@ -113,7 +118,7 @@ def device_entry(resource: Any, where: str) -> PhdDevice:
     idents = resource.get("identifier")
     system_ids = [
         i.get("value")
-        for i in idents or ()
+        for i in _items(idents)
         if isinstance(i, Mapping) and i.get("system") == EUI64_SYSTEM
     ]
     if not isinstance(idents, list) or not system_ids:
@@ -130,7 +135,7 @@ def device_entry(resource: Any, where: str) -> PhdDevice:
             f"{where}.identifier",
         )
     gateway = (MDC, GATEWAY_TYPE) in codings(resource.get("type"))
-    names = [n.get("name") for n in resource.get("deviceName") or () if isinstance(n, Mapping)]
+    names = [n.get("name") for n in _items(resource.get("deviceName")) if isinstance(n, Mapping)]
     model = (
         _text(resource.get("modelNumber"))
         or next((t for t in map(_text, names) if t), None)
@@ -144,7 +149,7 @@ def patient_identities(resource: Any, where: str) -> list[tuple[str, str]]:
     if not isinstance(resource, Mapping) or resource.get("resourceType") != "Patient":
         raise bad_request(f"{where}: expected a Patient", where)
     found = []
-    for ident in resource.get("identifier") or ():
+    for ident in _items(resource.get("identifier")):
         if not isinstance(ident, Mapping) or not isinstance(ident.get("system"), str):
             continue
         kind = system_kind(ident["system"])
@@ -170,7 +175,7 @@ def phd_identifier(resource: Any) -> str | None:
     """``system|value`` of the Observation's PHD identifier, the dedup key; or None."""
     if not isinstance(resource, Mapping):
         return None
-    for ident in resource.get("identifier") or ():
+    for ident in _items(resource.get("identifier")):
         if (
             isinstance(ident, Mapping)
             and ident.get("system") == PHD_IDENTIFIER_SYSTEM
@@ -185,9 +190,10 @@ def check_gateway_reference(resource: Any, gateway_ref: str | None, where: str) 
     """The gatewayDevice extension, where given, must name the authenticated gateway."""
     if not isinstance(resource, Mapping) or gateway_ref is None:
         return
-    for ext in resource.get("extension") or ():
+    for ext in _items(resource.get("extension")):
         if isinstance(ext, Mapping) and ext.get("url") == GATEWAY_EXTENSION:
-            ref = (ext.get("valueReference") or {}).get("reference")
+            value = ext.get("valueReference")
+            ref = value.get("reference") if isinstance(value, Mapping) else None
             if ref != gateway_ref:
                 raise FhirError(
                     403,

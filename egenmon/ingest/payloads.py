@@ -61,14 +61,19 @@ async def ingest_payload(
     device_id: str,
     topic: str | None = None,
     received_at: dt.datetime | None = None,
+    source: str = SOURCE,
+    quarantine: bool = True,
 ) -> IngestResult:
     """Store what a device's vendor payload holds; raises WriteError in an outage.
 
     The answer is the Reading message result; `rejected` indexes the measurements the
-    templates found, in order."""
+    templates found, in order. `quarantine` false: a replay of a payload that is in
+    quarantine already (source ``replay``)."""
 
     async def refuse(status: int, reason: str) -> IngestResult:
         reason = safe_reason(reason)
+        if not quarantine:
+            return IngestResult(status=status, error=reason)
         await pipeline.quarantine(
             source=SOURCE,
             reason=reason,
@@ -95,7 +100,7 @@ async def ingest_payload(
     ]
     if not measurements:
         return await refuse(422, f"no template of device model {model[:80]!r} matches the payload")
-    if bad:
+    if bad and quarantine:
         reason = "; ".join(f"[{b['index']}] {b['error']}" for b in bad[:10])
         await pipeline.quarantine(
             source=SOURCE,
@@ -113,7 +118,12 @@ async def ingest_payload(
         chunk = good[start : start + MAX_READINGS]
         message = orjson.dumps({"readings": [r for _, r in chunk]})
         result = await pipeline.ingest(
-            message, device_id=device_id, source=SOURCE, topic=topic, received_at=received_at
+            message,
+            device_id=device_id,
+            source=source,
+            topic=topic,
+            received_at=received_at,
+            quarantine=quarantine,
         )
         accepted += result.accepted
         duplicates += result.duplicates

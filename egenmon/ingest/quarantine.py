@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 
-from egenmon.ingest.pipeline import Pipeline
+from egenmon.ingest.payloads import ingest_payload
+from egenmon.ingest.pipeline import IngestResult, Pipeline
 from egenmon.store import quarantine
 from egenmon.store.quarantine import QuarantineEntry
 
@@ -88,6 +89,17 @@ async def _replay_one(
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
     raw = bytes(entry["raw"])
+    if entry["source"] == "template" and entry["kind"] == "message":
+        # A vendor payload: through its model's templates again (added since, perhaps).
+        result = await ingest_payload(
+            pipeline,
+            raw,
+            device_id=device_id,
+            received_at=entry["received_at"],
+            source="replay",
+            quarantine=False,
+        )
+        return await _outcome(pipeline, entry, result, raw, split=False)
     if entry["kind"] == "reading":
         try:
             reading = orjson.loads(raw)
@@ -104,6 +116,15 @@ async def _replay_one(
         received_at=entry["received_at"],
         quarantine=False,
     )
+    return await _outcome(pipeline, entry, result, raw)
+
+
+async def _outcome(
+    pipeline: Pipeline, entry: dict[str, Any], result: IngestResult, raw: bytes, split: bool = True
+) -> Replayed:
+    """Record what a replay did to the entry; `split`: readings still refused become
+    entries of their own (a vendor payload's measurements are noted instead)."""
+    entry_id, device_id = entry["id"], entry["device_id"]
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if result.error is not None:
         note = f"replayed {stamp}: still refused ({result.status}): {result.error}"
@@ -115,7 +136,11 @@ async def _replay_one(
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
     note = f"replayed {stamp}: accepted {result.accepted}, duplicates {result.duplicates}"
-    if result.rejected:
+    if result.rejected and not split:
+        note += f"; {len(result.rejected)} measurement(s) still refused"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    elif result.rejected:
         # Part of a message went in; what is still refused becomes entries of its own.
         rejects = [
             QuarantineEntry(

@@ -106,10 +106,23 @@ def test_template_commands_add_list_test_and_refuse_a_wrong_code(cli, tmp_path: 
 def test_a_vendor_payload_over_http_and_mqtt_is_stored_once(
     cli, settings: Settings, broker: Mosquitto, device: dict, conn: psycopg.Connection, tmp_path
 ) -> None:
-    vendor = write(tmp_path / "vendor.json", VENDOR)
-    assert cli("template", "add", vendor, "--model", "Omron M7").code == 0
     auth = {"Authorization": f"Bearer {device['secret']}"}
     path = f"/api/v1/devices/{device['id']}/payloads"
+
+    async def before_the_templates() -> None:
+        async with running(settings) as http:
+            r = await http.post(path, content=json.dumps(PAYLOAD), headers=auth)
+            assert r.status_code == 422 and "no templates for device model" in r.json()["error"]
+
+    asyncio.run(before_the_templates())
+    vendor = write(tmp_path / "vendor.json", VENDOR)
+    assert cli("template", "add", vendor, "--model", "Omron M7").code == 0
+    # The payload kept in quarantine goes in once its model has templates.
+    [(entry_id,)] = conn.execute("SELECT id FROM quarantine WHERE source = 'template'").fetchall()
+    replayed = cli("quarantine", "replay", str(entry_id), "--json")
+    assert replayed.code == 0, replayed.out + replayed.err
+    assert "accepted 3, duplicates 0" in replayed.json["replayed"][0]["note"]
+    conn.execute("DELETE FROM readings WHERE device_id = %s", (device["id"],))
 
     async def run() -> None:
         async with running(settings) as http:
@@ -144,7 +157,8 @@ def test_a_vendor_payload_over_http_and_mqtt_is_stored_once(
         ("body_weight", 81.42, None, "kg", "template"),
     ]
     kept = conn.execute(
-        "SELECT reason FROM quarantine WHERE source = 'template' ORDER BY id"
+        "SELECT reason FROM quarantine WHERE source = 'template' AND resolved_at IS NULL"
+        " ORDER BY id"
     ).fetchall()
     assert [k[0].split(":")[0] for k in kept] == [
         "no template of device model 'Omron M7' matches the payload",
