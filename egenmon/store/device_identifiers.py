@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 from psycopg.types.range import Range
 
-from egenmon.store.db import Conflict
+from egenmon.store.db import Conflict, NotFound
 from egenmon.store.query import Conn, column
 
-__all__ = ["add_identifier", "find_device", "register_device"]
+__all__ = ["add_identifier", "find_device", "map_identifier", "register_device"]
 
 
 async def find_device(conn: Conn, system: str, value: str) -> tuple[str, str | None] | None:
@@ -74,3 +74,20 @@ async def register_device(
             )
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"device {device_id} or its identifier is registered already") from None
+
+
+def map_identifier(conn: psycopg.Connection[Any], system: str, value: str, device_id: str) -> None:
+    """Record that an identifier names an existing device (an admin's mapping).
+
+    Raises NotFound for an unknown device, Conflict when the identifier names another."""
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM devices WHERE id = %s", (device_id,)).fetchone() is None:
+            raise NotFound(f"unknown device {device_id!r}")
+        row = conn.execute(
+            "INSERT INTO device_identifiers (system, value, device_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (system, value) DO UPDATE SET system = EXCLUDED.system"
+            " RETURNING device_id",
+            (system, value, device_id),
+        ).fetchone()
+    if row is None or column(row, "device_id", 0) != device_id:
+        raise Conflict(f"{value} names another device already")

@@ -15,6 +15,7 @@ from phd_examples import BUNDLE_EXAMPLE_1
 
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.fhir.phd import EUI64_SYSTEM, GATEWAY_EXTENSION, PHD_IDENTIFIER_SYSTEM
+from egenmon.fhir.phd_registry import PhdRegistryError, map_system_id
 from egenmon.store import devices
 
 SENSOR = "phd-001c050400007825"  # the IG example's Nonin oximeter, 00-1C-05-04-00-00-78-25
@@ -231,3 +232,27 @@ def test_a_transaction_resolves_urn_uuid_references_to_the_ids_it_creates(
         assert stored["derivedFrom"] == [{"reference": hr_out}]
         assert stored["hasMember"] == [{"reference": hr_out}]
         assert c.get(stored["derivedFrom"][0]["reference"]).status_code == 200
+
+
+def test_a_mapped_system_id_stores_under_the_registered_device(fhir: FhirServer) -> None:
+    pat = fhir.setup()
+    patient, cuff = pat["patient"], pat["device"]  # registered by an admin, bound since 2020
+    _, secret = gateway(fhir, patient)
+    with pytest.raises(PhdRegistryError, match="not an EUI-64"):
+        map_system_id(fhir.conn, cuff, "00-1C-05")
+    assert map_system_id(fhir.conn, cuff, "00:1c:05:04:00:00:00:03")["system_id"] == (
+        "00-1C-05-04-00-00-00-03"
+    )
+    with pytest.raises(PhdRegistryError, match="another device"):
+        map_system_id(fhir.conn, fhir.device(patient), "00-1C-05-04-00-00-00-03")
+    bundle = with_sensor(BUNDLE_EXAMPLE_1, "00-1C-05-04-00-00-00-03")
+    for e in bundle["entry"]:  # measured after the cuff's binding began
+        if "effectiveDateTime" in e["resource"]:
+            e["resource"]["effectiveDateTime"] = "2021-09-20T12:40:16.936-04:00"
+    r = post(fhir, secret, bundle)
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"][2]["response"] == {"status": "200 OK", "location": f"Device/{cuff}"}
+    assert [(d, t) for d, t, _, _ in rows(fhir, patient)] == [
+        (cuff, "heart_rate"),
+        (cuff, "spo2"),
+    ]
