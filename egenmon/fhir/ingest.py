@@ -437,9 +437,9 @@ def _entries(
             )
         elif not isinstance(resource, dict):
             entry.error = bad_request(f"{where}.resource: required", f"{where}.resource")
-        elif resource.get("resourceType") != url:
+        elif url != "Observation" and resource.get("resourceType") != url:
             entry.error = bad_request(
-                f"{where}.resource: a {url} is posted to {url}, not a "
+                f"{where}.resource: POST {url} takes a {url}, not a "
                 f"{str(resource.get('resourceType'))[:40]!r}",
                 f"{where}.resource",
             )
