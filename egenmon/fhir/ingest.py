@@ -146,6 +146,7 @@ class _Entry:
     full_url: str | None = None
     location: str | None = None  # Patient and Device entries: the id they resolved to
     kept: str | None = None  # an Observation read but not stored: why
+    kept_severity: str = "information"
     any_time: bool = False  # deduplicated by its identifier at any time (a PHD identifier)
     posted: PostedObservation | None = None
     row: tuple | None = None
@@ -615,7 +616,11 @@ def _response_entry(ctx: IngestContext, e: _Entry) -> dict[str, Any]:
                 "outcome": {
                     "resourceType": "OperationOutcome",
                     "issue": [
-                        {"severity": "information", "code": "informational", "diagnostics": e.kept}
+                        {
+                            "severity": e.kept_severity,
+                            "code": "informational",
+                            "diagnostics": e.kept,
+                        }
                     ],
                 },
             }
@@ -703,6 +708,12 @@ async def process_bundle(ctx: IngestContext, body: bytes) -> dict[str, Any]:
             e.error = FhirError(exc.status, "forbidden", f"{e.where}: {exc.message}")
         except FhirError as exc:
             e.error = _relocate(exc, e.where)
+            if ctx.gateway is not None and exc.status == 422:
+                # A device's memory is resent on every connection: one measurement egenmon
+                # refuses (implausible, before the binding) must not block the others for
+                # ever. It is kept in quarantine and answered so, not stored.
+                e.kept = f"not stored, kept in quarantine: {e.error.diagnostics}"
+                e.kept_severity, e.error = "warning", None
     observation_ids = {
         e.full_url: f"Observation/{observation_id(e.row[_TIME], e.row[_DEDUP])}"
         for e in entries

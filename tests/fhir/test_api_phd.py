@@ -256,3 +256,25 @@ def test_a_mapped_system_id_stores_under_the_registered_device(fhir: FhirServer)
         (cuff, "heart_rate"),
         (cuff, "spo2"),
     ]
+
+
+def test_a_refused_measurement_is_kept_and_does_not_block_the_rest(fhir: FhirServer) -> None:
+    unit = fhir.care_unit()
+    patient, _ = fhir.patient(unit)
+    gw, secret = gateway(fhir, patient)
+    bundle = with_sensor(BUNDLE_EXAMPLE_1, "00-1C-05-04-00-00-00-04")
+    bundle["entry"][4]["resource"]["valueQuantity"]["value"] = 30  # no living patient's SpO2
+    for _ in range(2):  # the gateway sends its memory again: same answer, nothing new
+        r = post(fhir, secret, bundle)
+        assert r.status_code == 200, r.text
+        spo2 = r.json()["entry"][4]["response"]
+        assert spo2["status"] == "202 Accepted"
+        issue = spo2["outcome"]["issue"][0]
+        assert issue["severity"] == "warning" and "kept in quarantine" in issue["diagnostics"]
+        assert [t for _, t, _, _ in rows(fhir, patient)] == ["heart_rate"]
+    kept = fhir.conn.execute(
+        "SELECT reason FROM quarantine WHERE source = 'phd' AND device_id = %s",
+        ("phd-001c050400000004",),
+    ).fetchall()
+    assert len(kept) == 2 and all("Bundle.entry[4]" in k[0] for k in kept)
+    assert gw
