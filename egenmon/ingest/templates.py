@@ -408,14 +408,14 @@ def parse_template_set(content: Any, fhir: Any) -> TemplateSet:
 def _number(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
-    if isinstance(v, int | float):
-        f = float(v)
-    elif isinstance(v, str) and 0 < len(v) <= 40:
-        try:
+    try:
+        if isinstance(v, int | float):
+            f = float(v)
+        elif isinstance(v, str) and 0 < len(v) <= 40:
             f = float(v.strip())
-        except ValueError:
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):  # not a number, or an integer no float can hold
         return None
     return f if math.isfinite(f) else None
 

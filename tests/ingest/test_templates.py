@@ -102,9 +102,11 @@ def test_missing_or_non_numeric_values_are_reasons_not_readings(vendor: Template
     payload = {"measurements": [
         {"takenAt": "2026-11-24T07:31:00+01:00", "systolic": 142, "diastolic": ""},
         {"pulse": "fast", "takenAt": 5},
+        {"pulse": 10**400, "takenAt": "2026-11-24T07:31:00+01:00"},
     ]}  # fmt: skip
     found = evaluate(vendor, payload)
-    assert [m.reading for m in found] == [None, None]
+    assert [m.reading for m in found] == [None, None, None]
+    assert found[2].error == "hr: not a number"
     assert found[0].error == "dia: required, not in the payload"
     assert found[1].error == "hr: not a number; timestamp: not in the payload, or not a string"
 
