@@ -315,15 +315,14 @@ async def system_bundle(request: Request) -> Response:
     token = bearer(request)
     if token is not None and "." not in token:
         # Not a JWT but a device secret: a PHD gateway posting its Bundle (egenmon.fhir.phd).
-        ctx = await _gateway_context(request, token)
-    else:
-        ctx = _ingest_context(request, await authenticate(request))
+        return fhir_response(await _gateway_bundle(request, token))
+    ctx = _ingest_context(request, await authenticate(request))
     _check_json(request)
     body = await _body(request)
     return fhir_response(await ingest.process_bundle(ctx, body))
 
 
-async def _gateway_context(request: Request, secret: str) -> ingest.IngestContext:
+async def _gateway_bundle(request: Request, secret: str) -> dict:
     runtime = _runtime(request)
     pipeline = pipeline_of(runtime)
     if pipeline is None:
@@ -331,7 +330,16 @@ async def _gateway_context(request: Request, secret: str) -> ingest.IngestContex
     creds = await pipeline.credentials(secret)
     if creds is None or not creds.active:
         raise AuthError(401, "the device secret is not valid or the device is revoked")
-    return await ingest.gateway_context(runtime.pool, pipeline, creds.device_id, _base(request))
+    _check_json(request)
+    body = await _body(request)
+    try:
+        ctx = await ingest.gateway_context(runtime.pool, pipeline, creds.device_id, _base(request))
+    except AuthError as exc:  # bound to no patient now: kept, to replay once it is
+        await pipeline.quarantine(
+            source="phd", reason=exc.message, raw=body, device_id=creds.device_id
+        )
+        raise
+    return await ingest.process_bundle(ctx, body)
 
 
 async def unknown(request: Request) -> Response:

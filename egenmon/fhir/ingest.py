@@ -761,10 +761,14 @@ async def process_bundle(ctx: IngestContext, body: bytes) -> dict[str, Any]:
     }
 
 
-async def replay_quarantined(pipeline: Pipeline, raw: bytes) -> tuple[bool, str]:
+async def replay_quarantined(
+    pipeline: Pipeline, raw: bytes, gateway: str | None = None
+) -> tuple[bool, str]:
     """A quarantined FHIR body (an Observation or a transaction Bundle) through FHIR
     ingest again, as an admin and without quarantining it anew: (stored, what happened).
-    Quarantine replay (`egenmon.ingest.quarantine.replay`) is given this function."""
+    A PHD gateway's Bundle (`gateway`: its device id) is replayed as that gateway, for the
+    patient it is bound to now. Quarantine replay (`egenmon.ingest.quarantine.replay`) is
+    given this function."""
     ctx = IngestContext(
         pool=pipeline.pool,
         pipeline=pipeline,
@@ -777,10 +781,23 @@ async def replay_quarantined(pipeline: Pipeline, raw: bytes) -> tuple[bool, str]
     except (orjson.JSONDecodeError, AttributeError):
         kind = None
     try:
+        if gateway is not None and kind == "Bundle":
+            as_gateway = await gateway_context(pipeline.pool, pipeline, gateway, "")
+            ctx = replace(as_gateway, quarantine=False)
         if kind == "Bundle":
             response = await process_bundle(ctx, raw)
-            statuses = [e["response"]["status"] for e in response.get("entry", [])]
-            refused = [s for s in statuses if not s.startswith("2")]
+            answers = [e["response"] for e in response.get("entry", [])]
+            statuses = [a["status"] for a in answers]
+            # A gateway's measurement kept rather than stored (202 with a warning) is still
+            # refused: resolving the entry would lose it.
+            refused = [
+                a
+                for a in answers
+                if not a["status"].startswith("2")
+                or any(
+                    i.get("severity") == "warning" for i in a.get("outcome", {}).get("issue", [])
+                )
+            ]
             if refused:
                 return False, f"still refused: {len(refused)} of {len(statuses)} entries"
             return True, f"{len(statuses)} entries stored"

@@ -57,7 +57,9 @@ class FhirReplayer(Protocol):
     """Runs a quarantined FHIR body through FHIR ingest again: (stored, what happened),
     e.g. `egenmon.fhir.ingest.replay_quarantined`."""
 
-    async def __call__(self, pipeline: Pipeline, raw: bytes) -> tuple[bool, str]: ...
+    async def __call__(
+        self, pipeline: Pipeline, raw: bytes, gateway: str | None = None
+    ) -> tuple[bool, str]: ...
 
 
 async def replay(
@@ -81,7 +83,7 @@ async def _replay_one(
     entry_id = entry["id"]
     if entry["resolved_at"] is not None:
         return Replayed(entry_id, True, f"already resolved: {entry['resolution']}")
-    if entry["source"] == "fhir":
+    if entry["source"] in ("fhir", "phd"):
         return await _replay_fhir(pipeline, entry, fhir)
     device_id = entry["device_id"]
     if device_id is None:
@@ -174,7 +176,9 @@ async def _replay_fhir(
         note = "cannot replay: FHIR content needs FHIR ingest, which this replay was not given"
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
-    resolved, outcome = await fhir(pipeline, bytes(entry["raw"]))
+    # A PHD gateway's Bundle is replayed as that gateway (its device id is the entry's).
+    gateway = entry["device_id"] if entry["source"] == "phd" else None
+    resolved, outcome = await fhir(pipeline, bytes(entry["raw"]), gateway)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     note = f"replayed {stamp}: {outcome}"
     await _record(pipeline, entry_id, note, resolved)

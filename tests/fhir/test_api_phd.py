@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from fhir.resources.R4B.observation import Observation
 from fhirtest import FhirServer, spec_example
 from phd_examples import BUNDLE_EXAMPLE_1
 
+from egenmon.cli import main
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.fhir.phd import EUI64_SYSTEM, GATEWAY_EXTENSION, PHD_IDENTIFIER_SYSTEM
 from egenmon.fhir.phd_registry import PhdRegistryError, map_system_id
@@ -278,3 +281,31 @@ def test_a_refused_measurement_is_kept_and_does_not_block_the_rest(fhir: FhirSer
     ).fetchall()
     assert len(kept) == 2 and all("Bundle.entry[4]" in k[0] for k in kept)
     assert gw
+
+
+def test_a_bundle_of_a_gateway_bound_to_no_one_is_kept_and_replayed_once_bound(
+    fhir: FhirServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unit = fhir.care_unit()
+    patient, _ = fhir.patient(unit)
+    gw, secret = gateway(fhir, patient)
+    devices.end_binding(fhir.conn, gw, datetime.now(UTC))
+    bundle = with_sensor(BUNDLE_EXAMPLE_1, "00-1C-05-04-00-00-00-05")
+    soon = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()  # after the new binding
+    for e in bundle["entry"][3:]:
+        e["resource"]["effectiveDateTime"] = soon
+    r = post(fhir, secret, bundle)
+    assert r.status_code == 403, r.text
+    assert "bound to no patient now" in r.json()["issue"][0]["diagnostics"]
+    [(entry_id,)] = fhir.conn.execute(
+        "SELECT id FROM quarantine WHERE source = 'phd' AND device_id = %s", (gw,)
+    ).fetchall()
+    # Bound again; the admin replays the kept Bundle, as the gateway.
+    devices.bind_device(fhir.conn, gw, patient, datetime.now(UTC))
+    for key in [k for k in os.environ if k.startswith("EGENMON_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("EGENMON_DATABASE_URL", fhir.db_url)
+    monkeypatch.setenv("EGENMON_ENVIRONMENT", "test")
+    assert main(["quarantine", "replay", str(entry_id), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["replayed"][0]["resolved"] is True
+    assert [t for _, t, _, _ in rows(fhir, patient)] == ["heart_rate", "spo2"]
