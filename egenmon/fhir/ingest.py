@@ -85,9 +85,10 @@ _REASONS = {
     409: "Conflict",
     422: "Unprocessable Entity",
 }
-# MDC_ATTR_TIME_ABS, _REL, _HI_RES: a PHD's coincident time stamp. Its measurements carry
+# A PHD's coincident time stamp, coded by its clock type (the PHD IG's MDCClockTypes value
+# set, and 68225 of its PhdCoincidentTimeStampObservation notes). Its measurements carry
 # their own absolute times, so it is read and answered, neither stored nor quarantined.
-_TIME_STAMP_CODES = frozenset({"67975", "67983", "68072"})
+_TIME_STAMP_CODES = frozenset({"67975", "67983", "68072", "68225", "68226"})
 
 
 @dataclass(frozen=True)
