@@ -26,18 +26,14 @@ blood-glucose and respiratory-rate, namespace ``omh``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from egenmon.ingest.translated import (
-    MAX_ITEMS,
-    PROJECT_NS,
-    FormatError,
-    Translated,
-    context_extension,
-)
+from egenmon.ingest.translated import MAX_ITEMS, PROJECT_NS, FormatError, Translated
 from egenmon.jsonbody import JsonBodyError, loads
 
 __all__ = ["EXTENSION_URL", "SCHEMAS", "translate_body", "translate_item"]
@@ -129,6 +125,16 @@ _VALUE_FIELD = {
     "blood-glucose": "blood_glucose",
     "respiratory-rate": "respiratory_rate",
 }
+# What the normaliser's reasons (time, value, unit) are about, named in the data point.
+_WHERE = {
+    "blood_pressure": "body (effective_time_frame, systolic/diastolic_blood_pressure)",
+    "heart_rate": "body (effective_time_frame, heart_rate)",
+    "body_weight": "body (effective_time_frame, body_weight)",
+    "spo2": "body (effective_time_frame, oxygen_saturation)",
+    "body_temperature": "body (effective_time_frame, body_temperature)",
+    "blood_glucose": "body (effective_time_frame, blood_glucose)",
+    "respiratory_rate": "body (effective_time_frame, respiratory_rate)",
+}
 _SKIN_SITES = frozenset({"finger", "toe", "wrist"})
 _PROVENANCE = (
     "source_name",
@@ -163,32 +169,69 @@ def translate_item(item: Any, *, parse_time: Callable[[str], datetime]) -> Trans
         reading, extra = _translate(item, parse_time)
     except _Refuse as e:
         return Translated.refused(item, str(e))
-    return Translated(item, (reading,), (extra,), (None,))
+    return Translated(item, (reading,), (extra,), (None,), (), _WHERE[reading["type"]])
 
 
-def _translate(item: Any, parse_time: Callable[[str], datetime]) -> tuple[dict, dict]:
-    if not isinstance(item, dict):
-        raise _Refuse("a data point must be a JSON object with header and body")
-    header, body = item.get("header"), item.get("body")
-    if not isinstance(header, dict):
-        raise _Refuse("header: required, an object")
-    if not isinstance(body, dict):
-        raise _Refuse("body: required, an object")
-    point_id = header.get("uuid", header.get("id"))
-    if not isinstance(point_id, str) or not 0 < len(point_id) <= MAX_ID or "\x00" in point_id:
-        raise _Refuse(f"header.uuid: required, a string of at most {MAX_ID} characters")
-    schema = header.get("schema_id")
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    """What translating one schema needs, looked up once per (namespace, name, version)."""
+
+    name: str
+    type: str
+    descriptive: frozenset[str]
+    known: frozenset[str]  # the body fields read
+    sub: dict[str, str]  # the schema id as a sub-extension
+
+
+_SCHEMA_CACHE: dict[tuple[Any, Any, Any], _Schema] = {}
+_PROVENANCE_URL = {key: key.replace("_", "-") for key in _PROVENANCE}
+
+
+def _schema_of(schema: Any) -> _Schema:
     if not isinstance(schema, dict):
         raise _Refuse("header.schema_id: required, an object with namespace, name, version")
-    namespace, name, version = (schema.get(k) for k in ("namespace", "name", "version"))
-    if namespace != "omh" or name not in SCHEMAS:
+    key = (schema.get("namespace"), schema.get("name"), schema.get("version"))
+    try:
+        return _SCHEMA_CACHE[key]
+    except (KeyError, TypeError):  # TypeError: a list or object where a string belongs
+        pass
+    namespace, name, version = key
+    if namespace != "omh" or not isinstance(name, str) or name not in SCHEMAS:
         raise _Refuse(
             f"header.schema_id: {_show(namespace)}:{_show(name)} is not taken; taken: "
             + ", ".join(f"omh:{n}" for n in SCHEMAS)
         )
-    if not isinstance(version, str) or not re.fullmatch(r"[0-9]+\.[0-9]+", version):
+    if not isinstance(version, str) or not re.fullmatch(r"[0-9]{1,4}\.[0-9]{1,4}", version):
         raise _Refuse('header.schema_id.version: required, such as "4.0"')
     type_name, descriptive = SCHEMAS[name]
+    found = _Schema(
+        name,
+        type_name,
+        frozenset(descriptive),
+        frozenset({"effective_time_frame", *descriptive, *_value_fields(name)}),
+        {"url": "schema", "valueString": f"omh:{name}:{version}"},
+    )
+    if len(_SCHEMA_CACHE) < 1000:  # versions are few; hostile ones must not grow it
+        _SCHEMA_CACHE[key] = found
+    return found
+
+
+def _translate(item: Any, parse_time: Callable[[str], datetime]) -> tuple[dict, dict]:
+    if type(item) is not dict:
+        raise _Refuse("a data point must be a JSON object with header and body")
+    header = item.get("header")
+    body = item.get("body")
+    if type(header) is not dict:
+        raise _Refuse("header: required, an object")
+    if type(body) is not dict:
+        raise _Refuse("body: required, an object")
+    point_id = header.get("uuid")
+    if point_id is None:
+        point_id = header.get("id")
+    if type(point_id) is not str or not 0 < len(point_id) <= MAX_ID or "\x00" in point_id:
+        raise _Refuse(f"header.uuid: required, a string of at most {MAX_ID} characters")
+    schema = _schema_of(header.get("schema_id"))
+    name = schema.name
 
     if "descriptive_statistic" in body:
         stat = body["descriptive_statistic"]
@@ -198,72 +241,96 @@ def _translate(item: Any, parse_time: Callable[[str], datetime]) -> tuple[dict, 
         )
     time, period = _time_frame(body.get("effective_time_frame"), parse_time)
 
-    reading: dict[str, Any] = {"type": type_name, "time": time, "id": f"omh:{point_id}"}
+    reading: dict[str, Any] = {"type": schema.type, "time": time, "id": "omh:" + point_id}
     if name == "blood-pressure":
-        units = set()
-        for key, field in (("systolic", "systolic_blood_pressure"),
-                           ("diastolic", "diastolic_blood_pressure")):  # fmt: skip
-            value, unit = _unit_value(body, field, "pressure")
-            reading[key] = value
-            units.add(unit)
-        if len(units) > 1:
+        systolic, unit = _unit_value(body, "systolic_blood_pressure", "pressure")
+        diastolic, unit2 = _unit_value(body, "diastolic_blood_pressure", "pressure")
+        if unit != unit2:
             raise _Refuse(
                 "body: systolic_blood_pressure and diastolic_blood_pressure in different units"
             )
-        reading["unit"] = units.pop()
+        reading["systolic"] = systolic
+        reading["diastolic"] = diastolic
+        reading["unit"] = unit
     else:
         field = _VALUE_FIELD[name]
         reading["value"], reading["unit"] = _unit_value(body, field, field)
 
-    context: dict[str, Any] = {"schema": f"omh:{name}:{version}"}
+    subs: list[dict[str, Any]] = [schema.sub]
     provenance = header.get("acquisition_provenance")
     if provenance is not None:
-        if not isinstance(provenance, dict):
-            raise _Refuse("header.acquisition_provenance: must be an object")
-        for key in _PROVENANCE:
-            if provenance.get(key) is not None:
-                context[key.replace("_", "-")] = _text(
-                    provenance[key], f"acquisition_provenance.{key}"
-                )
-    if header.get("creation_date_time") is not None:
-        context["creation-date-time"] = _text(header["creation_date_time"], "creation_date_time")
+        subs += _provenance(provenance)
+    created = header.get("creation_date_time")
+    if created is not None:
+        if type(created) is not str or not 0 < len(created) <= 200 or "\x00" in created:
+            _text(created, "header.creation_date_time")  # raises, naming it
+        subs.append({"url": "creation-date-time", "valueString": created})
     body_site = None
-    for key in descriptive:
-        if body.get(key) is None:
+    ignored: list[str] = []
+    for key, value in body.items():
+        if key not in schema.descriptive:
+            if key not in schema.known:
+                ignored.append(key)
+            continue
+        if value is None:
             continue
         if key == "supplemental_oxygen_flow_rate":
-            flow, _ = _number_unit(body[key], f"body.{key}", {"L/min"})
+            flow, _ = _number_unit(value, f"body.{key}", {"L/min"})
             reading["on_oxygen"] = flow > 0
-            context["supplemental-oxygen-flow-rate"] = f"{flow:g} L/min"
+            subs.append({"url": "supplemental-oxygen-flow-rate", "valueString": f"{flow:g} L/min"})
             continue
-        text = _text(body[key], f"body.{key}")
+        text = _text(value, f"body.{key}")
         if key == "oxygen_therapy_mode_of_administration":
             reading["on_oxygen"] = True
-        if key == "measurement_location" and name == "body-temperature":
-            if text in _SKIN_SITES:
+        elif key == "measurement_location":
+            if name == "body-temperature" and text in _SKIN_SITES:
                 raise _Refuse(
                     f"body.measurement_location {text!r}: a skin temperature, not a body "
                     "temperature"
                 )
-        if key == "specimen_source" and text != "capillary blood":
-            raise _Refuse(f"body.specimen_source {text!r}: not a blood glucose")
-        if key == "measurement_location":
             body_site = text
-        context[key.replace("_", "-")] = text
-    known = {"effective_time_frame", *descriptive, *_value_fields(name)}
-    ignored = sorted(k for k in body if k not in known)
+        elif key == "specimen_source" and text != "capillary blood":
+            raise _Refuse(f"body.specimen_source {text!r}: not a blood glucose")
+        subs.append({"url": key.replace("_", "-"), "valueString": text})
     if ignored:
-        context["ignored-fields"] = ", ".join(_show(k) for k in ignored)[:500]
+        text = ", ".join(_show(k) for k in sorted(ignored))[:500]
+        subs.append({"url": "ignored-fields", "valueString": text})
 
     extra: dict[str, Any] = {
         "identifier": [_identifier(point_id)],
-        "extension": [context_extension(EXTENSION_URL, context)],
+        "extension": [{"url": EXTENSION_URL, "extension": subs}],
     }
     if period is not None:
         extra["effectivePeriod"] = period
     if body_site is not None:
         extra["bodySite"] = {"text": body_site}
     return reading, extra
+
+
+_PROVENANCE_CACHE: dict[tuple[tuple[str, Any], ...], list[dict[str, str]]] = {}
+
+
+def _provenance(provenance: Any) -> list[dict[str, str]]:
+    """acquisition_provenance as sub-extensions; the data points of one source share it,
+    so it is made once per distinct provenance (a bounded cache)."""
+    if type(provenance) is not dict:
+        raise _Refuse("header.acquisition_provenance: must be an object")
+    try:
+        key = tuple(provenance.items())
+        return _PROVENANCE_CACHE[key]
+    except (KeyError, TypeError):  # TypeError: a list or object among the values
+        pass
+    subs = []
+    for name, value in provenance.items():
+        url = _PROVENANCE_URL.get(name)
+        if url is not None and value is not None:
+            subs.append(
+                {"url": url, "valueString": _text(value, f"header.acquisition_provenance.{name}")}
+            )
+    with contextlib.suppress(TypeError):
+        if len(_PROVENANCE_CACHE) < 1000:
+            _PROVENANCE_CACHE[key] = subs
+    return subs
 
 
 def _value_fields(name: str) -> tuple[str, ...]:
@@ -280,23 +347,29 @@ def _identifier(point_id: str) -> dict[str, str]:
 
 def _unit_value(body: dict, field: str, kind: str) -> tuple[float, str]:
     units = _UNITS[kind]
-    value, unit = _number_unit(body.get(field), f"body.{field}", set(units))
-    spelling, convert = units[unit]
-    if convert is None:
-        return value, spelling
-    try:
-        return convert(value), spelling
-    except OverflowError:
-        raise _Refuse(f"body.{field}.value: number too large") from None
+    raw = body.get(field)
+    if type(raw) is dict:
+        value, unit = raw.get("value"), raw.get("unit")
+        found = units.get(unit) if type(unit) is str else None
+        if found is not None and (type(value) is int or type(value) is float):
+            spelling, convert = found
+            if convert is None:
+                return value, spelling
+            try:
+                return convert(value), spelling
+            except OverflowError:
+                raise _Refuse(f"body.{field}.value: number too large") from None
+    _number_unit(raw, f"body.{field}", set(units))  # raises, naming what is wrong
+    raise AssertionError("unreachable")
 
 
 def _number_unit(raw: Any, where: str, units: set[str]) -> tuple[float, str]:
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise _Refuse(f"{where}: required, an object with value and unit")
     value, unit = raw.get("value"), raw.get("unit")
     if type(value) is not int and type(value) is not float:
         raise _Refuse(f"{where}.value: required, a number")
-    if unit not in units:
+    if type(unit) is not str or unit not in units:
         raise _Refuse(
             f"{where}.unit: {_show(unit)} is not taken; taken: {', '.join(sorted(units))}"
         )
@@ -313,7 +386,11 @@ def _time_frame(
     if ("date_time" in frame) == ("time_interval" in frame):
         raise _Refuse(f"{where}: exactly one of date_time and time_interval")
     if "date_time" in frame:
-        return _instant(frame["date_time"], f"{where}.date_time", parse_time).isoformat(), None
+        text = frame["date_time"]
+        if type(text) is not str:
+            raise _Refuse(f"{where}.date_time: must be an RFC 3339 date-time string")
+        # Checked by the normaliser, whose reason is put behind the data point's `where`.
+        return text, None
     interval = frame["time_interval"]
     where += ".time_interval"
     if not isinstance(interval, dict):

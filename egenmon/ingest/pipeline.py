@@ -383,9 +383,14 @@ class Pipeline:
             )
             normalised, refused = normalise(message, device_id, bindings, now, source, received_at)
             refused_at = {i for i, _ in refused}
-            errors.extend((owners[i][0], reason) for i, reason in refused)
+            for i, reason in refused:
+                where = items[owners[i][0]].where
+                errors.append((owners[i][0], f"{where}: {reason}" if where else reason))
             kept = (owners[i] for i in range(len(readings)) if i not in refused_at)
             for row, (_index, extra, mdc) in zip(normalised, kept, strict=True):
+                # A plain dict for the jsonb column, as FHIR ingest hands it: the store
+                # wraps it where it must (a Jsonb made before store.insert_small was
+                # stored as NULL there, seen with psycopg 3 on a prepared statement).
                 rows.append((*row[:_MDC], mdc or row[_MDC], *row[_MDC + 1 : _EXTRA], extra))
         errors.sort(key=lambda e: e[0])
         errors = [(i, safe_reason(reason)) for i, reason in errors]

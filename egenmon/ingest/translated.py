@@ -10,8 +10,7 @@ every refused item whole in quarantine with its reason.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 PROJECT_NS = "https://egenmon.example.org/fhir"
 MAX_ITEMS = 1000
@@ -21,16 +20,18 @@ class FormatError(ValueError):
     """The body as a whole is not what the format's endpoint takes; the text says why."""
 
 
-@dataclass(frozen=True)
-class Translated:
+class Translated(NamedTuple):
     """One input item: its readings (each with its FHIR `extra` and MDC code, or None for
-    the type's own), and the reasons it or a part of it is refused."""
+    the type's own), and the reasons it or a part of it is refused. `where` names the
+    item's part the normaliser's reasons are about (such as "body.heart_rate"), put in
+    front of them. A tuple, not a dataclass: one is made per data point on the hot path."""
 
     raw: Any  # the item as received, kept in quarantine when refused
     readings: tuple[dict[str, Any], ...] = ()
     extras: tuple[dict[str, Any] | None, ...] = ()
     mdcs: tuple[str | None, ...] = ()
     errors: tuple[str, ...] = ()
+    where: str | None = None
 
     @staticmethod
     def refused(raw: Any, reason: str) -> Translated:

@@ -3,6 +3,7 @@ points and Bluetooth measurements over HTTP, through the real `egenmon serve`.""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from datetime import UTC, datetime
@@ -16,7 +17,9 @@ from fhirtest import FhirServer
 
 from egenmon.devices.credentials import new_secret, secret_digest
 from egenmon.domain.measurements import LOINC, MDC
+from egenmon.ingest import quarantine
 from egenmon.store import devices
+from tests.ingest.conftest import running_app
 
 _MINUTES = itertools.count()
 
@@ -233,8 +236,15 @@ def test_omh_body_refusals_and_credentials(fhir: FhirServer, ctx, dev) -> None:
     assert any(bytes(raw) == b"{not json" for _, raw, _ in quarantine_of(fhir, dev["id"], "omh")), (
         quarantine_of(fhir, dev["id"], "omh")
     )
-    r = api(fhir, "/api/v1/omh/dataPoints", dev, [data_point("step-count", {})])
-    assert r.status_code == 422 and "header.schema_id" in r.json()["rejected"][0]["error"]
+    naive = data_point("heart-rate", {"heart_rate": {"value": 64, "unit": "beats/min"}},
+                       "2026-11-23T07:25:00")  # fmt: skip
+    r = api(fhir, "/api/v1/omh/dataPoints", dev, [data_point("step-count", {}), naive])
+    assert r.status_code == 422
+    first, second = r.json()["rejected"]
+    assert first["index"] == 0 and "header.schema_id" in first["error"]
+    assert second["index"] == 1 and second["error"].startswith(
+        "body (effective_time_frame, heart_rate): time: '2026-11-23T07:25:00' has no offset"
+    )
 
 
 def ble_bp(flags: int = 0x06, mean: bytes = b"\x6c\x00") -> str:
@@ -279,5 +289,56 @@ def test_ble_blood_pressure_with_pulse_stores_two_readings_at_the_device_time(
     served = [e["resource"] for e in bundle["entry"]]
     for obs in served:
         Observation.model_validate(obs)
+    assert all("extension" in o for o in served)  # what the translation kept is served
     [ble_obs] = [o for o in served if o["extension"][0]["url"].endswith("/ble-measurement")]
     assert ble_obs["effectiveDateTime"] == "2026-11-20T07:31:05Z"
+
+
+def test_quarantined_omh_and_ble_items_replay_once_the_binding_is_fixed(
+    fhir: FhirServer, ctx
+) -> None:
+    secret = new_secret()
+    device_id = f"dev-{uuid.uuid4().hex[:12]}"
+    since = datetime(2020, 1, 1, tzinfo=UTC)
+    devices.add_device(
+        fhir.conn,
+        device_id,
+        "Omron M7",
+        secret_digest(secret),
+        patient_id=ctx["patient"],
+        since=since,
+    )
+    dev = {"id": device_id, "auth": {"Authorization": f"Bearer {secret}"}}
+    early = "2019-06-01T08:00:00+02:00"  # before the device's binding
+    hr = data_point("heart-rate", {"heart_rate": {"value": 58, "unit": "beats/min"}}, early)
+    r = api(fhir, "/api/v1/omh/dataPoints", dev, hr)
+    assert r.status_code == 422 and "no patient bound" in r.json()["rejected"][0]["error"]
+    r = api(fhir, "/api/v1/ble/measurements", dev,
+            {"characteristic": "0x2A37", "value_hex": "0648", "time": early})  # fmt: skip
+    assert r.status_code == 422
+    ids = [
+        i
+        for (i,) in fhir.conn.execute(
+            "SELECT id FROM quarantine WHERE device_id = %s ORDER BY id", (device_id,)
+        ).fetchall()
+    ]
+    assert len(ids) == 2
+    devices.bind_device(
+        fhir.conn, device_id, ctx["patient"], datetime(2019, 1, 1, tzinfo=UTC), since
+    )
+
+    async def go() -> list:
+        async with running_app(fhir.settings) as (_client, app):
+            return await quarantine.replay(app.state.runtime.pipeline, ids)
+
+    replayed = asyncio.run(go())
+    assert [r.resolved for r in replayed] == [True, True], [r.note for r in replayed]
+    assert all("accepted 1" in r.note for r in replayed)
+    rows = fhir.conn.execute(
+        "SELECT type, dedup_key FROM readings WHERE device_id = %s ORDER BY dedup_key",
+        (device_id,),
+    ).fetchall()
+    assert rows == [
+        ("heart_rate", f"{device_id}|heart_rate|2019-06-01T06:00:00.000000+00:00"),
+        ("heart_rate", f"{device_id}|id|omh:{hr['header']['uuid']}"),
+    ]
