@@ -7,7 +7,10 @@ into what is served.
 
 What is taken into columns (everything else is kept in `extra` as posted):
 
-- the type, from a LOINC or MDC coding of `code` (other codings are kept);
+- the type, from any code of the accepted list (`egenmon.domain.measurements.ACCEPTED_CODES`:
+  the variants gateways send map to one type, served with the canonical coding first; a
+  glucose code of the mass kind must carry mg/dL, of the molar kind mmol/L, and a mass code
+  is not served back beside the mmol/L value; other codings are kept);
 - the value(s) and unit from `valueQuantity` (blood pressure: the 85354-9 panel's
   systolic, diastolic and optional mean `component`s; other components are kept, and so
   is what a recognised component carries besides its code and value);
@@ -43,7 +46,21 @@ from typing import Any
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
-from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
+from egenmon.domain.measurements import (
+    ACCEPTED_CODES,
+    CATEGORY_SYSTEM,
+    LOINC,
+    MDC,
+    TYPES,
+    UCUM,
+    AcceptedCode,
+    MeasurementType,
+    accepted_code,
+    accepted_codes_text,
+    codes_of,
+    refused_reason,
+    unit_fits_code,
+)
 from egenmon.fhir.outcome import bad_request, unprocessable
 from egenmon.fhir.render import ON_OXYGEN_URL
 from egenmon.jsonbody import quote_key
@@ -135,20 +152,27 @@ def _codes(concept: Any) -> list[tuple[str | None, str | None]]:
     return [(c.system, c.code) for c in concept.coding]
 
 
-def _type_of(obs: Observation) -> tuple[MeasurementType, str | None]:
+def _type_of(obs: Observation) -> tuple[MeasurementType, str | None, list[AcceptedCode]]:
+    """The type the codings name (any code of the accepted list), the MDC code to keep
+    when it is one egenmon emits, and the accepted codes found (for the unit check)."""
     found: set[str] = set()
     mdc: str | None = None
+    matched: list[AcceptedCode] = []
     for system, code in _codes(obs.code):
-        for t in TYPES.values():
-            if system == LOINC and code in (t.loinc, *t.extra_loinc):
-                found.add(t.name)
-            elif system == MDC and code in (t.mdc, *(c for c, _ in t.extra_mdc)):
-                found.add(t.name)
-                mdc = code
+        refused = refused_reason(system, code)
+        if refused is not None:
+            raise unprocessable(f"Observation.code: {refused}", "Observation.code")
+        accepted = accepted_code(system, code)
+        if accepted is None or accepted.component is not None:
+            continue
+        found.add(accepted.type)
+        matched.append(accepted)
+        if system == MDC and accepted.canonical:
+            mdc = code
     if not found:
         raise unprocessable(
-            "Observation.code: no LOINC or MDC coding of a measurement egenmon holds "
-            f"({', '.join(sorted(TYPES))})",
+            "Observation.code: no LOINC or MDC coding of a measurement egenmon holds; "
+            f"accepted: {accepted_codes_text()}",
             "Observation.code",
         )
     if len(found) > 1:
@@ -156,7 +180,19 @@ def _type_of(obs: Observation) -> tuple[MeasurementType, str | None]:
             f"Observation.code: codings name different measurements ({', '.join(sorted(found))})",
             "Observation.code",
         )
-    return TYPES[found.pop()], mdc
+    return TYPES[found.pop()], mdc, matched
+
+
+def _check_unit(matched: list[AcceptedCode], unit: str, where: str) -> None:
+    """A mass-concentration code must carry a mass unit, a molar one a molar unit: the
+    same number under the other kind of code means a very different glucose."""
+    for a in matched:
+        if not unit_fits_code(a, unit):
+            raise unprocessable(
+                f"{where}.code: {a.code} ({a.display}) must be in {' or '.join(a.units)}, "
+                f"not {unit!r}",
+                f"{where}.code",
+            )
 
 
 def _unit(quantity: Any, where: str) -> str:
@@ -221,7 +257,7 @@ def _known_coding(coding: Any, codes: set[tuple[str, str]]) -> bool:
 
 
 def _component_codes(comp: Any) -> set[tuple[str, str]]:
-    return {(LOINC, comp.loinc), (MDC, comp.mdc)}
+    return {(LOINC, comp.loinc), (MDC, comp.mdc)} | set(codes_of("blood_pressure", comp.name))
 
 
 def _extra(
@@ -239,8 +275,16 @@ def _extra(
     categories = [c for c in raw.get("category") or () if not _is_ours_category(c)]
     if categories:
         extra["category"] = categories
-    type_codes = {(LOINC, t.loinc), (MDC, t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
-    type_codes |= {(MDC, c) for c, _ in t.extra_mdc}
+    # The type's own codes are rendered; a posted variant code is served back as posted,
+    # unless its property contradicts the unit served (a mass-concentration glucose code
+    # beside a value in mmol/L).
+    type_codes = {
+        (a.system, a.code)
+        for a in ACCEPTED_CODES
+        if a.type == t.name
+        and a.component is None
+        and (a.canonical or not unit_fits_code(a, t.unit))
+    }
     other_codings = [
         c for c in (raw.get("code") or {}).get("coding") or () if not _known_coding(c, type_codes)
     ]
@@ -303,7 +347,7 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
         raise bad_request(
             f"Observation.status: {status!r} is not an observation status", "Observation.status"
         )
-    t, mdc = _type_of(obs)
+    t, mdc, matched = _type_of(obs)
 
     patient_ident = _reference(obs.subject, "Patient", "Observation.subject")
     if not _UUID_RE.fullmatch(patient_ident):
@@ -361,6 +405,7 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
         reading["unit"] = units.pop()
     else:
         value, unit = _value(obs.valueQuantity, "Observation.valueQuantity")
+        _check_unit(matched, unit, "Observation.valueQuantity")
         reading["value"] = value
         reading["unit"] = unit
 

@@ -14,7 +14,8 @@ Decisions a client may rely on:
 - Whether the patient was on supplemental oxygen (NEWS2's "air or oxygen") is the
   extension ``https://egenmon.example.org/fhir/StructureDefinition/on-oxygen`` with
   `valueBoolean` (true: on oxygen, false: on air), present only when it was reported.
-- Times are UTC instants with ``Z``.
+- Times are UTC instants with ``Z``. A reading measured over an interval (an Open mHealth
+  time_interval) is served with `effectivePeriod` instead of `effectiveDateTime`.
 - Content an integrator posted that the columns do not hold (the readings row's
   `extra`, see `egenmon.fhir.observation_in`) is merged back: elements we do not
   render are added as posted; lists gain the posted items (a Coding, CodeableConcept,
@@ -244,6 +245,10 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
         if extra.get("status") in _POSTED_STATUSES:
             obs["status"] = extra["status"]
         merge_extra(obs, extra)
+        if "effectivePeriod" in extra:
+            # Measured over an interval (Open mHealth): effective[x] is the period, and
+            # the stored time (the interval's end) is its end.
+            del obs["effectiveDateTime"]
     return obs
 
 

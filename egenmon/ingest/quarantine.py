@@ -15,8 +15,11 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 
+from egenmon.ingest import ble, omh
+from egenmon.ingest.normalise import parse_time
 from egenmon.ingest.payloads import ingest_payload
 from egenmon.ingest.pipeline import IngestResult, Pipeline
+from egenmon.ingest.translated import FormatError
 from egenmon.store import quarantine
 from egenmon.store.quarantine import QuarantineEntry
 
@@ -91,6 +94,8 @@ async def _replay_one(
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
     raw = bytes(entry["raw"])
+    if entry["source"] in ("omh", "ble"):
+        return await _replay_translated(pipeline, entry, raw)
     if entry["source"] == "template" and entry["kind"] == "message":
         # A vendor payload: through its model's templates again (added since, perhaps).
         result = await ingest_payload(
@@ -162,6 +167,49 @@ async def _outcome(
         note += f"; {len(rejects)} reading(s) still refused, now entries " + ", ".join(
             f"#{i}" for i in new_ids
         )
+    await _record(pipeline, entry_id, note, True)
+    return Replayed(entry_id, True, note)
+
+
+async def _replay_translated(pipeline: Pipeline, entry: dict[str, Any], raw: bytes) -> Replayed:
+    """An Open mHealth data point or Bluetooth measurement (or a whole body of them),
+    translated again and run through the pipeline."""
+    entry_id = entry["id"]
+    at = entry["received_at"]
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        if entry["kind"] == "reading":
+            item = orjson.loads(raw)
+            items = (
+                [omh.translate_item(item, parse_time=parse_time)]
+                if entry["source"] == "omh"
+                else [
+                    ble.translate_item(
+                        item, received_at=at, tz=pipeline.settings.tz, parse_time=parse_time
+                    )
+                ]
+            )
+        elif entry["source"] == "omh":
+            items = omh.translate_body(raw, parse_time=parse_time)
+        else:
+            items = ble.translate_body(
+                raw, received_at=at, tz=pipeline.settings.tz, parse_time=parse_time
+            )
+    except (FormatError, orjson.JSONDecodeError) as e:
+        note = f"replayed {stamp}: still refused: {e}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    result = await pipeline.ingest_translated(
+        items, device_id=entry["device_id"], source="replay", received_at=at, quarantine=False
+    )
+    if result.error is not None or result.rejected:
+        reasons = result.error or "; ".join(
+            f"[{r['index']}]: {r['error']}" for r in result.rejected
+        )
+        note = f"replayed {stamp}: accepted {result.accepted}; still refused: {reasons}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    note = f"replayed {stamp}: accepted {result.accepted}, duplicates {result.duplicates}"
     await _record(pipeline, entry_id, note, True)
     return Replayed(entry_id, True, note)
 
