@@ -140,7 +140,8 @@ RESOURCES: tuple[ResourceSpec, ...] = (
             SearchParam(
                 "identifier",
                 "token",
-                "urn:egenmon:device|<device id> or the bare id.",
+                "urn:egenmon:device|<device id> or the bare id; or a PHD's IEEE 11073 "
+                "system id, urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680|<EUI-64>.",
                 _SP + "Device-identifier",
             ),
         ),

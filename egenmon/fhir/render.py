@@ -390,6 +390,9 @@ def render_device(row: Mapping[str, Any], base: str = "") -> dict[str, Any]:
         "identifier": [{"system": DEVICE_ID_SYSTEM, "value": row["id"]}],
         "status": "active" if row.get("status", "active") == "active" else "inactive",
     }
+    for ident in row.get("identifiers") or ():  # "system|value" (PHD system ids), issue 17
+        system, _, value = ident.partition("|")
+        device["identifier"].append({"system": system, "value": value})
     if row.get("manufacturer"):
         device["manufacturer"] = row["manufacturer"]
     if row.get("model"):

@@ -309,3 +309,16 @@ def test_a_bundle_of_a_gateway_bound_to_no_one_is_kept_and_replayed_once_bound(
     assert main(["quarantine", "replay", str(entry_id), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["replayed"][0]["resolved"] is True
     assert [t for _, t, _, _ in rows(fhir, patient)] == ["heart_rate", "spo2"]
+
+
+def test_devices_are_found_and_served_with_their_system_ids(
+    fhir: FhirServer, first_upload: dict
+) -> None:
+    with fhir.client(fhir.token()) as c:
+        found = c.get("/Device", params={"identifier": f"{EUI64_SYSTEM}|00-1C-05-04-00-00-78-25"})
+        assert found.status_code == 200, found.text
+        assert [e["resource"]["id"] for e in found.json()["entry"]] == [SENSOR]
+        gw = c.get(f"/Device/{first_upload['gateway']}").json()
+        none = c.get("/Device", params={"identifier": f"{EUI64_SYSTEM}|00-00-00-00-00-00-00-00"})
+    assert {"system": EUI64_SYSTEM, "value": "4C-4E-49-12-34-56-FF-FF"} in gw["identifier"]
+    assert none.json().get("entry", []) == []
