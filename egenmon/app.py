@@ -21,7 +21,9 @@ from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
 from egenmon.fhir.http import FhirHttp
+from egenmon.ingest import formats_http as ingest_formats
 from egenmon.ingest import http as ingest_http
+from egenmon.ingest import payload_http
 from egenmon.ingest.mqtt import MqttConsumer
 from egenmon.ingest.pipeline import Pipeline
 from egenmon.limits import RequestLimits, parameter_error
@@ -108,6 +110,8 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         web.router,
     ):
         app.include_router(router)
+    app.include_router(ingest_formats.router)  # Open mHealth and Bluetooth (issue 17)
+    app.include_router(payload_http.router)  # vendor payloads through templates (issue 17)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
     app.add_middleware(FhirHttp)  # HEAD, gzip and OperationOutcome errors under /fhir

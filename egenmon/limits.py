@@ -53,6 +53,8 @@ MiB = 1024 * 1024
 FHIR_BODY = 8 * MiB  # a Bundle of up to 1000 Observations
 API_BODY = 1 * MiB  # Alerts API, plans, webhooks, UI forms
 READINGS_PATH = "/api/v1/readings"  # limited by its route, which quarantines the first 1 MiB
+# Device formats read, limit and quarantine their bodies as the readings route does.
+DEVICE_BODY_PATHS = frozenset({READINGS_PATH, "/api/v1/omh/dataPoints", "/api/v1/ble/measurements"})
 
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
@@ -67,8 +69,10 @@ class BodyTooLarge(Exception):
 
 def body_limit(path: str) -> int | None:
     """The most bytes a request body on `path` may have (None: the route limits it)."""
-    if path == READINGS_PATH:
+    if path in DEVICE_BODY_PATHS:
         return None
+    if path.startswith("/api/v1/devices/") and path.endswith("/payloads"):
+        return None  # vendor payloads: limited and quarantined by their route (issue 17)
     if path == "/fhir" or path.startswith("/fhir/"):
         return FHIR_BODY
     return API_BODY
@@ -104,7 +108,7 @@ def _decode(raw: bytes) -> str:
 def _is_json_body(scope: Scope) -> bool:
     """Whether FastAPI would parse this request's body as JSON (no type, or a JSON type)."""
     path = scope["path"]
-    if path == READINGS_PATH or not (path.startswith("/api/") or path.startswith("/ui")):
+    if path in DEVICE_BODY_PATHS or not (path.startswith("/api/") or path.startswith("/ui")):
         return False
     if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
         return False

@@ -20,6 +20,11 @@ serve --no-mqtt --no-scheduler`, and then:
 
 Extra fields: the two ceiling runs, p50, the latency phase's failures and losses, the
 serve process's CPU time per reading in the batch phase and its peak RSS.
+
+`--format omh` adds, after step 3, the same number of readings as Open mHealth data
+points (`POST /api/v1/omh/dataPoints`, arrays of --batch points, the same clients) and
+reports their rate beside the native one: `omh_readings_per_s`, `omh_ratio_to_native`
+(goal: at least 0.5), `omh_lost`, `omh_duplicates_stored`.
 """
 
 from __future__ import annotations
@@ -85,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--single-seconds", type=float, default=5.0, help="length of the latency phase"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("native", "omh"),
+        default="native",
+        help="omh: also post the readings as Open mHealth data points, rate side by side",
     )
 
 
@@ -345,7 +356,12 @@ def _bench(
                 (ids, later),
             )
         )[0]
+    omh: dict = {}
+    if getattr(args, "format", "native") == "omh":
+        omh = _omh_phase(args, url, port, devices, start + dt.timedelta(days=8))
     rate = args.readings / batch["seconds"]
+    if omh:
+        omh["omh_ratio_to_native"] = round(omh["omh_readings_per_s"] / rate, 3)
     return {
         "readings": args.readings,
         "seconds": round(batch["seconds"], 3),
@@ -368,6 +384,89 @@ def _bench(
         "single_lost": latency["requests"] - latency["failed"] - single_stored,
         "serve_cpu_us_per_reading": round(cpu_batch / args.readings * 1e6, 2),
         "serve_max_rss_mb": _max_rss_mb(serve.pid),
+        **omh,
+    }
+
+
+# -- Open mHealth ---------------------------------------------------------------------
+
+_OMH = {
+    "heart_rate": ("heart-rate", "heart_rate", "beats/min"),
+    "spo2": ("oxygen-saturation", "oxygen_saturation", "%"),
+    "body_temperature": ("body-temperature", "body_temperature", "C"),
+    "body_weight": ("body-weight", "body_weight", "kg"),
+    "respiratory_rate": ("respiratory-rate", "respiratory_rate", "breaths/min"),
+    "blood_glucose": ("blood-glucose", "blood_glucose", "mmol/L"),
+}
+
+
+def _omh_messages(
+    devices: list[Device], total: int, batch: int, start: dt.datetime
+) -> list[tuple[Device, bytes, int]]:
+    """The native workload's readings as arrays of Open mHealth data points."""
+    out = []
+    next_index = dict.fromkeys((d.id for d in devices), 0)
+    sent = turn = 0
+    created = dt.datetime.now(dt.UTC).isoformat()
+    while sent < total:
+        device = devices[turn % len(devices)]
+        turn += 1
+        n = min(batch, total - sent)
+        first = next_index[device.id]
+        points = []
+        for i in range(first, first + n):
+            type_name, _unit, value = TYPES[i % len(TYPES)]
+            schema, field, unit = _OMH[type_name]
+            points.append(
+                {
+                    "header": {
+                        "uuid": str(uuid.uuid4()),
+                        "schema_id": {"namespace": "omh", "name": schema, "version": "4.0"},
+                        "creation_date_time": created,
+                        "acquisition_provenance": {"source_name": "bench", "modality": "sensed"},
+                    },
+                    "body": {
+                        field: {"value": value(i), "unit": unit},
+                        "effective_time_frame": {
+                            "date_time": (start + dt.timedelta(minutes=i)).isoformat()
+                        },
+                    },
+                }
+            )
+        next_index[device.id] = first + n
+        out.append((device, orjson.dumps(points), n))
+        sent += n
+    return out
+
+
+def _omh_phase(
+    args: argparse.Namespace, url: str, port: int, devices: list[Device], start: dt.datetime
+) -> dict:
+    work = _omh_messages(devices, args.readings, args.batch, start)
+    result = asyncio.run(_post_all(port, work, args.clients, "/api/v1/omh/dataPoints"))
+    ids = [d.id for d in devices]
+    with psycopg.connect(url, autocommit=True) as conn:
+        stored = one(
+            conn.execute(
+                "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND source = 'omh'",
+                (ids,),
+            )
+        )[0]
+        duplicates = one(
+            conn.execute(
+                "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM readings"
+                " WHERE device_id = ANY(%s) AND source = 'omh' GROUP BY dedup_key"
+                " HAVING count(*) > 1) d",
+                (ids,),
+            )
+        )[0]
+    return {
+        "omh_readings": args.readings,
+        "omh_seconds": round(result["seconds"], 3),
+        "omh_readings_per_s": round(args.readings / result["seconds"]),
+        "omh_lost": args.readings - stored,
+        "omh_duplicates_stored": int(duplicates),
+        "omh_requests_retried": result["retried"],
     }
 
 
@@ -428,7 +527,12 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
         writer.close()
 
 
-async def _post_all(port: int, work: list[tuple[Device, bytes, int]], clients: int) -> dict:
+async def _post_all(
+    port: int,
+    work: list[tuple[Device, bytes, int]],
+    clients: int,
+    path: str = "/api/v1/readings",
+) -> dict:
     queue = list(reversed(work))
     retried = 0
     failures: list[str] = []
@@ -441,7 +545,7 @@ async def _post_all(port: int, work: list[tuple[Device, bytes, int]], clients: i
                 device, body, n = queue.pop()
                 for attempt in range(6):
                     try:
-                        status, answer = await conn.post("/api/v1/readings", device.secret, body)
+                        status, answer = await conn.post(path, device.secret, body)
                     except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                         status, answer = 0, str(e).encode()
                     if status == 200:

@@ -11,6 +11,7 @@ from egenmon import progress
 from egenmon.cli.common import CommandError, command, emit
 from egenmon.fhir.ingest import replay_quarantined
 from egenmon.ingest import quarantine as q
+from egenmon.ingest.normalise import SOURCES
 from egenmon.ingest.pipeline import Pipeline
 from egenmon.settings import Settings
 from egenmon.store.db import make_pool
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command(qu, "list", cmd_list, "list what was rejected, with reasons (newest first)")
     p.add_argument("--all", action="store_true", help="resolved entries too")
     p.add_argument("--device", help="only this device's entries")
-    p.add_argument("--source", choices=("http", "mqtt", "fhir", "replay"))
+    p.add_argument("--source", choices=sorted(SOURCES))
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--full", action="store_true", help="whole raw bodies, not a preview")
     p = command(

@@ -72,6 +72,14 @@ def platform_acls(prefix: str) -> list[dict]:
             "allow": True,
         },
         {"acltype": "publishClientReceive", "topic": f"{prefix}/devices/+/readings", "allow": True},
+        # Vendor payloads, mapped by templates (issue 17): the same rights as readings.
+        {"acltype": "subscribePattern", "topic": f"{prefix}/devices/+/payloads", "allow": True},
+        {
+            "acltype": "subscribePattern",
+            "topic": f"$share/egenmon/{prefix}/devices/+/payloads",
+            "allow": True,
+        },
+        {"acltype": "publishClientReceive", "topic": f"{prefix}/devices/+/payloads", "allow": True},
         {"acltype": "publishClientSend", "topic": f"{prefix}/devices/+/results", "allow": True},
         {"acltype": "publishClientSend", "topic": control, "allow": True},
         {"acltype": "publishClientReceive", "topic": control, "allow": True},
@@ -85,6 +93,7 @@ def device_acls(prefix: str, device_id: str) -> list[dict]:
     own = f"{prefix}/devices/{device_id}"
     return [
         {"acltype": "publishClientSend", "topic": f"{own}/readings", "allow": True},
+        {"acltype": "publishClientSend", "topic": f"{own}/payloads", "allow": True},
         {"acltype": "subscribePattern", "topic": f"{own}/#", "allow": True},
         {"acltype": "publishClientReceive", "topic": f"{own}/#", "allow": True},
     ]

@@ -253,6 +253,186 @@ TYPES: dict[str, MeasurementType] = {
     )
 }
 
+# --- the accepted code list ------------------------------------------------------------
+#
+# The codes gateways, apps and PHD managers really send for the seven types. Each maps to
+# exactly one egenmon type (or one blood-pressure component); what egenmon stores and
+# emits stays the type's canonical coding above. Sources: the FHIR R4 vital-signs profiles
+# and their LOINC codes; the HL7 Personal Health Device IG (its consumer page lists
+# 188424 oral temperature and 160368 glucose in plasma); the IEEE 11073-10101 terms of
+# the PHD specialisations (-10407 blood pressure, -10408 thermometer, -10415 scale,
+# -10417 glucose meter, -10404 pulse oximeter), SCADA partition 2, so code = 2 * 65536 +
+# term code (MDC_TEMP_ORAL 57352 -> 188424).
+
+
+@dataclass(frozen=True)
+class AcceptedCode:
+    """A code egenmon takes in for a type (or, with `component`, for a BP component)."""
+
+    system: str
+    code: str
+    display: str
+    type: str  # the egenmon type it maps to
+    component: str | None = None  # blood pressure: systolic, diastolic or mean
+    units: tuple[str, ...] = ()  # when given: the only units the code's property allows
+    canonical: bool = False  # emitted by egenmon (the type's own codes)
+
+
+_MASS = ("mg/dL",)  # LOINC property MCnc: a mass concentration
+_MOLES = ("mmol/L",)  # LOINC property SCnc: a substance (molar) concentration
+
+# (type, component, system, code, display, units): the variants beyond each type's own.
+_ALIASES: tuple[tuple[str, str | None, str, str, str, tuple[str, ...]], ...] = (
+    # blood pressure: the older panels and the position-specific components
+    ("blood_pressure", None, LOINC, "55284-4", "Blood pressure systolic and diastolic", ()),
+    ("blood_pressure", None, LOINC, "35094-2", "Blood pressure panel", ()),
+    ("blood_pressure", "systolic", LOINC, "8459-0", "Systolic blood pressure--sitting", ()),
+    ("blood_pressure", "systolic", LOINC, "8460-8", "Systolic blood pressure--standing", ()),
+    ("blood_pressure", "systolic", LOINC, "8461-6", "Systolic blood pressure--supine", ()),
+    ("blood_pressure", "diastolic", LOINC, "8453-3", "Diastolic blood pressure--sitting", ()),
+    ("blood_pressure", "diastolic", LOINC, "8454-1", "Diastolic blood pressure--standing", ()),
+    ("blood_pressure", "diastolic", LOINC, "8455-8", "Diastolic blood pressure--supine", ()),
+    # heart rate: by pulse oximetry, by palpation; the ECG heart rate of a PHD monitor
+    ("heart_rate", None, LOINC, "8889-8", "Heart rate by Pulse oximetry", ()),
+    ("heart_rate", None, LOINC, "8893-0", "Heart rate Peripheral artery by Palpation", ()),
+    ("heart_rate", None, MDC, "147842", "MDC_ECG_HEART_RATE", ()),
+    # oxygen saturation
+    ("spo2", None, LOINC, "20564-1", "Oxygen saturation in Blood", ()),
+    ("spo2", None, LOINC, "2710-2", "Oxygen saturation in Capillary blood by Oximetry", ()),
+    # body temperature at a site (a core or near-core temperature, never the skin's)
+    ("body_temperature", None, LOINC, "8331-1", "Oral temperature", ()),
+    ("body_temperature", None, LOINC, "8332-9", "Rectal temperature", ()),
+    ("body_temperature", None, LOINC, "8333-7", "Tympanic membrane temperature", ()),
+    ("body_temperature", None, LOINC, "8328-7", "Axillary temperature", ()),
+    ("body_temperature", None, LOINC, "8329-5", "Body temperature - Core", ()),
+    ("body_temperature", None, LOINC, "75539-7", "Body temperature - Temporal artery", ()),
+    ("body_temperature", None, LOINC, "76010-8", "Nasal temperature", ()),
+    ("body_temperature", None, MDC, "188424", "MDC_TEMP_ORAL", ()),
+    ("body_temperature", None, MDC, "188420", "MDC_TEMP_RECT", ()),
+    ("body_temperature", None, MDC, "188428", "MDC_TEMP_EAR", ()),
+    ("body_temperature", None, MDC, "150392", "MDC_TEMP_TYMP", ()),
+    ("body_temperature", None, MDC, "188452", "MDC_TEMP_AXILLA", ()),
+    ("body_temperature", None, MDC, "188456", "MDC_TEMP_GIT", ()),
+    # body weight
+    ("body_weight", None, LOINC, "3141-9", "Body weight Measured", ()),
+    # blood glucose: a mass code must carry a mass unit, a molar code a molar unit
+    ("blood_glucose", None, LOINC, "15074-8", "Glucose [Moles/volume] in Blood", _MOLES),
+    ("blood_glucose", None, LOINC, "2339-0", "Glucose [Mass/volume] in Blood", _MASS),
+    (
+        "blood_glucose",
+        None,
+        LOINC,
+        "41653-7",
+        "Glucose [Mass/volume] in Capillary blood by Glucometer",
+        _MASS,
+    ),
+    ("blood_glucose", None, LOINC, "32016-8", "Glucose [Mass/volume] in Capillary blood", _MASS),
+    ("blood_glucose", None, LOINC, "2345-7", "Glucose [Mass/volume] in Serum or Plasma", _MASS),
+    ("blood_glucose", None, LOINC, "14749-6", "Glucose [Moles/volume] in Serum or Plasma", _MOLES),
+    ("blood_glucose", None, MDC, "160020", "MDC_CONC_GLU_GEN", ()),
+    ("blood_glucose", None, MDC, "160188", "MDC_CONC_GLU_CAPILLARY_PLASMA", ()),
+    ("blood_glucose", None, MDC, "160192", "MDC_CONC_GLU_VENOUS_WHOLEBLOOD", ()),
+    ("blood_glucose", None, MDC, "160196", "MDC_CONC_GLU_VENOUS_PLASMA", ()),
+    ("blood_glucose", None, MDC, "160200", "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD", ()),
+    ("blood_glucose", None, MDC, "160204", "MDC_CONC_GLU_ARTERIAL_PLASMA", ()),
+    ("blood_glucose", None, MDC, "160364", "MDC_CONC_GLU_UNDETERMINED_WHOLEBLOOD", ()),
+    ("blood_glucose", None, MDC, "160368", "MDC_CONC_GLU_UNDETERMINED_PLASMA", ()),
+)
+
+# Codes near the seven types that must never be taken as one of them: the reason is the
+# refusal's text.
+REFUSED_CODES: dict[tuple[str, str], str] = {
+    (MDC, "160208"): (
+        "MDC_CONC_GLU_CONTROL is a control-solution test of the meter, not the patient's glucose"
+    ),
+    (MDC, "160212"): (
+        "MDC_CONC_GLU_ISF is interstitial (CGM) glucose, not a capillary blood glucose"
+    ),
+    (MDC, "188432"): "MDC_TEMP_FINGER is a skin temperature, not a body temperature",
+    (MDC, "188448"): "MDC_TEMP_TOE is a skin temperature, not a body temperature",
+    (LOINC, "61008-9"): "61008-9 is a body surface (skin) temperature, not a body temperature",
+}
+
+
+def _accepted_codes() -> tuple[AcceptedCode, ...]:
+    out: list[AcceptedCode] = []
+    for t in TYPES.values():
+        out.append(AcceptedCode(LOINC, t.loinc, t.loinc_display, t.name, canonical=True))
+        out.extend(AcceptedCode(LOINC, c, c, t.name, canonical=True) for c in t.extra_loinc)
+        out.append(AcceptedCode(MDC, t.mdc, t.mdc_display, t.name, canonical=True))
+        out.extend(AcceptedCode(MDC, c, d, t.name, canonical=True) for c, d in t.extra_mdc)
+        if t.is_panel:
+            for comp in t.components:
+                out.append(
+                    AcceptedCode(LOINC, comp.loinc, comp.loinc_display, t.name, comp.name, (), True)
+                )
+                out.append(
+                    AcceptedCode(MDC, comp.mdc, comp.mdc_display, t.name, comp.name, (), True)
+                )
+    out.extend(AcceptedCode(sy, co, di, ty, cp, un) for ty, cp, sy, co, di, un in _ALIASES)
+    return tuple(out)
+
+
+ACCEPTED_CODES: tuple[AcceptedCode, ...] = _accepted_codes()
+_ACCEPTED: dict[tuple[str, str], AcceptedCode] = {}
+for _a in ACCEPTED_CODES:
+    if (_a.system, _a.code) in _ACCEPTED:  # one code, one meaning
+        raise AssertionError(f"code {_a.system}|{_a.code} is listed twice")
+    _ACCEPTED[(_a.system, _a.code)] = _a
+
+
+def accepted_code(system: str | None, code: str | None) -> AcceptedCode | None:
+    """What an incoming (system, code) stands for, or None when egenmon does not take it."""
+    if system is None or code is None:
+        return None
+    return _ACCEPTED.get((system, code))
+
+
+def accepted_type(system: str | None, code: str | None) -> str | None:
+    """The type an incoming observation code maps to (not a BP component's code), or None."""
+    found = accepted_code(system, code)
+    return found.type if found is not None and found.component is None else None
+
+
+def refused_reason(system: str | None, code: str | None) -> str | None:
+    """Why a code close to one of the types is refused on purpose, or None."""
+    if system is None or code is None:
+        return None
+    return REFUSED_CODES.get((system, code))
+
+
+def accepted_codes_text(type_name: str | None = None) -> str:
+    """The accepted observation codes, by type, for a refusal's text."""
+    parts = []
+    for name in [type_name] if type_name is not None else sorted(TYPES):
+        loinc = [
+            a.code
+            for a in ACCEPTED_CODES
+            if a.type == name and a.component is None and a.system == LOINC
+        ]
+        mdc = [
+            a.code
+            for a in ACCEPTED_CODES
+            if a.type == name and a.component is None and a.system == MDC
+        ]
+        parts.append(f"{name}: LOINC {', '.join(loinc)}; MDC {', '.join(mdc)}")
+    return " | ".join(parts)
+
+
+def codes_of(type_name: str, component: str | None = None) -> frozenset[tuple[str, str]]:
+    """Every accepted (system, code) of a type's observation code, or of one component."""
+    return frozenset(
+        (a.system, a.code)
+        for a in ACCEPTED_CODES
+        if a.type == type_name and a.component == component
+    )
+
+
+def unit_fits_code(accepted: AcceptedCode, unit: str) -> bool:
+    """Whether a unit agrees with the code's property (a mass code with a mass unit)."""
+    return not accepted.units or unit in accepted.units
+
+
 # Every code (LOINC or MDC, with or without its system) that finds a type in a search.
 _CODE_INDEX: dict[tuple[str, str], str] = {}
 for _t in TYPES.values():

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from egenmon.auth import authenticate
+from egenmon.auth import authenticate, bearer
 from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
@@ -325,11 +325,34 @@ async def lastn(request: Request) -> Response:
 
 
 async def system_bundle(request: Request) -> Response:
-    principal = await authenticate(request)
+    token = bearer(request)
+    if token is not None and "." not in token:
+        # Not a JWT but a device secret: a PHD gateway posting its Bundle (egenmon.fhir.phd).
+        return fhir_response(await _gateway_bundle(request, token))
+    ctx = _ingest_context(request, await authenticate(request))
     _check_json(request)
-    ctx = _ingest_context(request, principal)
     body = await _body(request)
     return fhir_response(await ingest.process_bundle(ctx, body))
+
+
+async def _gateway_bundle(request: Request, secret: str) -> dict:
+    runtime = _runtime(request)
+    pipeline = pipeline_of(runtime)
+    if pipeline is None:
+        raise FhirError(503, "transient", "FHIR ingest is not running in this process")
+    creds = await pipeline.credentials(secret)
+    if creds is None or not creds.active:
+        raise AuthError(401, "the device secret is not valid or the device is revoked")
+    _check_json(request)
+    body = await _body(request)
+    try:
+        ctx = await ingest.gateway_context(runtime.pool, pipeline, creds.device_id, _base(request))
+    except AuthError as exc:  # bound to no patient now: kept, to replay once it is
+        await pipeline.quarantine(
+            source="phd", reason=exc.message, raw=body, device_id=creds.device_id
+        )
+        raise
+    return await ingest.process_bundle(ctx, body)
 
 
 async def unknown(request: Request) -> Response:

@@ -158,7 +158,8 @@ RESOURCES: tuple[ResourceSpec, ...] = (
             SearchParam(
                 "identifier",
                 "token",
-                "urn:egenmon:device|<device id> or the bare id.",
+                "urn:egenmon:device|<device id> or the bare id; or a PHD's IEEE 11073 "
+                "system id, urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680|<EUI-64>.",
                 _SP + "Device-identifier",
             ),
         ),
@@ -213,7 +214,12 @@ RESOURCES: tuple[ResourceSpec, ...] = (
 
 SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
-    ("transaction", "A transaction Bundle of Observation creates: all or nothing."),
+    (
+        "transaction",
+        "A transaction Bundle of Observation creates: all or nothing; references to an "
+        "entry's fullUrl resolve to the id it gets. A PHD gateway (HL7 PHD IG, device "
+        "secret) also sends its Patient and Device conditional creates.",
+    ),
 )
 
 

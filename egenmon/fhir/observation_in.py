@@ -13,7 +13,10 @@ without seconds, unknown elements, cardinality).
 What is taken into columns (everything else is kept in `extra` as posted, and served
 back by `egenmon.fhir.render`):
 
-- the type, from a LOINC or MDC coding of `code` (other codings are kept);
+- the type, from any code of the accepted list (`egenmon.domain.measurements.ACCEPTED_CODES`:
+  the variants gateways send map to one type, served with the canonical coding first; a
+  glucose code of the mass kind must carry mg/dL, of the molar kind mmol/L, and a mass code
+  is not served back beside the mmol/L value; other codings are kept);
 - the value(s) and unit from `valueQuantity` (blood pressure: the 85354-9 panel's
   systolic, diastolic and optional mean `component`s; other components are kept, and so
   is what a recognised component or quantity carries besides its code, value and unit);
@@ -60,7 +63,21 @@ from typing import Any
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
-from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
+from egenmon.domain.measurements import (
+    ACCEPTED_CODES,
+    CATEGORY_SYSTEM,
+    LOINC,
+    MDC,
+    TYPES,
+    UCUM,
+    AcceptedCode,
+    MeasurementType,
+    accepted_code,
+    accepted_codes_text,
+    codes_of,
+    refused_reason,
+    unit_fits_code,
+)
 from egenmon.fhir.outcome import bad_request, unprocessable
 from egenmon.fhir.render import ON_OXYGEN_URL
 from egenmon.fhir.strict import primitive_errors
@@ -160,20 +177,27 @@ def _codes(concept: Any) -> list[tuple[str | None, str | None]]:
     return [(c.system, c.code) for c in concept.coding]
 
 
-def _type_of(obs: Observation) -> tuple[MeasurementType, str | None]:
+def _type_of(obs: Observation) -> tuple[MeasurementType, str | None, list[AcceptedCode]]:
+    """The type the codings name (any code of the accepted list), the MDC code to keep
+    when it is one egenmon emits, and the accepted codes found (for the unit check)."""
     found: set[str] = set()
     mdc: str | None = None
+    matched: list[AcceptedCode] = []
     for system, code in _codes(obs.code):
-        for t in TYPES.values():
-            if system == LOINC and code in (t.loinc, *t.extra_loinc):
-                found.add(t.name)
-            elif system == MDC and code in (t.mdc, *(c for c, _ in t.extra_mdc)):
-                found.add(t.name)
-                mdc = code
+        refused = refused_reason(system, code)
+        if refused is not None:
+            raise unprocessable(f"Observation.code: {refused}", "Observation.code")
+        accepted = accepted_code(system, code)
+        if accepted is None or accepted.component is not None:
+            continue
+        found.add(accepted.type)
+        matched.append(accepted)
+        if system == MDC and accepted.canonical:
+            mdc = code
     if not found:
         raise unprocessable(
-            "Observation.code: no LOINC or MDC coding of a measurement egenmon holds "
-            f"({', '.join(sorted(TYPES))})",
+            "Observation.code: no LOINC or MDC coding of a measurement egenmon holds; "
+            f"accepted: {accepted_codes_text()}",
             "Observation.code",
         )
     if len(found) > 1:
@@ -181,7 +205,19 @@ def _type_of(obs: Observation) -> tuple[MeasurementType, str | None]:
             f"Observation.code: codings name different measurements ({', '.join(sorted(found))})",
             "Observation.code",
         )
-    return TYPES[found.pop()], mdc
+    return TYPES[found.pop()], mdc, matched
+
+
+def _check_unit(matched: list[AcceptedCode], unit: str, where: str) -> None:
+    """A mass-concentration code must carry a mass unit, a molar one a molar unit: the
+    same number under the other kind of code means a very different glucose."""
+    for a in matched:
+        if not unit_fits_code(a, unit):
+            raise unprocessable(
+                f"{where}.code: {a.code} ({a.display}) must be in {' or '.join(a.units)}, "
+                f"not {unit!r}",
+                f"{where}.code",
+            )
 
 
 def _unit(quantity: Any, where: str) -> str:
@@ -258,7 +294,7 @@ def _known_coding(coding: Any, codes: set[tuple[str, str]]) -> bool:
 
 
 def _component_codes(comp: Any) -> set[tuple[str, str]]:
-    return {(LOINC, comp.loinc), (MDC, comp.mdc)}
+    return {(LOINC, comp.loinc), (MDC, comp.mdc)} | set(codes_of("blood_pressure", comp.name))
 
 
 def _rest(element: Any, taken: tuple[str, ...]) -> dict[str, Any]:
@@ -306,9 +342,18 @@ def _extra(
     categories = [c for c in raw.get("category") or () if not _is_ours_category(c, t.category)]
     if categories:
         extra["category"] = categories
-    # The codings the renderer writes itself; others are kept, and so is what a rendered
-    # one carries beyond its system, code and display (a version, userSelected).
+    # The codings the renderer writes itself (the type's own codes; a posted variant code
+    # is served back as posted, unless its property contradicts the unit served: a
+    # mass-concentration glucose code beside a value in mmol/L); others are kept, and so
+    # is what a rendered one carries beyond its system, code and display.
     rendered = {(LOINC, t.loinc), (MDC, mdc or t.mdc)} | {(LOINC, c) for c in t.extra_loinc}
+    rendered |= {
+        (a.system, a.code)
+        for a in ACCEPTED_CODES
+        if a.type == t.name
+        and a.component is None
+        and (a.canonical or not unit_fits_code(a, t.unit))
+    }
     kept_codings = []
     for c in (raw.get("code") or {}).get("coding") or ():
         if not _known_coding(c, rendered):
@@ -383,7 +428,7 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
         raise bad_request(
             f"Observation.status: {status!r} is not an observation status", "Observation.status"
         )
-    t, mdc = _type_of(obs)
+    t, mdc, matched = _type_of(obs)
 
     patient_ident = _reference(obs.subject, "Patient", "Observation.subject")
     if not _UUID_RE.fullmatch(patient_ident):
@@ -441,6 +486,7 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
         reading["unit"] = units.pop()
     else:
         value, unit = _value(obs.valueQuantity, "Observation.valueQuantity")
+        _check_unit(matched, unit, "Observation.valueQuantity")
         reading["value"] = value
         reading["unit"] = unit
 

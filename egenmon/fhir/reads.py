@@ -477,7 +477,13 @@ async def search_devices(ctx: Context, params: Params) -> dict[str, Any]:
         if q.no_match:
             total = 0
         else:
-            args = {"patient_id": q.patient, "device_id": q.device_id, "restrict": restrict}
+            args: dict[str, Any] = {
+                "patient_id": q.patient,
+                "device_id": q.device_id,
+                "restrict": restrict,
+            }
+            if q.identifier is not None:
+                args["identifier"] = q.identifier
             rows, total, more = await _page(
                 devices.search_devices, conn, args, after, q.count, count_only, total_mode
             )

@@ -14,7 +14,8 @@ Decisions a client may rely on:
 - Whether the patient was on supplemental oxygen (NEWS2's "air or oxygen") is the
   extension ``https://egenmon.example.org/fhir/StructureDefinition/on-oxygen`` with
   `valueBoolean` (true: on oxygen, false: on air), present only when it was reported.
-- Times are UTC instants with ``Z``.
+- Times are UTC instants with ``Z``. A reading measured over an interval (an Open mHealth
+  time_interval) is served with `effectivePeriod` instead of `effectiveDateTime`.
 - Content an integrator posted that the columns do not hold (the readings row's
   `extra`, see `egenmon.fhir.observation_in`) is merged back: elements we do not
   render are added as posted; lists gain the posted items (a Coding, CodeableConcept,
@@ -262,6 +263,10 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
             # stored before notes were kept whole hold only the further notes.
             obs["note"] = _copy(extra.pop("note"))
         merge_extra(obs, extra)
+        if "effectivePeriod" in extra:
+            # Measured over an interval (Open mHealth): effective[x] is the period, and
+            # the stored time (the interval's end) is its end.
+            del obs["effectiveDateTime"]
     return obs
 
 
@@ -416,6 +421,9 @@ def render_device(row: Mapping[str, Any], base: str = "") -> dict[str, Any]:
         "identifier": [{"system": DEVICE_ID_SYSTEM, "value": row["id"]}],
         "status": "active" if row.get("status", "active") == "active" else "inactive",
     }
+    for ident in row.get("identifiers") or ():  # "system|value" (PHD system ids), issue 17
+        system, _, value = ident.partition("|")
+        device["identifier"].append({"system": system, "value": value})
     if row.get("manufacturer"):
         device["manufacturer"] = row["manufacturer"]
     if row.get("model"):

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 from egenmon.domain.ids import decode_cursor
 from egenmon.domain.measurements import CATEGORY_SYSTEM, TYPES, type_for_code
 from egenmon.fhir.outcome import FhirError
+from egenmon.fhir.phd import EUI64_SYSTEM
 from egenmon.fhir.render import (
     DEVICE_ID_SYSTEM,
     FLAG_STATUS,
@@ -224,6 +225,7 @@ class DeviceQuery:
     count: int = DEFAULT_COUNT
     summary_count: bool = False
     ignored: tuple[str, ...] = ()
+    identifier: tuple[str, str] | None = None  # another system's, such as a PHD system id
 
 
 @dataclass(frozen=True)
@@ -632,12 +634,19 @@ def parse_device_search(params: Params, *, lenient: bool = False) -> DeviceQuery
     values, ignored = _collect(params, _DEVICE_PARAMS, lenient)
     device_id = None
     no_match = False
+    identifier = None
     if "identifier" in values:
         value = _single("identifier", values["identifier"])
         if "," in value:
             raise SearchError("identifier", "one identifier per search")
         system, bar, ident = value.rpartition("|")
-        if bar and system != DEVICE_ID_SYSTEM:
+        if bar and value.startswith(EUI64_SYSTEM + "|"):
+            # A PHD's IEEE 11073 system id, as gateways name devices (issue 17).
+            ident = value[len(EUI64_SYSTEM) + 1 :]
+            if not ident or len(ident) > 200:
+                raise SearchError("identifier", "a system id of at most 200 characters")
+            identifier = (EUI64_SYSTEM, ident)
+        elif bar and system != DEVICE_ID_SYSTEM:
             no_match = True
         elif not _DEVICE_ID_RE.fullmatch(ident):
             raise SearchError("identifier", "not a device id")
@@ -650,6 +659,7 @@ def parse_device_search(params: Params, *, lenient: bool = False) -> DeviceQuery
         count=_count(values),
         summary_count=_summary(values),
         ignored=ignored,
+        identifier=identifier,
     )
 
 

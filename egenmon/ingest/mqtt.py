@@ -45,7 +45,8 @@ from egenmon.devices.dynsec import DynsecClient
 from egenmon.devices.reconcile import SHARE_GROUP
 from egenmon.ingest.mqtt_loop import ClientIdLock, LoopConnection, ReadAheadClient
 from egenmon.ingest.mqtt_publisher import ResultsPublisher
-from egenmon.ingest.pipeline import IngestResult
+from egenmon.ingest.payloads import ingest_payload
+from egenmon.ingest.pipeline import IngestResult, Pipeline
 from egenmon.ingest.writer import WriteError
 from egenmon.settings import MqttUrl, Settings
 
@@ -97,6 +98,20 @@ def device_from_topic(topic: str, prefix: str) -> str | None:
     if not topic.startswith(head) or not topic.endswith("/readings"):
         return None
     device = topic[len(head) : -len("/readings")]
+    return device if device and "/" not in device else None
+
+
+def payloads_subscription(prefix: str) -> str:
+    """Vendor payloads, mapped by the device model's templates (egenmon.ingest.payloads)."""
+    return f"$share/{SHARE_GROUP}/{prefix}/devices/+/payloads"
+
+
+def payload_device_from_topic(topic: str, prefix: str) -> str | None:
+    """The device id in `{prefix}/devices/{id}/payloads`, or None for any other topic."""
+    head = f"{prefix}/devices/"
+    if not topic.startswith(head) or not topic.endswith("/payloads"):
+        return None
+    device = topic[len(head) : -len("/payloads")]
     return device if device and "/" not in device else None
 
 
@@ -301,14 +316,16 @@ class MqttConsumer:
         self._subscribed = False
         # Always, even when the session is present: Mosquitto 2.0 restores shared
         # subscriptions from persistence in a state that delivers nothing.
-        client.subscribe(shared_subscription(self.prefix), qos=1)
+        client.subscribe(
+            [(shared_subscription(self.prefix), 1), (payloads_subscription(self.prefix), 1)]
+        )
         if not self._closing:
             self._schedule_reconcile()
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list, properties: Any
     ) -> None:
-        if reasons and not reasons[0].is_failure:
+        if reasons and not any(r.is_failure for r in reasons):
             self._subscribed = True
             log.info("MQTT consumer %s subscribed", self.client_id)
         else:
@@ -385,10 +402,17 @@ class MqttConsumer:
                 return
             results = iter(outcomes)
             bugs: dict[int, str] = {}  # one log line for a bug that failed the whole batch
-            done = []
+            done: list[tuple[int, int, str | None, Any]] = []
             for generation, msg, topic, device_id in messages:
+                vendor = None if device_id else payload_device_from_topic(topic, self.prefix)
+                if vendor is not None:
+                    result = await self._payload(bytes(msg.payload), vendor, topic)
+                    if result is None:
+                        break
+                    done.append((generation, msg.mid, vendor, result))
+                    continue
                 if device_id is None:
-                    # The subscription only matches readings topics; anything else is kept.
+                    # The subscriptions match readings and payloads topics; anything else is kept.
                     reason = f"not a readings topic: {topic[:200]!r}"
                     result = await self._keep(reason, bytes(msg.payload), None, topic)
                 else:
@@ -434,6 +458,19 @@ class MqttConsumer:
                 out += got
             return out
         return [] if results is None else results
+
+    async def _payload(self, body: bytes, device_id: str, topic: str) -> Any:
+        """A vendor payload through its model's templates (`egenmon.ingest.payloads`): its
+        result once committed; None if stopping first."""
+        pipeline = self.pipeline
+        if not isinstance(pipeline, Pipeline):
+            return await self._keep("vendor payloads need the ingest pipeline", body, None, topic)
+        try:
+            return await self._until_done(
+                lambda: ingest_payload(pipeline, body, device_id=device_id, topic=topic)
+            )
+        except Exception as e:  # noqa: BLE001 (refused, or a bug: kept, not retried)
+            return await self._keep(self._bug(e), body, device_id, topic)
 
     async def _until_done(self, attempt: Any) -> Any:
         """attempt()'s result, retried while the database is away; None if stopping first.

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import psycopg
@@ -22,8 +23,9 @@ from egenmon import metrics
 from egenmon.devices.cache import Credentials, DeviceCache
 from egenmon.devices.health import HealthTracker
 from egenmon.domain.readings import COLUMNS, Binding
-from egenmon.ingest.message import MessageError, parse_message
+from egenmon.ingest.message import MessageError, ReadingMessage, parse_message
 from egenmon.ingest.normalise import normalise
+from egenmon.ingest.translated import Translated
 from egenmon.ingest.writer import BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
 from egenmon.store import quarantine as quarantine_store
@@ -37,6 +39,8 @@ OUTAGE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError
 log = logging.getLogger("egenmon.ingest")
 
 _DEVICE = COLUMNS.index("device_id")
+_MDC = COLUMNS.index("mdc")
+_EXTRA = COLUMNS.index("extra")
 MAX_BODY = 1024 * 1024  # 1 MiB, the contract's limit; quarantine keeps at most this much
 
 
@@ -344,6 +348,100 @@ class Pipeline:
         self._count(source, accepted, duplicates, rejected)
         self._observe(source, started, len(prepared))
         return [p.result for p in prepared]
+
+    async def ingest_translated(
+        self,
+        items: Sequence[Translated],
+        *,
+        device_id: str,
+        source: str,
+        received_at: dt.datetime | None = None,
+        quarantine: bool = True,
+    ) -> IngestResult:
+        """Store the readings a device format was translated into (Open mHealth data
+        points, Bluetooth measurements): normalised like any reading, each row with the
+        FHIR content its translation kept (`extra`) and MDC code; every refused item is
+        kept whole in quarantine with its reason. `rejected` indexes the items."""
+        started = time.perf_counter()
+        now = dt.datetime.now(dt.UTC)
+        received_at = received_at or now
+        if source != "replay":
+            self.health.seen(device_id, now)
+        bindings = await self.bindings(device_id)
+        readings: list[Any] = []
+        owners: list[tuple[int, dict | None, str | None]] = []
+        errors: list[tuple[int, str]] = []
+        for index, item in enumerate(items):
+            errors.extend((index, reason) for reason in item.errors)
+            for reading, extra, mdc in zip(item.readings, item.extras, item.mdcs, strict=True):
+                readings.append(reading)
+                owners.append((index, extra, mdc))
+        rows: list[tuple] = []
+        if readings:
+            message = ReadingMessage.model_construct(
+                message_id=None, device_id=None, battery=None, readings=readings
+            )
+            normalised, refused = normalise(message, device_id, bindings, now, source, received_at)
+            refused_at = {i for i, _ in refused}
+            for i, reason in refused:
+                where = items[owners[i][0]].where
+                errors.append((owners[i][0], f"{where}: {reason}" if where else reason))
+            kept = (owners[i] for i in range(len(readings)) if i not in refused_at)
+            for row, (_index, extra, mdc) in zip(normalised, kept, strict=True):
+                # A plain dict for the jsonb column, as FHIR ingest hands it: the store
+                # wraps it where it must (a Jsonb made before store.insert_small was
+                # stored as NULL there, seen with psycopg 3 on a prepared statement).
+                rows.append((*row[:_MDC], mdc or row[_MDC], *row[_MDC + 1 : _EXTRA], extra))
+        errors.sort(key=lambda e: e[0])
+        errors = [(i, safe_reason(reason)) for i, reason in errors]
+        entries = (
+            [
+                QuarantineEntry(
+                    received_at,
+                    source,
+                    reason,
+                    orjson.dumps(items[i].raw, option=orjson.OPT_NON_STR_KEYS),
+                    device_id,
+                    None,
+                    "reading",
+                    None,
+                    i,
+                )
+                for i, reason in errors
+            ]
+            if quarantine
+            else []
+        )
+        result = IngestResult(
+            status=200 if rows else 422,
+            rejected=[{"index": i, "error": reason} for i, reason in errors],
+        )
+        try:
+            [done] = await self._commit([_Prepared(result, rows, entries)], source, started)
+        except WriteError as e:
+            if not e.refused:
+                raise  # an outage: the sender tries again
+            reason = f"refused by the database: {safe_reason(str(e))[:200]}"
+            log.warning("the database refused items from %s; they go to quarantine", source)
+            if quarantine:
+                await self.store_quarantine(
+                    [
+                        QuarantineEntry(
+                            received_at,
+                            source,
+                            reason,
+                            orjson.dumps(item.raw, option=orjson.OPT_NON_STR_KEYS),
+                            device_id,
+                            None,
+                            "reading",
+                            None,
+                            i,
+                        )
+                        for i, item in enumerate(items)
+                    ]
+                )
+            return IngestResult(status=422, error=reason)
+        return done
 
     async def ingest_rows(self, rows: Sequence[tuple], *, source: str) -> WriteResult:
         """Store rows normalised elsewhere (FHIR ingest), in writer.COLUMNS order."""

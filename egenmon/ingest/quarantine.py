@@ -15,7 +15,11 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 
-from egenmon.ingest.pipeline import Pipeline
+from egenmon.ingest import ble, omh
+from egenmon.ingest.normalise import parse_time
+from egenmon.ingest.payloads import ingest_payload
+from egenmon.ingest.pipeline import IngestResult, Pipeline
+from egenmon.ingest.translated import FormatError
 from egenmon.store import quarantine
 from egenmon.store.quarantine import QuarantineEntry
 
@@ -56,7 +60,9 @@ class FhirReplayer(Protocol):
     """Runs a quarantined FHIR body through FHIR ingest again: (stored, what happened),
     e.g. `egenmon.fhir.ingest.replay_quarantined`."""
 
-    async def __call__(self, pipeline: Pipeline, raw: bytes) -> tuple[bool, str]: ...
+    async def __call__(
+        self, pipeline: Pipeline, raw: bytes, gateway: str | None = None
+    ) -> tuple[bool, str]: ...
 
 
 async def replay(
@@ -80,7 +86,7 @@ async def _replay_one(
     entry_id = entry["id"]
     if entry["resolved_at"] is not None:
         return Replayed(entry_id, True, f"already resolved: {entry['resolution']}")
-    if entry["source"] == "fhir":
+    if entry["source"] in ("fhir", "phd"):
         return await _replay_fhir(pipeline, entry, fhir)
     device_id = entry["device_id"]
     if device_id is None:
@@ -88,6 +94,19 @@ async def _replay_one(
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
     raw = bytes(entry["raw"])
+    if entry["source"] in ("omh", "ble"):
+        return await _replay_translated(pipeline, entry, raw)
+    if entry["source"] == "template" and entry["kind"] == "message":
+        # A vendor payload: through its model's templates again (added since, perhaps).
+        result = await ingest_payload(
+            pipeline,
+            raw,
+            device_id=device_id,
+            received_at=entry["received_at"],
+            source="replay",
+            quarantine=False,
+        )
+        return await _outcome(pipeline, entry, result, raw, split=False)
     if entry["kind"] == "reading":
         try:
             reading = orjson.loads(raw)
@@ -104,6 +123,15 @@ async def _replay_one(
         received_at=entry["received_at"],
         quarantine=False,
     )
+    return await _outcome(pipeline, entry, result, raw)
+
+
+async def _outcome(
+    pipeline: Pipeline, entry: dict[str, Any], result: IngestResult, raw: bytes, split: bool = True
+) -> Replayed:
+    """Record what a replay did to the entry; `split`: readings still refused become
+    entries of their own (a vendor payload's measurements are noted instead)."""
+    entry_id, device_id = entry["id"], entry["device_id"]
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if result.error is not None:
         note = f"replayed {stamp}: still refused ({result.status}): {result.error}"
@@ -115,7 +143,11 @@ async def _replay_one(
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
     note = f"replayed {stamp}: accepted {result.accepted}, duplicates {result.duplicates}"
-    if result.rejected:
+    if result.rejected and not split:
+        note += f"; {len(result.rejected)} measurement(s) still refused"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    elif result.rejected:
         # Part of a message went in; what is still refused becomes entries of its own.
         rejects = [
             QuarantineEntry(
@@ -139,6 +171,49 @@ async def _replay_one(
     return Replayed(entry_id, True, note)
 
 
+async def _replay_translated(pipeline: Pipeline, entry: dict[str, Any], raw: bytes) -> Replayed:
+    """An Open mHealth data point or Bluetooth measurement (or a whole body of them),
+    translated again and run through the pipeline."""
+    entry_id = entry["id"]
+    at = entry["received_at"]
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        if entry["kind"] == "reading":
+            item = orjson.loads(raw)
+            items = (
+                [omh.translate_item(item, parse_time=parse_time)]
+                if entry["source"] == "omh"
+                else [
+                    ble.translate_item(
+                        item, received_at=at, tz=pipeline.settings.tz, parse_time=parse_time
+                    )
+                ]
+            )
+        elif entry["source"] == "omh":
+            items = omh.translate_body(raw, parse_time=parse_time)
+        else:
+            items = ble.translate_body(
+                raw, received_at=at, tz=pipeline.settings.tz, parse_time=parse_time
+            )
+    except (FormatError, orjson.JSONDecodeError) as e:
+        note = f"replayed {stamp}: still refused: {e}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    result = await pipeline.ingest_translated(
+        items, device_id=entry["device_id"], source="replay", received_at=at, quarantine=False
+    )
+    if result.error is not None or result.rejected:
+        reasons = result.error or "; ".join(
+            f"[{r['index']}]: {r['error']}" for r in result.rejected
+        )
+        note = f"replayed {stamp}: accepted {result.accepted}; still refused: {reasons}"
+        await _record(pipeline, entry_id, note, False)
+        return Replayed(entry_id, False, note)
+    note = f"replayed {stamp}: accepted {result.accepted}, duplicates {result.duplicates}"
+    await _record(pipeline, entry_id, note, True)
+    return Replayed(entry_id, True, note)
+
+
 async def _replay_fhir(
     pipeline: Pipeline, entry: dict[str, Any], fhir: FhirReplayer | None
 ) -> Replayed:
@@ -149,7 +224,9 @@ async def _replay_fhir(
         note = "cannot replay: FHIR content needs FHIR ingest, which this replay was not given"
         await _record(pipeline, entry_id, note, False)
         return Replayed(entry_id, False, note)
-    resolved, outcome = await fhir(pipeline, bytes(entry["raw"]))
+    # A PHD gateway's Bundle is replayed as that gateway (its device id is the entry's).
+    gateway = entry["device_id"] if entry["source"] == "phd" else None
+    resolved, outcome = await fhir(pipeline, bytes(entry["raw"]), gateway)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     note = f"replayed {stamp}: {outcome}"
     await _record(pipeline, entry_id, note, resolved)

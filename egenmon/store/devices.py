@@ -226,7 +226,10 @@ def load_devices(
 
 # A device's patient is the one it is bound to now.
 _DEVICE_SELECT = (
-    "SELECT d.id, d.model, d.manufacturer, d.status, d.created_at, b.patient_id"
+    "SELECT d.id, d.model, d.manufacturer, d.status, d.created_at, b.patient_id,"
+    # The identifiers PHD gateways name the device by (IEEE 11073 system ids), issue 17.
+    " (SELECT array_agg(i.system || '|' || i.value ORDER BY i.system, i.value)"
+    "  FROM device_identifiers i WHERE i.device_id = d.id) AS identifiers"
     " FROM devices d LEFT JOIN device_bindings b"
     " ON b.device_id = d.id AND b.during @> now()"
 )
@@ -250,10 +253,18 @@ async def search_devices(
     after: tuple[datetime, str] | None,
     limit: int | None,
     count_only: bool = False,
+    identifier: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]] | int:
-    """Devices by current patient and/or id, in (created_at, id) order."""
+    """Devices by current patient, id and/or identifier (system, value), in (created_at,
+    id) order."""
     params: dict[str, Any] = {}
     where = "true"
+    if identifier is not None:
+        params["isys"], params["ival"] = identifier
+        where += (
+            " AND EXISTS (SELECT 1 FROM device_identifiers i WHERE i.device_id = d.id"
+            " AND i.system = %(isys)s AND i.value = %(ival)s)"
+        )
     if patient_id is not None:
         params["patient"] = patient_id
         where += " AND b.patient_id = %(patient)s"

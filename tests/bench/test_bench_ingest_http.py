@@ -33,6 +33,8 @@ def test_bench_ingest_http_reports_its_fields_and_loses_nothing(cli, conn):
         "100",
         "--single-seconds",
         "1",
+        "--format",
+        "omh",
     )
     assert r.code == 0, r.err
     [line] = r.out.strip().splitlines()
@@ -41,6 +43,15 @@ def test_bench_ingest_http_reports_its_fields_and_loses_nothing(cli, conn):
     assert result["readings"] == 3000
     assert (result["lost"], result["duplicates_stored"]) == (0, 0)
     assert result["single_lost"] == 0 and result["single_failed"] == 0
+    # Open mHealth beside the native format, in the same run (issue 17)
+    assert (result["omh_readings"], result["omh_lost"], result["omh_duplicates_stored"]) == (
+        3000,
+        0,
+        0,
+    )
+    assert result["omh_ratio_to_native"] == round(
+        result["omh_readings_per_s"] / result["readings_per_s"], 3
+    )
     assert result["readings_per_s"] > 0 and result["ceiling_copy_per_s"] > 0
     assert (
         result["ratio_to_ceiling"]
