@@ -28,7 +28,9 @@ from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
 from egenmon.store.migrate import has_schema
+from egenmon.web import oauth
 from egenmon.web import routes as web
+from egenmon.web.cors import SmartCors
 from egenmon.web.sessions import Sessions
 
 log = logging.getLogger("egenmon")
@@ -105,11 +107,13 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         fhir_api.router,
         alerts_api.router,
         web.router,
+        oauth.router,
     ):
         app.include_router(router)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
     app.add_middleware(RequestLimits)
+    app.add_middleware(SmartCors)  # outside the limits: their refusals carry CORS too
     # Outermost, so that every answer over https carries it, refusals by the limits too.
     app.add_middleware(StrictTransportSecurity)
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]

@@ -47,7 +47,9 @@ def issue_token(
     patient_id: uuid.UUID | None = None,
     scope: str | None = None,
     ttl_seconds: int | None = None,
+    client_id: str | None = None,
 ) -> str:
+    """A signed access token; `client_id` names the SMART client it was issued to."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "clinician" and not care_unit_id:
@@ -74,6 +76,8 @@ def issue_token(
         claims["care_unit"] = str(care_unit_id)
     if patient_id:
         claims["patient"] = str(patient_id)
+    if client_id:
+        claims["client_id"] = client_id
     return jwt.encode(claims, settings.signing_secret, algorithm="HS256")
 
 

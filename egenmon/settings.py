@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     auth_jwks_file: str | None = None
     auth_audience: str | None = Field(default=None, min_length=1)
     token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    # Lifetime of the access tokens egenmon's SMART token endpoint issues to apps and
+    # backend services (short: they carry no refresh token).
+    smart_token_ttl_seconds: int = Field(default=300, ge=60, le=3600)
     # The URL clients reach egenmon at (https://egenmon.region.example): the base of every
     # absolute link egenmon writes (FHIR Bundle links, fullUrl, Location). Unset: the
     # request's own address, which production accepts only for a loopback Host.

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+import egenmon.cli.clients as clients
 from egenmon.cli import alerts, bench, dev, devices, ingest, serve, simulate, store, tokens, web
 from egenmon.cli.common import EXIT_USAGE, CommandError, settings_for
 from egenmon.settings import Settings, SettingsError
 
 # In the order `egenmon --help` lists them.
-TOPICS = (store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev)
+TOPICS = (store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, clients)
 
 
 def build_parser() -> argparse.ArgumentParser:

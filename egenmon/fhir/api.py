@@ -28,12 +28,13 @@ from egenmon.domain.principals import AuthError
 from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.outcome import FhirError, bad_request, not_found
+from egenmon.identity import smart
 from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
 from egenmon.limits import FHIR_BODY, BodyTooLarge
 from egenmon.runtime import Runtime
 
-__all__ = ["FHIR_JSON", "MAX_BODY", "router"]
+__all__ = ["FHIR_JSON", "MAX_BODY", "public_base", "router"]
 
 log = logging.getLogger("egenmon.fhir")
 
@@ -113,6 +114,11 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
+def public_base(request: Request) -> str:
+    """The absolute FHIR base URL (see `_base`), for the SMART routes."""
+    return _base(request)
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -189,6 +195,16 @@ async def _search_params(request: Request) -> list[tuple[str, str]]:
 async def metadata(request: Request) -> Response:
     timezone = _runtime(request).settings.timezone
     return fhir_response(capability_statement(_base(request), _STARTED, timezone))
+
+
+async def smart_configuration(request: Request) -> Response:
+    """The SMART configuration (SMART App Launch 2.x), also served at the root."""
+    root = _base(request).removesuffix("/fhir")
+    return Response(
+        orjson.dumps(smart.smart_configuration(root)),
+        media_type="application/json",
+        headers={"Cache-Control": "max-age=300"},
+    )
 
 
 # What each resource's read and search call; Flag and Task share the alert functions.
@@ -355,6 +371,9 @@ _FACTORIES: dict[str, Callable[[str], Handler]] = {
 def _register() -> None:
     """Routes for exactly what `RESOURCES` lists (operations before reads: /$lastn)."""
     router.add_api_route("/fhir/metadata", fhir_route(metadata), methods=["GET"])
+    router.add_api_route(
+        "/fhir/.well-known/smart-configuration", fhir_route(smart_configuration), methods=["GET"]
+    )
     for spec in RESOURCES:
         for op in spec.operations:
             handler = fhir_route(_OPERATIONS[(spec.type, op.name)])

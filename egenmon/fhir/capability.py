@@ -181,6 +181,22 @@ SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def _oauth_uris(base: str) -> dict[str, Any]:
+    """The SMART oauth-uris extension: egenmon's own authorize and token endpoints (the
+    same as its .well-known/smart-configuration names)."""
+    root = base.removesuffix("/fhir")
+    return {
+        "url": _OAUTH_URIS,
+        "extension": [
+            {"url": "authorize", "valueUri": f"{root}/oauth/authorize"},
+            {"url": "token", "valueUri": f"{root}/oauth/token"},
+        ],
+    }
+
+
 def resource_spec(resource_type: str) -> ResourceSpec:
     for spec in RESOURCES:
         if spec.type == resource_type:
@@ -247,7 +263,8 @@ def capability_statement(
                     "the request says Prefer: handling=lenient."
                 ),
                 "security": {
-                    "cors": False,
+                    "extension": [_oauth_uris(base)],
+                    "cors": True,
                     "service": [
                         {
                             "coding": [
@@ -263,7 +280,12 @@ def capability_statement(
                         "Bearer JWT access tokens with SMART v2 scopes (system/*.rs, "
                         "user/*.rs, patient/*.rs, system/Observation.c). Clinicians see the "
                         "patients of their care unit, a patient token only that patient. "
-                        "Every read and search of patient data is written to the access log."
+                        "Every read and search of patient data is written to the access log. "
+                        "SMART App Launch (standalone and EHR launch, authorization code "
+                        "with PKCE S256) and SMART Backend Services (client_credentials "
+                        "with a private_key_jwt assertion) at the endpoints named here and "
+                        "in .well-known/smart-configuration; CORS for registered apps' "
+                        "origins only."
                     ),
                 },
                 "resource": resources,
