@@ -214,6 +214,7 @@ _READ: dict[str, Any] = {
     "Device": reads.read_device,
     "Flag": lambda ctx, ident: reads.read_alert(ctx, "Flag", ident),
     "Task": lambda ctx, ident: reads.read_alert(ctx, "Task", ident),
+    "AuditEvent": reads.read_audit_event,
 }
 _SEARCH: dict[str, Any] = {
     "Observation": reads.search_observations,
@@ -221,6 +222,7 @@ _SEARCH: dict[str, Any] = {
     "Device": reads.search_devices,
     "Flag": lambda ctx, params: reads.search_alerts(ctx, "Flag", params),
     "Task": lambda ctx, params: reads.search_alerts(ctx, "Task", params),
+    "AuditEvent": reads.search_audit_events,
 }
 
 

@@ -175,6 +175,43 @@ RESOURCES: tuple[ResourceSpec, ...] = (
     ),
 )
 
+RESOURCES += (
+    ResourceSpec(
+        type="AuditEvent",
+        interactions=("read", "search-type"),
+        documentation=(
+            "The access log (patientdatalagen 4:3, HSLF-FS 2016:40), refused attempts "
+            "included (outcome 4), for the region's log follow-up. Read by an admin, by a "
+            "system with system/AuditEvent.rs, or by a care unit's log reviewer with "
+            "user/AuditEvent.rs (their unit's staff and patients); never through a "
+            "wildcard scope, never by patients (they have /api/v1/me/access-log). Newest "
+            "first, paged with Bundle.link next."
+        ),
+        search_params=(
+            SearchParam("patient", "reference", _PATIENT_REF, _SP + "AuditEvent-patient"),
+            SearchParam(
+                "agent",
+                "token",
+                "Who acted, as the log names them: a user name, a token's subject or a "
+                "SMART client id (exact).",
+            ),
+            SearchParam(
+                "date",
+                "date",
+                "When, with prefixes eq, ge, gt, le, lt; repeatable; values without an "
+                "offset are {timezone} local time.",
+                _SP + "AuditEvent-date",
+            ),
+            SearchParam(
+                "action",
+                "token",
+                "C, R, U, D or E (searches and other actions); comma for OR.",
+                _SP + "AuditEvent-action",
+            ),
+        ),
+    ),
+)
+
 SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
     ("transaction", "A transaction Bundle of Observation creates: all or nothing."),
