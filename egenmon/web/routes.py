@@ -180,9 +180,10 @@ def _sessions(request: Request) -> Sessions:
 
 
 async def _session(request: Request) -> UISession:
-    """The signed-in user; a 401 (the app sends /ui requests to the login page)."""
+    """The signed-in user; a 401 (the app sends /ui requests to the login page). A
+    patient's session is no clinician's: the UI answers it as not signed in."""
     session = await _sessions(request).load(request)
-    if session is None:
+    if session is None or session.is_patient:
         raise AuthError(401, "log in first")
     return session
 
@@ -273,7 +274,8 @@ def _login_page(
 @router.get("/login")
 async def login_form(request: Request) -> Response:
     next_ = views.local_path(request.query_params.get("next"))
-    if await _sessions(request).load(request) is not None:
+    current = await _sessions(request).load(request)
+    if current is not None and not current.is_patient:
         return _redirect(next_)
     lang = request.query_params.get("lang")
     locale = choose_locale(lang, request.cookies.get(LOCALE_COOKIE))
@@ -374,6 +376,7 @@ async def set_locale(request: Request) -> Response:
         return _refused(request, session)
     locale = choose_locale(form.get("locale"))
     async with _runtime(request).pool.connection() as conn:
+        assert session.user_id is not None
         await users.set_locale(conn, session.user_id, locale)
     response = _redirect(views.local_path(form.get("next")))
     _remember_locale(request, response, locale)
