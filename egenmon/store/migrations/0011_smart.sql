@@ -29,5 +29,5 @@ CREATE TABLE oauth_seen (
 CREATE INDEX oauth_seen_expires ON oauth_seen (expires_at);
 
 -- AuditEvent searches page by time (newest first) and look up an agent.
-CREATE INDEX access_log_at ON access_log (at DESC, id DESC);
+CREATE INDEX access_log_at_id ON access_log (at DESC, id DESC);
 CREATE INDEX access_log_actor ON access_log (actor, at DESC);
