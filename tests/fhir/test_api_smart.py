@@ -23,10 +23,13 @@ from fhirclient.models.observation import Observation
 from fhirtest import FhirServer
 
 from egenmon.identity import clients
-from egenmon.identity.smart import ASSERTION_TYPE
+from egenmon.identity.smart import ASSERTION_TYPE, pkce_challenge
 from egenmon.store import users
 
 REDIRECT = "http://127.0.0.1:9/callback"
+CAPABILITIES = ("launch-standalone", "launch-ehr", "context-standalone-patient",
+                "context-ehr-patient", "client-public", "client-confidential-asymmetric",
+                "permission-v2")  # fmt: skip
 APP_ORIGIN = "https://app.example.org"
 
 
@@ -145,8 +148,7 @@ def test_smart_configuration_names_what_is_served(fhir: FhirServer) -> None:
         assert conf["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
         assert conf["code_challenge_methods_supported"] == ["S256"]
         assert {"authorization_code", "client_credentials"} == set(conf["grant_types_supported"])
-        assert {"launch-standalone", "launch-ehr", "context-ehr-patient", "client-public",
-                "client-confidential-asymmetric", "permission-v2"} <= set(conf["capabilities"])  # fmt: skip
+        assert set(CAPABILITIES) <= set(conf["capabilities"])
     security = httpx.get(fhir.base + "/metadata").json()["rest"][0]["security"]
     uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
     assert uris == {"authorize": conf["authorization_endpoint"], "token": conf["token_endpoint"]}
@@ -275,8 +277,12 @@ def test_fhirclient_standalone_launch_reads_the_patients_own_observations(
 
 def test_nobody_signed_in_is_sent_to_the_login_page(fhir: FhirServer, app: str) -> None:
     smart = smart_client.FHIRClient(
-        settings={"app_id": app, "api_base": fhir.base, "redirect_uri": REDIRECT,
-                  "scope": "launch/patient patient/Observation.rs"}  # fmt: skip
+        settings={
+            "app_id": app,
+            "api_base": fhir.base,
+            "redirect_uri": REDIRECT,
+            "scope": "launch/patient patient/Observation.rs",
+        }  # fmt: skip
     )
     r = httpx.get(smart.authorize_url)
     assert r.status_code == 303
@@ -317,10 +323,7 @@ def test_authorize_refuses_what_it_must(fhir: FhirServer, app: str) -> None:
     data = fhir.setup()
     who = session(fhir, patient=data["patient"])
     verifier = secrets.token_urlsafe(48)
-    challenge = (
-        __import__("base64").urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-        .rstrip(b"=").decode()
-    )  # fmt: skip
+    challenge = pkce_challenge(verifier)
     good = {"response_type": "code", "client_id": app, "redirect_uri": REDIRECT,
             "scope": "launch/patient patient/Observation.rs", "state": "s1", "aud": fhir.base,
             "code_challenge": challenge, "code_challenge_method": "S256"}  # fmt: skip
@@ -346,7 +349,8 @@ def test_authorize_refuses_what_it_must(fhir: FhirServer, app: str) -> None:
     code = httpx.URL(r.headers["location"]).params["code"]
     form = {"grant_type": "authorization_code", "client_id": app, "code": code,
             "redirect_uri": REDIRECT, "code_verifier": verifier}  # fmt: skip
-    assert token_request(fhir, {**form, "code_verifier": "x" * 50}).json()["error"] == "invalid_grant"
+    wrong = token_request(fhir, {**form, "code_verifier": "x" * 50})
+    assert wrong.json()["error"] == "invalid_grant"
     ok = token_request(fhir, form)
     assert ok.status_code == 200 and ok.json()["patient"] == str(data["patient"])
     again = token_request(fhir, form)  # a code is used once
