@@ -40,7 +40,7 @@ router = APIRouter(tags=["smart"])
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _JWKS_TTL = 300.0
-_JWKS_MIN_REFRESH = 10.0
+_JWKS_MIN_REFRESH = 1.0  # at most one fetch a second per client for unknown kids
 _jwks_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 _jwks_lock = asyncio.Lock()
 

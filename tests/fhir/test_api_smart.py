@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.server
+import json
 import secrets
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -441,3 +445,54 @@ def test_a_permitted_and_a_refused_read_appear_as_audit_events(
     with fhir.client(reviewer) as c:
         seen = c.get("/AuditEvent", params={"patient": pid}).json()
         assert [e["resource"]["id"] for e in seen["entry"]] == [refused["id"]]
+
+
+# --- keys from a JWKS URI -------------------------------------------------------------
+
+
+class _JwksHandler(http.server.BaseHTTPRequestHandler):
+    jwks: dict = {"keys": []}
+    fetched = 0
+
+    def do_GET(self) -> None:
+        body = json.dumps(type(self).jwks).encode()
+        type(self).fetched += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_keys_from_a_jwks_uri_are_fetched_and_rotated(fhir: FhirServer, keys: dict) -> None:
+    handler = type("Handler", (_JwksHandler,), {"jwks": keys["jwks"], "fetched": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        client = clients.add_client(
+            fhir.conn, name="Roterande", scopes=["system/Observation.rs"], jwks_uri=uri
+        )["client_id"]
+        assert token_request(fhir, backend_form(assertion(fhir, client, keys["rsa"]))).is_success
+        assert token_request(fhir, backend_form(assertion(fhir, client, keys["rsa"]))).is_success
+        assert handler.fetched == 1  # cached
+        # The client rotates to a new key: an unknown kid makes egenmon fetch again.
+        new = ec.generate_private_key(ec.SECP384R1())
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(new.public_key(), as_dict=True)
+        handler.jwks = {"keys": [{**jwk, "kid": "ec-2"}]}
+        deadline = time.monotonic() + 10
+        while True:
+            r = token_request(fhir, backend_form(assertion(fhir, client, new, "ES384", "ec-2")))
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            assert r.json()["error"] == "invalid_client"
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        assert handler.fetched == 2
+    finally:
+        server.shutdown()
+        server.server_close()
