@@ -40,6 +40,7 @@ router = APIRouter(tags=["smart"])
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _JWKS_TTL = 300.0
+_JWKS_MAX_BYTES = 64 * 1024
 _JWKS_MIN_REFRESH = 1.0  # at most one fetch a second per client for unknown kids
 _jwks_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 _jwks_lock = asyncio.Lock()
@@ -317,6 +318,8 @@ async def _keys(client: dict[str, Any], kid: str | None) -> list[dict[str, Any]]
             async with httpx.AsyncClient(timeout=5, follow_redirects=False) as http:
                 answer = await http.get(uri)
             answer.raise_for_status()
+            if len(answer.content) > _JWKS_MAX_BYTES:
+                raise ValueError("the JWKS is too large")
             keys = smart.check_jwks(answer.json())
         except (httpx.HTTPError, ValueError):
             log.warning("the JWKS of client %s could not be fetched", client["id"])
