@@ -12,6 +12,7 @@ import functools
 import hashlib
 import ipaddress
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -238,7 +239,13 @@ def _reader(resource: str) -> Handler:
         except (AuthError, FhirError) as exc:
             if exc.status in _REFUSED:  # refused and unknown look alike; both are logged
                 await reads.log_refused(
-                    ctx, "read", resource, exc.status, _reason(exc), ident=ident
+                    ctx,
+                    "read",
+                    resource,
+                    exc.status,
+                    _reason(exc),
+                    ident=ident,
+                    patients=_read_patient(resource, ident),
                 )
             raise
 
@@ -267,6 +274,17 @@ def _searcher(resource: str) -> Handler:
 
     search.__name__ = f"search_{resource.lower()}"
     return search
+
+
+def _read_patient(resource: str, ident: str) -> list:
+    """The patient a refused Patient read asked about, for the access log (and so for
+    the AuditEvents of that patient's log follow-up)."""
+    if resource != "Patient":
+        return []
+    try:
+        return [uuid.UUID(ident)] if len(ident) == 36 else []
+    except ValueError:
+        return []
 
 
 def _reason(exc: AuthError | FhirError) -> str:

@@ -399,8 +399,10 @@ def test_a_permitted_and_a_refused_read_appear_as_audit_events(
     pid = str(data["patient"])
     with fhir.client(reader) as c:
         assert c.get("/Observation", params={"patient": pid}).status_code == 200
+        assert c.get(f"/Patient/{pid}").status_code == 200
     with fhir.client(stranger) as c:
         assert c.get("/Observation", params={"patient": pid}).status_code == 403
+        assert c.get(f"/Patient/{pid}").status_code == 404  # as if it did not exist
     auditor = clients.add_client(
         fhir.conn, name="Loggranskning", scopes=["system/AuditEvent.rs"], jwks=keys["jwks"]
     )["client_id"]
@@ -411,18 +413,27 @@ def test_a_permitted_and_a_refused_read_appear_as_audit_events(
     with fhir.client(r.json()["access_token"]) as c:
         bundle = c.get("/AuditEvent", params={"patient": pid, "date": "ge2026-01-01"}).json()
         events = [e["resource"] for e in bundle["entry"]]
-        by_agent = {e["agent"][0]["who"]["identifier"]["value"]: e for e in events}
-        permitted = by_agent[jwt.decode(reader, options={"verify_signature": False})["sub"]]
-        refused = by_agent[jwt.decode(stranger, options={"verify_signature": False})["sub"]]
-        assert (permitted["outcome"], permitted["action"]) == ("0", "E")
-        assert (refused["outcome"], refused["action"]) == ("4", "E")
+
+        def seen(token: str) -> list[tuple[str, str]]:
+            sub = jwt.decode(token, options={"verify_signature": False})["sub"]
+            return sorted(
+                (e["action"], e["outcome"])
+                for e in events
+                if e["agent"][0]["who"]["identifier"]["value"] == sub
+            )
+
+        # The search (E) and the read (R) of each: permitted (0), refused (4).
+        assert seen(reader) == [("E", "0"), ("R", "0")]
+        assert seen(stranger) == [("E", "4"), ("R", "4")]
+        refused = next(e for e in events if e["outcome"] == "4" and e["action"] == "E")
         assert "refused (403)" in refused["outcomeDesc"]
         assert {"reference": f"Patient/{pid}"} in [x["what"] for x in refused["entity"]]
         # Searches by agent and action, and a read of one event.
         agent = refused["agent"][0]["who"]["identifier"]["value"]
-        only = c.get("/AuditEvent", params={"agent": agent}).json()
+        only = c.get("/AuditEvent", params={"agent": agent, "action": "E"}).json()
         assert [e["resource"]["id"] for e in only["entry"]] == [refused["id"]]
-        assert c.get("/AuditEvent", params={"patient": pid, "action": "R"}).json()["total"] == 0
+        reads_ = c.get("/AuditEvent", params={"patient": pid, "action": "R"}).json()
+        assert sorted(e["resource"]["outcome"] for e in reads_["entry"]) == ["0", "4"]
         assert c.get(f"/AuditEvent/{refused['id']}").json()["outcome"] == "4"
         assert c.get("/AuditEvent", params={"action": "X"}).status_code == 400
         # Paging: one event a page, the next link goes on.
@@ -443,8 +454,9 @@ def test_a_permitted_and_a_refused_read_appear_as_audit_events(
         "clinician", care_unit=stranger_unit, scope="user/AuditEvent.rs", subject="granskare"
     )
     with fhir.client(reviewer) as c:
-        seen = c.get("/AuditEvent", params={"patient": pid}).json()
-        assert [e["resource"]["id"] for e in seen["entry"]] == [refused["id"]]
+        found = c.get("/AuditEvent", params={"patient": pid}).json()
+        assert {e["resource"]["outcome"] for e in found["entry"]} == {"4"}
+        assert len(found["entry"]) == 2  # the stranger's search and read
 
 
 # --- keys from a JWKS URI -------------------------------------------------------------
