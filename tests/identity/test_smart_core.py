@@ -241,3 +241,13 @@ def test_audit_searches_parse_and_refuse_clearly() -> None:
                 ("patient", "not-a-uuid"), ("entity", "x")):  # fmt: skip
         with pytest.raises(SearchError, match=bad[0]):
             parse_audit_search([bad])
+
+
+def test_a_clinician_in_a_launch_context_sees_that_patient_only() -> None:
+    unit, launched, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    narrowed = Principal("ssk", "clinician", care_unit_id=unit, patient_id=launched)
+    assert narrowed.may_see(launched, unit)
+    assert not narrowed.may_see(other, unit)
+    assert not narrowed.may_see(launched, uuid.uuid4())  # never outside the care unit
+    assert narrowed.patient_filter == ("patient", launched)
+    assert Principal("ssk", "clinician", care_unit_id=unit).patient_filter == ("care_unit", unit)
