@@ -51,3 +51,11 @@ def test_clients_are_added_listed_and_removed_and_bad_registrations_refused(
         r = cli("client", "add", "--name", "x", *args)
         assert r.code == 2, why
         assert r.err.startswith("egenmon: "), why
+
+
+def test_a_clinician_token_names_a_patient_of_their_own_unit_only(cli, care_unit, patient) -> None:
+    other = cli("care-unit", "add", "--name", "Annan", "--hsa-id", "SE2321000016-ZZZZ", "--json")
+    args = ("token", "issue", "--role", "clinician", "--patient", patient, "--json")
+    assert cli(*args, "--care-unit", care_unit).code == 0
+    refused = cli(*args, "--care-unit", other.json["id"])
+    assert refused.code == 2 and "care unit" in refused.err
