@@ -20,6 +20,7 @@ from egenmon.alerts import api as alerts_api
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
+from egenmon.identity.provider import identity_services
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest.mqtt import MqttConsumer
 from egenmon.ingest.pipeline import Pipeline
@@ -28,7 +29,7 @@ from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
 from egenmon.store.migrate import has_schema
-from egenmon.web import oauth
+from egenmon.web import oauth, patient_app, sso
 from egenmon.web import routes as web
 from egenmon.web.cors import SmartCors
 from egenmon.web.sessions import Sessions
@@ -77,6 +78,12 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
             pipeline = runtime.pipeline = await start(Pipeline(settings, pool))
             if roles.http:
                 runtime.sessions = await start(Sessions(runtime))
+                signin_provider, token_keys = identity_services(settings)
+                if signin_provider is not None:
+                    runtime.identity = await start(signin_provider)
+                if token_keys is not None and token_keys is not signin_provider:
+                    await start(token_keys)
+                runtime.token_keys = token_keys
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             if roles.scheduler:
@@ -107,6 +114,9 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         fhir_api.router,
         alerts_api.router,
         web.router,
+        sso.router,
+        patient_app.router,
+        patient_app.api,
         oauth.router,
     ):
         app.include_router(router)

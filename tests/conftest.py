@@ -41,7 +41,7 @@ TEMPLATE = "egenmon_template"
 # `make test-unit` (pytest -m unit) runs the pure tests alone. A new fixture that starts
 # PostgreSQL or Mosquitto belongs here: until it is, its tests fail (StartsAServer).
 SERVICE_FIXTURES = frozenset(
-    {"pg_cluster", "broker", "own_broker", "big_broker", "serve", "receiver"}
+    {"pg_cluster", "broker", "own_broker", "big_broker", "serve", "receiver", "oidc_provider"}
 )
 TEST_SECRET = "test-signing-secret-of-at-least-32-characters"
 _db_counter = itertools.count()
@@ -315,3 +315,41 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- a local OpenID provider (issue 14) ---------------------------------------------------
+
+# The provider's accounts: login -> (HSA-id or personnummer, acr, how it misbehaves). A
+# test registers the HSA-ids, the care unit and the personnummer in its own database.
+OIDC_PASSWORD = "provider-password"
+OIDC_UNIT_HSA = "SE2321000016-15Q7"
+OIDC_STAFF_HSA = "SE2321000016-7331"
+OIDC_PATIENT_PNR = "191212121212"
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(service_dir: Path) -> Iterator:
+    """The npm `oidc-provider` (tools/oidc) on a free port, shared by the session, with a
+    clinician, a patient, and accounts that sign in below the required assurance level,
+    with an unknown HSA-id or personnummer, or get a wrong nonce or audience."""
+    from egenmon.dev.oidc_provider import LOA, LocalProvider, account
+
+    staff = {"hsa_id": OIDC_STAFF_HSA, "care_unit_hsa_id": OIDC_UNIT_HSA}
+    provider = LocalProvider(
+        service_dir / "oidc",
+        accounts={
+            "clinician": account(OIDC_PASSWORD, name="Berit Sjuksköterska", **staff),
+            "clinician-low": account(OIDC_PASSWORD, acr=LOA + "2", **staff),
+            "stranger": account(
+                OIDC_PASSWORD, hsa_id="SE2321000016-0000", care_unit_hsa_id=OIDC_UNIT_HSA
+            ),
+            "clinician-nonce": account(OIDC_PASSWORD, tamper="nonce", **staff),
+            "clinician-aud": account(OIDC_PASSWORD, tamper="aud", **staff),
+            "patient": account(OIDC_PASSWORD, personnummer=OIDC_PATIENT_PNR, name="Tolvan"),
+            "patient-low": account(OIDC_PASSWORD, acr=LOA + "2", personnummer=OIDC_PATIENT_PNR),
+            "patient-unknown": account(OIDC_PASSWORD, personnummer="198001019879"),
+        },
+    )
+    provider.start()
+    yield provider
+    provider.stop()

@@ -199,3 +199,31 @@ async def read_entry(conn: Conn, entry_id: int, f: LogFilter) -> dict[str, Any] 
     params: dict[str, Any] = {"id": entry_id}
     cur = await conn.execute(f"{_ENTRY} WHERE a.id = %(id)s AND {_where(f, params)}", params)
     return await cur.fetchone()
+
+
+# --- the patient's own extract (loggutdrag) ------------------------------------------------
+
+
+async def patient_extract(
+    conn: psycopg.AsyncConnection,
+    patient_id: uuid.UUID,
+    *,
+    limit: int,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Who did what with this patient's data, newest first, `limit` entries before the
+    entry `before_id` (keyset paging): the actor (with the login's name and HSA-id when
+    the actor is a login of egenmon), the care unit (name and HSA-id), the action, the
+    resource, and when. Refused attempts are included; the log's detail is not."""
+    cur = await conn.execute(
+        "SELECT a.id, a.at, a.actor, a.role, a.action, a.resource,"
+        " u.display_name AS actor_name, u.hsa_id AS actor_hsa_id,"
+        " a.care_unit_id, cu.name AS care_unit_name, cu.hsa_id AS care_unit_hsa_id"
+        " FROM access_log a"
+        " LEFT JOIN users u ON u.username = a.actor"
+        " LEFT JOIN care_units cu ON cu.id = coalesce(a.care_unit_id, u.care_unit_id)"
+        " WHERE a.patient_ids @> ARRAY[%s]::uuid[] AND (%s::bigint IS NULL OR a.id < %s)"
+        " ORDER BY a.id DESC LIMIT %s",
+        (patient_id, before_id, before_id, limit),
+    )
+    return await cur.fetchall()  # type: ignore[return-value]

@@ -75,6 +75,17 @@ SECURITY_HEADERS = {
 }
 
 
+def _csp(request: Request) -> str:
+    """CSP, letting a logout form's redirect reach the OpenID provider's end-session
+    endpoint (form-action governs where a submitted form may be redirected)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    issuer = runtime.settings.oidc_issuer if runtime is not None else None
+    if not issuer:
+        return CSP
+    parts = urlsplit(issuer)
+    return CSP.replace("form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}")
+
+
 class UIRoute(APIRoute):
     """Adds the security headers to every response of the UI (pages, fragments, assets)."""
 
@@ -83,6 +94,7 @@ class UIRoute(APIRoute):
 
         async def with_headers(request: Request) -> Response:
             response = await handler(request)
+            response.headers.setdefault("Content-Security-Policy", _csp(request))
             for k, v in SECURITY_HEADERS.items():
                 response.headers.setdefault(k, v)
             # Pages hold patient data: never kept in a shared tablet's cache.
@@ -252,6 +264,8 @@ def _login_page(
         login_csrf=token,
         error=error,
         username=username,
+        sso=_runtime(request).settings.oidc,
+        local_accounts=_runtime(request).settings.local_accounts,
         max_attempts=accounts.MAX_FAILED_ATTEMPTS,
         lockout_minutes=int(accounts.LOCKOUT.total_seconds() // 60),
         flash={"kind": "info", "text": translate(locale, "login.logged_out")}
@@ -306,6 +320,16 @@ async def login(request: Request) -> Response:
             status=403,
             error=translate(locale, "login.expired_form"),
         )
+    if not _runtime(request).settings.local_accounts:
+        # Local passwords are switched off: everyone signs in through the provider.
+        return _login_page(
+            request,
+            locale=locale,
+            next_=next_,
+            token=new_token(),
+            status=403,
+            error=translate(locale, "login.local_off"),
+        )
     username = form.get("username", "")
     result = await accounts.authenticate(
         _runtime(request).pool, username, form.get("password", ""), client_address(request)
@@ -352,7 +376,11 @@ async def logout(request: Request) -> Response:
     form = await _form(request)
     if session is not None and not _csrf_ok(session, form, request):
         return _refused(request, session)
-    response = _redirect("/login?bye=1")
+    # A session from the OpenID provider ends there too (RP-initiated logout).
+    from egenmon.web.sso import logout_target
+
+    target = await logout_target(request, session.id_token if session else None, "/login?bye=1")
+    response = _redirect(target)
     await sessions.end(request, response)
     return response
 
