@@ -508,3 +508,44 @@ def test_keys_from_a_jwks_uri_are_fetched_and_rotated(fhir: FhirServer, keys: di
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_confidential_app_must_prove_itself_at_the_token_endpoint(
+    fhir: FhirServer, keys: dict
+) -> None:
+    data = fhir.setup()
+    app = clients.add_client(
+        fhir.conn,
+        name="Konfidentiell app",
+        scopes=["launch/patient", "patient/Observation.rs"],
+        jwks=keys["jwks"],
+        redirect_uris=[REDIRECT],
+    )["client_id"]
+    who = session(fhir, patient=data["patient"])
+    verifier = secrets.token_urlsafe(48)
+    r = httpx.get(
+        fhir.root + "/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": app,
+            "redirect_uri": REDIRECT,
+            "scope": "launch/patient patient/Observation.rs",
+            "state": "s",
+            "aud": fhir.base,
+            "code_challenge": pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        },  # fmt: skip
+        cookies=who["cookies"],
+    )
+    code = httpx.URL(r.headers["location"]).params["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": verifier}  # fmt: skip
+    r = token_request(fhir, {**form, "client_id": app})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    signed = assertion(fhir, app, keys["ec"], "ES384", "ec-1")
+    r = token_request(
+        fhir, {**form, "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["patient"] == str(data["patient"])
+    assert r.json()["scope"] == "launch/patient patient/Observation.rs"
