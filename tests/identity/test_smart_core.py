@@ -251,3 +251,25 @@ def test_a_clinician_in_a_launch_context_sees_that_patient_only() -> None:
     assert not narrowed.may_see(launched, uuid.uuid4())  # never outside the care unit
     assert narrowed.patient_filter == ("patient", launched)
     assert Principal("ssk", "clinician", care_unit_id=unit).patient_filter == ("care_unit", unit)
+
+
+authorize_names = st.sampled_from(
+    ["response_type", "client_id", "redirect_uri", "scope", "state", "aud", "code_challenge",
+     "code_challenge_method", "launch", "other"]
+)  # fmt: skip
+
+
+@given(st.lists(st.tuples(authorize_names, st.text(max_size=80)), max_size=12))
+def test_any_authorize_request_is_read_or_refused_with_an_oauth_error(
+    pairs: list[tuple[str, str]],
+) -> None:
+    base = "https://egenmon.example/fhir"
+    try:
+        client_id, redirect_uri, params = smart.parse_authorize(pairs)
+        request = smart.check_authorize(params, base)
+    except OAuthError as e:
+        assert e.error in ("invalid_request", "invalid_scope", "unsupported_response_type")
+        return
+    assert request.aud.rstrip("/") == base and request.client_id == client_id
+    assert request.redirect_uri == redirect_uri
+    assert len(request.code_challenge) == 43 and request.state
