@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--redirect-uri", action="append", help="an app's redirect URI (exact)")
     p.add_argument("--origin", action="append", help="an app's web origin, allowed by CORS")
+    p.add_argument("--launch-uri", help="an app's EHR launch URL (egenmon adds iss and launch)")
     command(cl, "list", cmd_client_list, "list the registered clients")
     p = command(cl, "remove", cmd_client_remove, "remove a client: its tokens stop being issued")
     p.add_argument("client_id")
@@ -49,6 +50,7 @@ def cmd_client_add(args: argparse.Namespace, settings: Settings) -> None:
                 jwks_uri=args.jwks_uri,
                 redirect_uris=args.redirect_uri,
                 origins=args.origin,
+                launch_uri=args.launch_uri,
             )
         except (ValueError, Conflict) as e:
             raise CommandError(str(e)) from None

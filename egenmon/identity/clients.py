@@ -43,6 +43,7 @@ def add_client(
     jwks_uri: str | None = None,
     redirect_uris: list[str] | None = None,
     origins: list[str] | None = None,
+    launch_uri: str | None = None,
 ) -> dict[str, Any]:
     """Register a client; returns its id and what it may do. A ValueError says what is
     wrong with the registration."""
@@ -67,6 +68,10 @@ def add_client(
     if any(s.startswith("system/") for s in scopes) and not confidential:
         raise ValueError("system/ scopes need a client with keys (--jwks or --jwks-uri)")
     allowed_origins = list(dict.fromkeys(_origin(o) for o in origins or []))
+    if launch_uri is not None:
+        _https_or_loopback(launch_uri, "--launch-uri")
+        if not redirects:
+            raise ValueError("--launch-uri is for apps: give their --redirect-uri too")
     client_id = f"{_slug(name)}-{secrets.token_hex(4)}"
     clients.add_client(
         conn,
@@ -77,6 +82,7 @@ def add_client(
         jwks_uri=jwks_uri,
         redirect_uris=redirects,
         origins=allowed_origins,
+        launch_uri=launch_uri,
     )
     return {
         "client_id": client_id,
@@ -85,6 +91,7 @@ def add_client(
         "scopes": scopes,
         "redirect_uris": redirects,
         "origins": allowed_origins,
+        "launch_uri": launch_uri,
     }
 
 
@@ -103,6 +110,7 @@ def list_clients(conn: psycopg.Connection) -> list[dict[str, Any]]:
             "redirect_uris": row["redirect_uris"],
             "origins": row["origins"],
             "jwks_uri": row["jwks_uri"],
+            "launch_uri": row["launch_uri"],
             "created_at": row["created_at"].isoformat(),
         }
         for row in clients.list_clients(conn)

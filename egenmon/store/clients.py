@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from egenmon.store.db import Conflict, NotFound
 
-_COLUMNS = "id, name, jwks, jwks_uri, scopes, redirect_uris, origins, created_at"
+_COLUMNS = "id, name, jwks, jwks_uri, scopes, redirect_uris, origins, launch_uri, created_at"
 
 
 def add_client(
@@ -30,11 +30,12 @@ def add_client(
     jwks_uri: str | None = None,
     redirect_uris: list[str] | None = None,
     origins: list[str] | None = None,
+    launch_uri: str | None = None,
 ) -> None:
     try:
         conn.execute(
             "INSERT INTO oauth_clients (id, name, jwks, jwks_uri, scopes, redirect_uris,"
-            " origins) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            " origins, launch_uri) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 client_id,
                 name,
@@ -43,6 +44,7 @@ def add_client(
                 scopes,
                 redirect_uris or [],
                 origins or [],
+                launch_uri,
             ),
         )
     except psycopg.errors.UniqueViolation:

@@ -180,6 +180,8 @@ async def _grant(
             )
             if claims.get("sub") != principal.subject:
                 raise OAuthError("invalid_request", "the launch was made for another user")
+            if claims.get("cid") not in (None, client["id"]):
+                raise OAuthError("invalid_request", "the launch was made for another app")
             try:
                 context = uuid.UUID(str(claims.get("patient")))
             except ValueError:
@@ -209,27 +211,44 @@ async def _grant(
 
 @router.post("/api/v1/smart/launch")
 async def launch(request: Request, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
-    """A launch context for an EHR launch: `{"patient": id}` → `{"launch": ...}`, for a
-    clinician who may see the patient."""
+    """A launch context for an EHR launch: `{"patient": id, "client_id": optional}` →
+    `{"launch": ..., "launch_url": ...}`, for a clinician who may see the patient. With a
+    client_id the launch is for that app only, and `launch_url` is its launch URL with
+    `iss` and `launch` added (where the app registered one)."""
     if principal.role != "clinician":
         raise AuthError(403, "only clinicians launch apps with a patient context")
+    usage = 'the body must be {"patient": "<patient id>", "client_id": "<optional app>"}'
     try:
         body = orjson.loads(await request.body())
         patient = uuid.UUID(str(body["patient"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return _json({"error": 'the body must be {"patient": "<patient id>"}'}, 400)
+        client_id = body.get("client_id")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return _json({"error": usage}, 400)
+    if client_id is not None and not isinstance(client_id, str):
+        return _json({"error": usage}, 400)
     async with runtime.pool.connection() as conn:
         access = await patient_access(conn, principal, patient)
+        client = await clients.get_client(conn, client_id) if client_id else None
     if not access.granted:
         return _json({"error": "no such patient"}, 404)
+    if client_id and client is None:
+        return _json({"error": f"no registered app {client_id[:128]}"}, 404)
+    claims: dict[str, Any] = {"sub": principal.subject, "patient": str(patient)}
+    if client is not None:
+        claims["cid"] = client["id"]
     value = smart.sign(
-        runtime.settings.signing_secret,
-        "launch",
-        {"sub": principal.subject, "patient": str(patient)},
-        smart.LAUNCH_TTL,
-        dt.datetime.now(dt.UTC),
+        runtime.settings.signing_secret, "launch", claims, smart.LAUNCH_TTL, dt.datetime.now(dt.UTC)
     )
-    return _json({"launch": value, "expires_in": smart.LAUNCH_TTL}, headers=_NO_STORE)
+    answer: dict[str, Any] = {"launch": value, "expires_in": smart.LAUNCH_TTL}
+    if client is not None and client["launch_uri"]:
+        try:
+            iss = _root(request) + "/fhir"
+        except OAuthError as exc:
+            return _oauth_error(exc)
+        answer["launch_url"] = smart.redirect_with(
+            client["launch_uri"], {"iss": iss, "launch": value}
+        )
+    return _json(answer, headers=_NO_STORE)
 
 
 # --- token ----------------------------------------------------------------------------

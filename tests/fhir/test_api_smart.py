@@ -69,6 +69,7 @@ def app(fhir: FhirServer) -> str:
         scopes=["launch", "launch/patient", "patient/Observation.rs", "user/Observation.rs"],
         redirect_uris=[REDIRECT],
         origins=[APP_ORIGIN],
+        launch_uri=APP_ORIGIN + "/launch",
     )["client_id"]
 
 
@@ -134,6 +135,7 @@ def launch_app(
     r = httpx.get(client.authorize_url, cookies=who["cookies"], timeout=10)
     assert r.status_code == 302, r.text
     assert r.headers["location"].startswith(REDIRECT + "?")
+    assert "error" not in httpx.URL(r.headers["location"]).params, r.headers["location"]
     client.handle_callback(r.headers["location"])
     return client
 
@@ -294,7 +296,7 @@ def test_nobody_signed_in_is_sent_to_the_login_page(fhir: FhirServer, app: str) 
 
 
 def test_an_ehr_launch_gives_a_clinician_the_launched_patient_only(
-    fhir: FhirServer, app: str
+    fhir: FhirServer, app: str, backend: str
 ) -> None:
     data = fhir.setup()
     fhir.readings(data["patient"], data["device"], "heart_rate", [dt.datetime.now(dt.UTC)])
@@ -302,16 +304,29 @@ def test_an_ehr_launch_gives_a_clinician_the_launched_patient_only(
     _, who = clinician(fhir, data["unit"])
     r = httpx.post(
         fhir.root + "/api/v1/smart/launch",
-        json={"patient": str(data["patient"])},
+        json={"patient": str(data["patient"]), "client_id": app},
         cookies=who["cookies"],
         headers={"X-CSRF-Token": who["csrf"]},
     )
     assert r.status_code == 200, r.text
-    smart = launch_app(fhir, app, "launch patient/Observation.rs", who, r.json()["launch"])
+    # The app's launch URL with the FHIR base as iss and the launch context.
+    url = httpx.URL(r.json()["launch_url"])
+    assert (url.host, url.path, url.params["iss"]) == ("app.example.org", "/launch", fhir.base)
+    smart = launch_app(fhir, app, "launch patient/Observation.rs", who, url.params["launch"])
     assert smart.patient_id == str(data["patient"])
     with fhir.client(smart.server.auth.access_token) as c:
         assert c.get("/Observation", params={"patient": smart.patient_id}).json()["total"] == 1
         assert c.get("/Observation", params={"patient": str(neighbour)}).status_code == 403
+    # A launch made for another app is refused by this one.
+    r = httpx.post(
+        fhir.root + "/api/v1/smart/launch",
+        json={"patient": str(data["patient"]), "client_id": backend},
+        cookies=who["cookies"],
+        headers={"X-CSRF-Token": who["csrf"]},
+    )
+    assert "launch_url" not in r.json()
+    with pytest.raises(AssertionError, match=r"error=invalid_request.*another\+app"):
+        launch_app(fhir, app, "launch patient/Observation.rs", who, r.json()["launch"])
     # A patient of another care unit cannot be launched.
     elsewhere = fhir.setup()
     r = httpx.post(

@@ -13,6 +13,7 @@ CREATE TABLE oauth_clients (
     scopes        text[] NOT NULL,
     redirect_uris text[] NOT NULL DEFAULT '{}',
     origins       text[] NOT NULL DEFAULT '{}',
+    launch_uri    text,  -- an app's EHR launch URL (iss and launch are added to it)
     created_at    timestamptz NOT NULL DEFAULT now(),
     removed_at    timestamptz,
     CHECK (jwks IS NULL OR jwks_uri IS NULL)
