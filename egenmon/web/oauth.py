@@ -114,7 +114,9 @@ async def authorize(request: Request, runtime: RuntimeDep) -> Response:
     def back(values: dict[str, str]) -> RedirectResponse:
         if state is not None and "state" not in values:
             values["state"] = state
-        return RedirectResponse(smart.redirect_with(redirect_uri, values), status_code=302)
+        return RedirectResponse(
+            smart.redirect_with(redirect_uri, values), status_code=302, headers=_NO_STORE
+        )
 
     try:
         req = smart.check_authorize(params, _root(request) + "/fhir")
