@@ -37,6 +37,19 @@ def installed() -> bool:
     return shutil.which("node") is not None and (TOOLS / "node_modules" / "oidc-provider").is_dir()
 
 
+def loopback_client(client_id: str, **metadata: Any) -> dict[str, Any]:
+    """Client metadata like egenmon's own (native, loopback redirects on any port)."""
+    return {
+        "client_id": client_id,
+        "application_type": "native",
+        "redirect_uris": [f"http://127.0.0.1{REDIRECT_PATH}"],
+        "post_logout_redirect_uris": [f"http://127.0.0.1{p}" for p in POST_LOGOUT_PATHS],
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        **metadata,
+    }
+
+
 def account(
     password: str,
     *,
@@ -71,6 +84,8 @@ class LocalProvider:
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     port: int = 0
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # More clients (oidc-provider client metadata), e.g. one with private_key_jwt.
+    extra_clients: list[dict[str, Any]] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
     @property
@@ -102,7 +117,8 @@ class LocalProvider:
                     "grant_types": ["authorization_code"],
                     "response_types": ["code"],
                     "token_endpoint_auth_method": "client_secret_basic",
-                }
+                },
+                *self.extra_clients,
             ],
             "acr_values": [LOA + str(n) for n in (1, 2, 3, 4)],
             "claims": {"hsa": [HSA_CLAIM, UNIT_CLAIM], "personnummer": [PNR_CLAIM]},

@@ -176,7 +176,7 @@ async def callback(request: Request) -> Response:
                 patient_id = None
         oidc.check_acr(claims, rp)
     except LoginRefused as refusal:
-        log.info("sign-in refused (%s): %s", audience, refusal.reason)
+        log.info("sign-in refused (%s): %s", audience, refusal)
         await signin.log_attempt(runtime.pool, attempt, refusal)
         return refused_page(request, audience, refusal.reason)
     response = _redirect(pending["next"])
