@@ -51,6 +51,12 @@ def relying_party(runtime: Runtime) -> tuple[Provider, RelyingParty] | None:
     return provider, rp
 
 
+def check_relying_party(runtime: Runtime) -> None:
+    """At start: a sign-in configuration egenmon cannot use (an unreadable key file)
+    stops the process with the setting named, rather than failing the first sign-in."""
+    relying_party(runtime)
+
+
 def base_url(request: Request) -> str:
     """egenmon's own address (EGENMON_PUBLIC_URL, else the request's)."""
     public = get_runtime(request).settings.public_url

@@ -97,3 +97,44 @@ def test_next_must_stay_on_this_site(app, conn):
     assert kept == ["/ui/", "/ui/", "/ui/", "/ui/patients/x"]
     done = sign_in(app, "/app/login/sso?next=https://evil.example/", "patient")
     assert done.headers["location"] == "/app/"
+
+
+def test_the_patient_page_speaks_english_when_asked(app):
+    sign_in(app, "/app/login/sso", "patient")
+    home = app.get("/app/")
+    csrf = home.text.split('name="csrf_token" value="')[1].split('"')[0]
+    switched = app.post("/app/locale", data={"csrf_token": csrf, "locale": "en", "next": "/app/"})
+    assert switched.status_code == 303
+    assert "Who has seen my information" in app.get("/app/").text
+    refused = app.post("/app/locale", data={"locale": "sv"})  # no CSRF token
+    assert refused.status_code == 403
+
+
+def test_local_passwords_can_be_switched_off(env, monkeypatch, oidc_provider, make_user, care_unit):
+    from tests.web.conftest import PASSWORD
+
+    make_user("anna", care_unit)
+    for k, v in oidc_provider.settings_env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("EGENMON_LOCAL_ACCOUNTS", "false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from egenmon.app import Roles, create_app
+    from egenmon.settings import load_settings
+
+    app = create_app(load_settings(), Roles(mqtt=False, scheduler=False))
+    with TestClient(app, follow_redirects=False) as c:
+        page = c.get("/login")
+        assert 'id="sso-login"' in page.text and 'name="password"' not in page.text
+        r = c.post(
+            "/login",
+            data={
+                "username": "anna",
+                "password": PASSWORD,
+                "csrf_token": c.cookies.get("egenmon_login_csrf"),
+            },
+        )
+        assert r.status_code == 403 and "avstängd" in r.text
+        assert "egenmon_session" not in c.cookies
