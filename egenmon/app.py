@@ -81,6 +81,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
                 signin_provider, token_keys = identity_services(settings)
                 if signin_provider is not None:
                     runtime.identity = await start(signin_provider)
+                    sso.check_relying_party(runtime)
                 if token_keys is not None and token_keys is not signin_provider:
                     await start(token_keys)
                 runtime.token_keys = token_keys

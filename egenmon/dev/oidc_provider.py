@@ -37,6 +37,19 @@ def installed() -> bool:
     return shutil.which("node") is not None and (TOOLS / "node_modules" / "oidc-provider").is_dir()
 
 
+def loopback_client(client_id: str, **metadata: Any) -> dict[str, Any]:
+    """Client metadata like egenmon's own (native, loopback redirects on any port)."""
+    return {
+        "client_id": client_id,
+        "application_type": "native",
+        "redirect_uris": [f"http://127.0.0.1{REDIRECT_PATH}"],
+        "post_logout_redirect_uris": [f"http://127.0.0.1{p}" for p in POST_LOGOUT_PATHS],
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        **metadata,
+    }
+
+
 def account(
     password: str,
     *,
@@ -71,6 +84,8 @@ class LocalProvider:
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     port: int = 0
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # More clients (oidc-provider client metadata), e.g. one with private_key_jwt.
+    extra_clients: list[dict[str, Any]] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
     @property
@@ -102,7 +117,8 @@ class LocalProvider:
                     "grant_types": ["authorization_code"],
                     "response_types": ["code"],
                     "token_endpoint_auth_method": "client_secret_basic",
-                }
+                },
+                *self.extra_clients,
             ],
             "acr_values": [LOA + str(n) for n in (1, 2, 3, 4)],
             "claims": {"hsa": [HSA_CLAIM, UNIT_CLAIM], "personnummer": [PNR_CLAIM]},
@@ -116,6 +132,7 @@ class LocalProvider:
                 "(needs node and npm)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)  # its configuration holds the demo passwords
         self.port = self.port or free_port()
         path = self.workdir / "oidc-provider.json"
         path.write_text(json.dumps(self.config()))
@@ -149,3 +166,45 @@ class LocalProvider:
         if self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None
+
+
+# --- `egenmon dev`: the provider with demo accounts ---------------------------------------
+
+DEMO_STAFF_HSA = "SE2321000016-D001"
+DEMO_LOGINS_FILE = "oidc-demo-login.json"
+
+
+def demo_provider(
+    state: Path, *, unit_hsa: str, patient_pnr: str, clinician_name: str
+) -> LocalProvider:
+    """The provider of `egenmon dev`: the demo clinician (HSA-id DEMO_STAFF_HSA at the demo
+    care unit), the same clinician at a too-low assurance level, and the demo patient
+    Tolvan; one random password, made once and kept (mode 0600) in `state`."""
+    path = state / DEMO_LOGINS_FILE
+    if path.exists():
+        password = json.loads(path.read_text())["password"]
+    else:
+        password = secrets.token_urlsafe(12)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"password": password}, f)
+    staff = {"hsa_id": DEMO_STAFF_HSA, "care_unit_hsa_id": unit_hsa, "name": clinician_name}
+    return LocalProvider(
+        state / "oidc",
+        accounts={
+            "sjukskoterska": account(password, **staff),
+            "sjukskoterska-loa2": account(password, acr=LOA + "2", **staff),
+            "tolvan": account(password, personnummer=patient_pnr, name="Tolvan Tolvansson"),
+        },
+    )
+
+
+def demo_lines(provider: LocalProvider, port: int) -> list[str]:
+    """What `egenmon dev` prints about the provider: where, and the demo logins."""
+    password = next(iter(provider.accounts.values()))["password"]
+    return [
+        f"OpenID provider (local, oidc-provider): {provider.issuer}",
+        f"  clinician: http://127.0.0.1:{port}/login -> 'Logga in med SITHS eID' -> "
+        f"sjukskoterska / {password} (sjukskoterska-loa2: refused, assurance level too low)",
+        f"  patient: http://127.0.0.1:{port}/app/login -> tolvan / {password}",
+    ]

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from egenmon.domain.identifiers import IdentifierError, parse_personal_identity
 from egenmon.identity.provider import ALGORITHMS, Provider, ProviderError, UnknownKey
-from egenmon.settings import Settings
+from egenmon.settings import Settings, SettingsError
 
 # Clock skew allowed on exp, iat and nbf of an ID token (seconds).
 LEEWAY = 60
@@ -77,8 +77,15 @@ class RelyingParty:
         assert settings.oidc_issuer and settings.oidc_client_id
         key = None
         if settings.oidc_private_key_file:
-            with open(settings.oidc_private_key_file) as f:
-                key = f.read()
+            try:
+                with open(settings.oidc_private_key_file) as f:
+                    key = f.read()
+                load_pem_private_key(key.encode(), None)
+            except (OSError, ValueError, TypeError) as e:
+                raise SettingsError(
+                    "EGENMON_OIDC_PRIVATE_KEY_FILE: not a readable PEM private key "
+                    f"without a passphrase ({type(e).__name__})"
+                ) from None
         return cls(
             issuer=settings.oidc_issuer,
             client_id=settings.oidc_client_id,

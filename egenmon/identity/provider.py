@@ -141,10 +141,11 @@ class Provider:
         """The signing key named `kid` (the only key when the token names none)."""
         async with self._lock:
             now = time.monotonic()
-            stale = now - self._keys_at > KEYS_TTL
-            if (stale or not self._find(kid)) and (
-                now - self._last_refresh >= self.refresh_at_most_every or self._keys_at == 0.0
-            ):
+            if self._keys_at == 0.0 or now - self._keys_at > KEYS_TTL:
+                await self._refresh()  # the first fetch, or the cache has aged
+            elif not self._find(kid) and now - self._last_refresh >= self.refresh_at_most_every:
+                # An unknown kid: the provider may have rotated its keys. Fetched again at
+                # most once per refresh_at_most_every, whatever kids tokens make up.
                 self._last_refresh = now
                 await self._refresh()
             key = self._find(kid)

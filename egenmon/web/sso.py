@@ -51,6 +51,12 @@ def relying_party(runtime: Runtime) -> tuple[Provider, RelyingParty] | None:
     return provider, rp
 
 
+def check_relying_party(runtime: Runtime) -> None:
+    """At start: a sign-in configuration egenmon cannot use (an unreadable key file)
+    stops the process with the setting named, rather than failing the first sign-in."""
+    relying_party(runtime)
+
+
 def base_url(request: Request) -> str:
     """egenmon's own address (EGENMON_PUBLIC_URL, else the request's)."""
     public = get_runtime(request).settings.public_url
@@ -176,7 +182,7 @@ async def callback(request: Request) -> Response:
                 patient_id = None
         oidc.check_acr(claims, rp)
     except LoginRefused as refusal:
-        log.info("sign-in refused (%s): %s", audience, refusal.reason)
+        log.info("sign-in refused (%s): %s", audience, refusal)
         await signin.log_attempt(runtime.pool, attempt, refusal)
         return refused_page(request, audience, refusal.reason)
     response = _redirect(pending["next"])
