@@ -22,6 +22,7 @@ from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
 from egenmon.fhir.http import FhirHttp
 from egenmon.ingest import formats_http as ingest_formats
+from egenmon.identity.provider import identity_services
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest import payload_http
 from egenmon.ingest.mqtt import MqttConsumer
@@ -31,7 +32,9 @@ from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
 from egenmon.store.migrate import has_schema
+from egenmon.web import oauth, patient_app, sso
 from egenmon.web import routes as web
+from egenmon.web.cors import SmartCors
 from egenmon.web.sessions import Sessions
 
 log = logging.getLogger("egenmon")
@@ -78,6 +81,13 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
             pipeline = runtime.pipeline = await start(Pipeline(settings, pool))
             if roles.http:
                 runtime.sessions = await start(Sessions(runtime))
+                signin_provider, token_keys = identity_services(settings)
+                if signin_provider is not None:
+                    runtime.identity = await start(signin_provider)
+                    sso.check_relying_party(runtime)
+                if token_keys is not None and token_keys is not signin_provider:
+                    await start(token_keys)
+                runtime.token_keys = token_keys
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             if roles.scheduler:
@@ -108,6 +118,10 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         fhir_api.router,
         alerts_api.router,
         web.router,
+        sso.router,
+        patient_app.router,
+        patient_app.api,
+        oauth.router,
     ):
         app.include_router(router)
     app.include_router(ingest_formats.router)  # Open mHealth and Bluetooth (issue 17)
@@ -116,6 +130,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     app.add_exception_handler(RequestValidationError, parameter_error)  # type: ignore[arg-type]
     app.add_middleware(FhirHttp)  # HEAD, gzip and OperationOutcome errors under /fhir
     app.add_middleware(RequestLimits)
+    app.add_middleware(SmartCors)  # outside the limits: their refusals carry CORS too
     # Outermost, so that every answer over https carries it, refusals by the limits too.
     app.add_middleware(StrictTransportSecurity)
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]

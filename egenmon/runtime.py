@@ -10,7 +10,7 @@ typed accessor (`egenmon.ingest.service.pipeline_of`, `egenmon.web.sessions.sess
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
@@ -45,6 +45,13 @@ class BrokerLink(Service, Protocol):
     async def broker_answers(self, timeout: float) -> bool: ...  # noqa: ASYNC109
 
 
+class TokenKeys(Service, Protocol):
+    """The identity provider's signing keys as the Bearer token check sees them
+    (`egenmon.identity.provider.Provider`): cached, fetched again for an unknown kid."""
+
+    async def key(self, kid: str | None) -> Any: ...
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -53,3 +60,7 @@ class Runtime:
     sessions: SessionResolver | None = None  # egenmon.web.sessions.Sessions, with HTTP
     mqtt: BrokerLink | None = None  # egenmon.ingest.mqtt.MqttConsumer, with MQTT
     scheduler: Service | None = None  # egenmon.alerts.scheduler.Scheduler
+    # egenmon.identity.provider.Provider of EGENMON_OIDC_ISSUER (sign-in), when set
+    identity: Service | None = None
+    # the keys Bearer tokens of EGENMON_AUTH_ISSUER are checked with (a JWKS URI), when set
+    token_keys: TokenKeys | None = None

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     auth_jwks_file: str | None = None
     auth_audience: str | None = Field(default=None, min_length=1)
     token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    # Lifetime of the access tokens egenmon's SMART token endpoint issues to apps and
+    # backend services (short: they carry no refresh token).
+    smart_token_ttl_seconds: int = Field(default=300, ge=60, le=3600)
     # The URL clients reach egenmon at (https://egenmon.region.example): the base of every
     # absolute link egenmon writes (FHIR Bundle links, fullUrl, Location). Unset: the
     # request's own address, which production accepts only for a loopback Host.
@@ -79,6 +82,30 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=60.0, gt=0, le=3600)
     retention_days: int = Field(default=3650, ge=1)
     webhook_secret: str | None = None
+    # Sign-in through the region's OpenID provider (issue 14). Unset issuer: no OpenID
+    # sign-in (local passwords only). The client authenticates with the secret, or with a
+    # private-key JWT signed by the key in EGENMON_OIDC_PRIVATE_KEY_FILE (PEM, RS256/ES256).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_private_key_file: str | None = None
+    oidc_scopes: str = "openid profile"
+    # The ID token claims that carry the user's HSA-id and the care unit's HSA-id (staff)
+    # and the personnummer (citizens).
+    oidc_claim_hsa_id: str = "employeeHsaId"
+    oidc_claim_care_unit: str = "healthCareUnitHsaId"
+    oidc_claim_personnummer: str = "https://id.oidc.se/claim/personalIdentityNumber"
+    # The assurance levels from lowest to highest, and the lowest accepted (a login whose
+    # `acr` is below it, or not in the list, is refused).
+    oidc_acr_levels: str = (
+        "http://id.elegnamnden.se/loa/1.0/loa1 http://id.elegnamnden.se/loa/1.0/loa2"
+        " http://id.elegnamnden.se/loa/1.0/loa3 http://id.elegnamnden.se/loa/1.0/loa4"
+    )
+    oidc_acr_required: str = "http://id.elegnamnden.se/loa/1.0/loa3"
+    # false: no local password logins (everyone signs in through the provider).
+    local_accounts: bool = True
+    # The provider's keys for Bearer tokens (default: its discovery document's jwks_uri).
+    auth_jwks_uri: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -141,15 +168,41 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_identity_provider(self) -> Settings:
-        if (self.auth_issuer or self.auth_jwks_file) and not (
-            self.auth_issuer and self.auth_jwks_file and self.auth_audience
+        keys = self.auth_jwks_file or self.auth_jwks_uri or self.oidc_issuer
+        if (self.auth_issuer or self.auth_jwks_file or self.auth_jwks_uri) and not (
+            self.auth_issuer and keys and self.auth_audience
         ):
             raise ValueError(
-                "EGENMON_AUTH_ISSUER, EGENMON_AUTH_JWKS_FILE and "
-                "EGENMON_AUTH_AUDIENCE go together (identity-provider tokens are checked "
-                "against all three)"
+                "EGENMON_AUTH_ISSUER, EGENMON_AUTH_JWKS_FILE (or EGENMON_AUTH_JWKS_URI, or "
+                "the keys of EGENMON_OIDC_ISSUER) and EGENMON_AUTH_AUDIENCE go together "
+                "(identity-provider tokens are checked against all three)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        if not self.oidc_issuer:
+            return self
+        parts = urlsplit(self.oidc_issuer)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("EGENMON_OIDC_ISSUER: must be an https:// URL")
+        if not self.oidc_client_id:
+            raise ValueError("EGENMON_OIDC_CLIENT_ID: needed with EGENMON_OIDC_ISSUER")
+        if not (self.oidc_client_secret or self.oidc_private_key_file):
+            raise ValueError(
+                "EGENMON_OIDC_CLIENT_SECRET or EGENMON_OIDC_PRIVATE_KEY_FILE: one is needed "
+                "with EGENMON_OIDC_ISSUER (the client's credential at the token endpoint)"
+            )
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError("EGENMON_OIDC_SCOPES: must include openid")
+        if self.oidc_acr_required not in self.oidc_acr_levels.split():
+            raise ValueError("EGENMON_OIDC_ACR_REQUIRED: must be one of EGENMON_OIDC_ACR_LEVELS")
+        return self
+
+    @property
+    def oidc(self) -> bool:
+        """Whether sign-in through an OpenID provider is configured."""
+        return bool(self.oidc_issuer)
 
     @cached_property
     def mqtt(self) -> MqttUrl | None:

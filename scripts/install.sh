@@ -130,5 +130,23 @@ install_python() {
   echo "$sum" >"$stamp"
 }
 
+# The local OpenID provider of the tests and `egenmon dev` (tools/oidc: npm oidc-provider
+# at the exact versions of its package.json; no lock file is kept in the repository).
+install_oidc_provider() {
+  local dir=tools/oidc stamp=tools/oidc/node_modules/.egenmon-installed sum
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  sum=$(sha256sum "$dir/package.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+    return 0
+  fi
+  log "installing the local OpenID provider (npm, $dir)"
+  (cd "$dir" && npm install --no-package-lock --ignore-scripts --no-audit --no-fund \
+    --omit=dev --loglevel=error >/dev/null)
+  echo "$sum" >"$stamp"
+}
+
 install_system
 install_python
+if [ "${INSTALL_OIDC:-1}" = 1 ]; then
+  install_oidc_provider
+fi

@@ -41,7 +41,7 @@ TEMPLATE = "egenmon_template"
 # `make test-unit` (pytest -m unit) runs the pure tests alone. A new fixture that starts
 # PostgreSQL or Mosquitto belongs here: until it is, its tests fail (StartsAServer).
 SERVICE_FIXTURES = frozenset(
-    {"pg_cluster", "broker", "own_broker", "big_broker", "serve", "receiver"}
+    {"pg_cluster", "broker", "own_broker", "big_broker", "serve", "receiver", "oidc_provider"}
 )
 TEST_SECRET = "test-signing-secret-of-at-least-32-characters"
 _db_counter = itertools.count()
@@ -322,3 +322,81 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- a local OpenID provider (issue 14) ---------------------------------------------------
+
+# The provider's accounts: login -> (HSA-id or personnummer, acr, how it misbehaves). A
+# test registers the HSA-ids, the care unit and the personnummer in its own database.
+OIDC_PASSWORD = "provider-password"
+OIDC_UNIT_HSA = "SE2321000016-15Q7"
+OIDC_STAFF_HSA = "SE2321000016-7331"
+OIDC_PATIENT_PNR = "191212121212"
+# A second client of egenmon's, authenticating with a private-key JWT (private_key_jwt).
+OIDC_KEY_CLIENT = "egenmon-key"
+
+
+class _ClientKey:
+    """A fixed EC test key (the same whichever way this module is imported): PEM for
+    egenmon, the public JWK for the provider's client registration."""
+
+    @property
+    def _key(self):
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return ec.derive_private_key(0x6567656E6D6F6E2D746573742D6B6579, ec.SECP256R1())
+
+    @property
+    def pem(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+    @property
+    def public_jwk(self) -> dict:
+        import jwt
+
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self._key.public_key()))
+        return {**jwk, "use": "sig", "alg": "ES256", "kid": "egenmon-key-1"}
+
+
+OIDC_CLIENT_KEY = _ClientKey()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(service_dir: Path) -> Iterator:
+    """The npm `oidc-provider` (tools/oidc) on a free port, shared by the session, with a
+    clinician, a patient, and accounts that sign in below the required assurance level,
+    with an unknown HSA-id or personnummer, or get a wrong nonce or audience."""
+    from egenmon.dev.oidc_provider import LOA, LocalProvider, account, loopback_client
+
+    staff = {"hsa_id": OIDC_STAFF_HSA, "care_unit_hsa_id": OIDC_UNIT_HSA}
+    provider = LocalProvider(
+        service_dir / "oidc",
+        extra_clients=[
+            loopback_client(
+                OIDC_KEY_CLIENT,
+                token_endpoint_auth_method="private_key_jwt",
+                jwks={"keys": [OIDC_CLIENT_KEY.public_jwk]},
+            )
+        ],
+        accounts={
+            "clinician": account(OIDC_PASSWORD, name="Berit Sjuksköterska", **staff),
+            "clinician-low": account(OIDC_PASSWORD, acr=LOA + "2", **staff),
+            "stranger": account(
+                OIDC_PASSWORD, hsa_id="SE2321000016-0000", care_unit_hsa_id=OIDC_UNIT_HSA
+            ),
+            "clinician-nonce": account(OIDC_PASSWORD, tamper="nonce", **staff),
+            "clinician-aud": account(OIDC_PASSWORD, tamper="aud", **staff),
+            "patient": account(OIDC_PASSWORD, personnummer=OIDC_PATIENT_PNR, name="Tolvan"),
+            "patient-low": account(OIDC_PASSWORD, acr=LOA + "2", personnummer=OIDC_PATIENT_PNR),
+            "patient-unknown": account(OIDC_PASSWORD, personnummer="198001019879"),
+        },
+    )
+    provider.start()
+    yield provider
+    provider.stop()

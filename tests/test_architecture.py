@@ -34,7 +34,7 @@ ROOMS: list[tuple[str, ...]] = [
     ),
     ("egenmon.store",),  # all SQL; knows no HTTP, MQTT, FHIR or rules
     # principals and token checks, the running services, the HTTP plumbing
-    ("egenmon.auth", "egenmon.runtime", "egenmon.limits"),
+    ("egenmon.auth", "egenmon.runtime", "egenmon.limits", "egenmon.identity"),
     ("egenmon.deps",),  # the typed FastAPI dependencies and the patient-access check
     ("egenmon.devices",),
     ("egenmon.ingest",),

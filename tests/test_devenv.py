@@ -206,6 +206,9 @@ def test_dev_runs_refuses_a_second_copy_stops_cleanly_and_keeps_data(state_dir):
     assert f"clinician UI: http://127.0.0.1:{port}/ui/" in out
     assert (f"patient app: http://127.0.0.1:{port}/app/" in out) == has_app
     assert f". {state_dir / 'env'}" in out and "egenmon token issue" in out
+    # The local OpenID provider ran, with its demo logins printed and its settings kept.
+    assert "OpenID provider (local, oidc-provider): http://127.0.0.1:" in out
+    assert "tolvan / " in out and instance["EGENMON_OIDC_ISSUER"].startswith("http://127.0.0.1:")
     assert not (state_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL left running"
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=2)

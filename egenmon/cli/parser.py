@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import egenmon.cli.clients as clients
 from egenmon.cli import alerts, bench, dev, devices, ingest, serve, simulate, store, tokens, web
 from egenmon.cli import phd as gateways
 from egenmon.cli import templates as tpl
@@ -15,7 +16,9 @@ from egenmon.cli.common import EXIT_USAGE, CommandError, settings_for
 from egenmon.settings import Settings, SettingsError
 
 # In the order `egenmon --help` lists them.
-TOPICS = (store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, tpl, gateways)
+TOPICS = (
+    store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, tpl, gateways, clients
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,11 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> None:
                 if args.care_unit:
                     unit_id = care_units.find_care_unit(conn, args.care_unit)
                 if args.patient:
-                    patient_id = uuid.UUID(str(patients.get_patient(conn, args.patient)["id"]))
+                    row = patients.get_patient(conn, args.patient)
+                    patient_id = uuid.UUID(str(row["id"]))
+                    # A clinician's patient is a launch context: one of their unit's.
+                    if args.role == "clinician" and row["care_unit_id"] != unit_id:
+                        raise CommandError("a clinician's --patient must be of their care unit")
             except db_store.NotFound as e:
                 raise CommandError(str(e)) from None
     try:

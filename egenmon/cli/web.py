@@ -26,6 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", choices=accounts.USER_ROLES, default="clinician")
     p.add_argument("--name", help="the name shown in the UI")
     p.add_argument("--locale", choices=accounts.LOCALES, default="sv")
+    p.add_argument(
+        "--hsa-id", help="the HSA-id the login is found by when signing in through the provider"
+    )
+    p.add_argument(
+        "--sso-only",
+        action="store_true",
+        help="no password: the login signs in only through the OpenID provider (needs --hsa-id)",
+    )
 
     p = command(
         users,
@@ -58,18 +66,30 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
                 unit_id = care_units.find_care_unit(conn, args.care_unit)
             except db_store.NotFound as e:
                 raise CommandError(f"--care-unit: {e}") from None
+        password_hash: str | None
         try:
             username = accounts.check_username(args.username)
-            password = read_password()
-            username, password_hash = accounts.new_user_fields(
-                username, password, args.role, unit_id, args.locale
-            )
+            hsa_id = accounts.check_hsa_id(args.hsa_id) if args.hsa_id else None
+            if args.sso_only:
+                if hsa_id is None:
+                    raise ValueError("--sso-only needs --hsa-id")
+                username, password_hash = accounts.new_user_fields(
+                    username, None, args.role, unit_id, args.locale
+                )
+            else:
+                password = read_password()
+                username, password_hash = accounts.new_user_fields(
+                    username, password, args.role, unit_id, args.locale
+                )
         except ValueError as e:
             raise CommandError(str(e)) from None
         try:
-            user_id = users_store.add_user(
-                conn, username, password_hash, args.role, unit_id, args.name, args.locale
-            )
+            with conn.transaction():
+                user_id = users_store.add_user(
+                    conn, username, password_hash, args.role, unit_id, args.name, args.locale
+                )
+                if hsa_id:
+                    users_store.set_hsa_id(conn, user_id, hsa_id)
         except db_store.Conflict as e:
             raise CommandError(str(e)) from None
     emit(
@@ -79,6 +99,7 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
             "username": username,
             "role": args.role,
             "care_unit_id": str(unit_id) if unit_id else None,
+            "hsa_id": hsa_id,
         },
         f"user {username} added ({args.role})",
     )

@@ -13,10 +13,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from egenmon.dev.cluster import Cluster, ClusterError, ForeignOwner, write_secret
 from egenmon.dev.demo import DEMO_HSA_ID, seed
 from egenmon.dev.mosquitto import Mosquitto, MosquittoError
+from egenmon.dev.oidc_provider import DEMO_STAFF_HSA, LocalProvider, demo_lines, demo_provider
+from egenmon.dev.oidc_provider import ProviderError as OidcProviderError
+from egenmon.dev.oidc_provider import installed as oidc_installed
 from egenmon.settings import Settings, load_settings
 from egenmon.store.db import DatabaseError, connect
 from egenmon.store.migrate import migrate
@@ -78,6 +82,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
     lock_fd = _lock(state)
     cluster: Cluster | None = None
     broker: Mosquitto | None = None
+    provider: LocalProvider | None = None
     children: list[subprocess.Popen] = []
     env = dict(os.environ)
     env.setdefault("EGENMON_ENVIRONMENT", "development")
@@ -102,6 +107,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
             broker.start()
             os.chmod(state / "mqtt", 0o700)  # its persistence holds readings in flight
             env["EGENMON_MQTT_URL"] = broker.mqtt_url
+        if not settings.oidc_issuer:
+            provider = start_oidc_provider(state, env)
         instance = {k: v for k, v in env.items() if k.startswith("EGENMON_")}
         os.environ.update(instance)
         run_settings = load_settings()
@@ -110,6 +117,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
             if ran:
                 say(f"applied {len(ran)} migration(s)")
             devices = seed(conn, run_settings, state)
+            if provider is not None:
+                seed_identity(conn)
         env_file = write_env_file(state, instance)
         serve = subprocess.Popen(
             [sys.executable, "-m", "egenmon", "serve", "--port", str(args.port)], env=env
@@ -121,6 +130,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         app = _answers(f"http://127.0.0.1:{args.port}/app/")
         for line in ready_lines(args.port, state, env_file, len(devices), patient_app=app):
             say(line)
+        if provider is not None:
+            for line in demo_lines(provider, args.port):
+                say(line)
         say("Ctrl-C stops everything")
         while all(c.poll() is None for c in children[:1]):
             time.sleep(0.5)
@@ -138,6 +150,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if provider is not None:
+            provider.stop()
         if broker:
             broker.stop()
         if cluster:
@@ -181,6 +195,41 @@ def start_simulators(env: dict, state: Path, port: int, devices: list) -> list[s
             stdout=subprocess.DEVNULL,
         )
     ]
+
+
+def start_oidc_provider(state: Path, env: dict[str, str]) -> LocalProvider | None:
+    """The local OpenID provider with demo logins (issue 14), its settings put in `env`;
+    None (said why) when it is not installed: password logins still work."""
+    from egenmon.dev.demo import DEMO_CLINICIAN_NAME, DEMO_HSA_ID, DEMO_PATIENTS, personnummer
+
+    if not oidc_installed():
+        say("no local OpenID provider (run scripts/install.sh for it); password logins only")
+        return None
+    _, birth, serial, _, _ = DEMO_PATIENTS[0]
+    provider = demo_provider(
+        state,
+        unit_hsa=DEMO_HSA_ID,
+        patient_pnr=personnummer(birth, serial),
+        clinician_name=DEMO_CLINICIAN_NAME,
+    )
+    say("starting the local OpenID provider")
+    try:
+        provider.start()
+    except OidcProviderError as e:
+        say(f"the local OpenID provider did not start ({e}); password logins only")
+        return None
+    env.update(provider.settings_env())
+    return provider
+
+
+def seed_identity(conn: Any) -> None:
+    """The demo clinician is found by the provider's demo HSA-id."""
+    from egenmon.dev.demo import DEMO_CLINICIAN
+    from egenmon.store import users
+
+    user_id = users.user_id_by_name(conn, DEMO_CLINICIAN)
+    if user_id is not None:
+        users.set_hsa_id(conn, user_id, DEMO_STAFF_HSA)
 
 
 def app_database(cluster: Cluster, state: Path) -> str:

@@ -81,6 +81,8 @@ class Principal:
         if self.role in ("admin", "integrator"):
             return True
         if self.role == "clinician":
+            if self.patient_id is not None and patient_id != self.patient_id:
+                return False  # a launch context (SMART EHR launch) narrows to one patient
             return self.care_unit_id is not None and care_unit_id == self.care_unit_id
         if self.role == "patient":
             return self.patient_id == patient_id
@@ -90,6 +92,8 @@ class Principal:
     def patient_filter(self) -> tuple[str, uuid.UUID] | None:
         """The restriction searches must apply: ('care_unit', id), ('patient', id) or None."""
         if self.role == "clinician":
+            if self.care_unit_id and self.patient_id:  # a launch context: one patient
+                return ("patient", self.patient_id)
             return (
                 ("care_unit", self.care_unit_id)
                 if self.care_unit_id

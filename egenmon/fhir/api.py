@@ -12,6 +12,7 @@ import functools
 import hashlib
 import ipaddress
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,12 +30,14 @@ from egenmon.fhir import ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.http import not_modified, validator_headers, validators
 from egenmon.fhir.outcome import FhirError, bad_request, not_found, operation_outcome
+from egenmon.fhir.outcome import FhirError, bad_request, not_found
+from egenmon.identity import smart
 from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError
 from egenmon.limits import FHIR_BODY, BodyTooLarge
 from egenmon.runtime import Runtime
 
-__all__ = ["FHIR_JSON", "MAX_BODY", "router"]
+__all__ = ["FHIR_JSON", "MAX_BODY", "public_base", "router"]
 
 log = logging.getLogger("egenmon.fhir")
 
@@ -112,6 +115,11 @@ def _base(request: Request) -> str:
             "links cannot be made for the Host asked for",
         )
     return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def public_base(request: Request) -> str:
+    """The absolute FHIR base URL (see `_base`), for the SMART routes."""
+    return _base(request)
 
 
 def _loopback(host: str) -> bool:
@@ -192,6 +200,16 @@ async def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request), _STARTED, timezone))
 
 
+async def smart_configuration(request: Request) -> Response:
+    """The SMART configuration (SMART App Launch 2.x), also served at the root."""
+    root = _base(request).removesuffix("/fhir")
+    return Response(
+        orjson.dumps(smart.smart_configuration(root)),
+        media_type="application/json",
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
 # What each resource's read and search call; Flag and Task share the alert functions.
 _READ: dict[str, Any] = {
     "Observation": reads.read_observation,
@@ -199,6 +217,7 @@ _READ: dict[str, Any] = {
     "Device": reads.read_device,
     "Flag": lambda ctx, ident: reads.read_alert(ctx, "Flag", ident),
     "Task": lambda ctx, ident: reads.read_alert(ctx, "Task", ident),
+    "AuditEvent": reads.read_audit_event,
 }
 _SEARCH: dict[str, Any] = {
     "Observation": reads.search_observations,
@@ -206,6 +225,7 @@ _SEARCH: dict[str, Any] = {
     "Device": reads.search_devices,
     "Flag": lambda ctx, params: reads.search_alerts(ctx, "Flag", params),
     "Task": lambda ctx, params: reads.search_alerts(ctx, "Task", params),
+    "AuditEvent": reads.search_audit_events,
 }
 
 
@@ -226,7 +246,13 @@ def _reader(resource: str) -> Handler:
         except (AuthError, FhirError) as exc:
             if exc.status in _REFUSED:  # refused and unknown look alike; both are logged
                 await reads.log_refused(
-                    ctx, "read", resource, exc.status, _reason(exc), ident=ident
+                    ctx,
+                    "read",
+                    resource,
+                    exc.status,
+                    _reason(exc),
+                    ident=ident,
+                    patients=_read_patient(resource, ident),
                 )
             raise
 
@@ -255,6 +281,17 @@ def _searcher(resource: str) -> Handler:
 
     search.__name__ = f"search_{resource.lower()}"
     return search
+
+
+def _read_patient(resource: str, ident: str) -> list:
+    """The patient a refused Patient read asked about, for the access log (and so for
+    the AuditEvents of that patient's log follow-up)."""
+    if resource != "Patient":
+        return []
+    try:
+        return [uuid.UUID(ident)] if len(ident) == 36 else []
+    except ValueError:
+        return []
 
 
 def _reason(exc: AuthError | FhirError) -> str:
@@ -391,6 +428,9 @@ _FACTORIES: dict[str, Callable[[str], Handler]] = {
 def _register() -> None:
     """Routes for exactly what `RESOURCES` lists (operations before reads: /$lastn)."""
     router.add_api_route("/fhir/metadata", fhir_route(metadata), methods=["GET"])
+    router.add_api_route(
+        "/fhir/.well-known/smart-configuration", fhir_route(smart_configuration), methods=["GET"]
+    )
     for spec in RESOURCES:
         for op in spec.operations:
             handler = fhir_route(_OPERATIONS[(spec.type, op.name)])

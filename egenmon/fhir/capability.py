@@ -212,6 +212,43 @@ RESOURCES: tuple[ResourceSpec, ...] = (
     ),
 )
 
+RESOURCES += (
+    ResourceSpec(
+        type="AuditEvent",
+        interactions=("read", "search-type"),
+        documentation=(
+            "The access log (patientdatalagen 4:3, HSLF-FS 2016:40), refused attempts "
+            "included (outcome 4), for the region's log follow-up. Read by an admin, by a "
+            "system with system/AuditEvent.rs, or by a care unit's log reviewer with "
+            "user/AuditEvent.rs (their unit's staff and patients); never through a "
+            "wildcard scope, never by patients (they have /api/v1/me/access-log). Newest "
+            "first, paged with Bundle.link next."
+        ),
+        search_params=(
+            SearchParam("patient", "reference", _PATIENT_REF, _SP + "AuditEvent-patient"),
+            SearchParam(
+                "agent",
+                "token",
+                "Who acted, as the log names them: a user name, a token's subject or a "
+                "SMART client id (exact).",
+            ),
+            SearchParam(
+                "date",
+                "date",
+                "When, with prefixes eq, ge, gt, le, lt; repeatable; values without an "
+                "offset are {timezone} local time.",
+                _SP + "AuditEvent-date",
+            ),
+            SearchParam(
+                "action",
+                "token",
+                "C, R, U, D or E (searches and other actions); comma for OR.",
+                _SP + "AuditEvent-action",
+            ),
+        ),
+    ),
+)
+
 SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
     (
@@ -221,6 +258,22 @@ SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
         "secret) also sends its Patient and Device conditional creates.",
     ),
 )
+
+
+_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def _oauth_uris(base: str) -> dict[str, Any]:
+    """The SMART oauth-uris extension: egenmon's own authorize and token endpoints (the
+    same as its .well-known/smart-configuration names)."""
+    root = base.removesuffix("/fhir")
+    return {
+        "url": _OAUTH_URIS,
+        "extension": [
+            {"url": "authorize", "valueUri": f"{root}/oauth/authorize"},
+            {"url": "token", "valueUri": f"{root}/oauth/token"},
+        ],
+    }
 
 
 def resource_spec(resource_type: str) -> ResourceSpec:
@@ -295,7 +348,8 @@ def capability_statement(
                     "strictly against FHIR JSON's types: nothing is coerced."
                 ),
                 "security": {
-                    "cors": False,
+                    "extension": [_oauth_uris(base)],
+                    "cors": True,
                     "service": [
                         {
                             "coding": [
@@ -311,7 +365,12 @@ def capability_statement(
                         "Bearer JWT access tokens with SMART v2 scopes (system/*.rs, "
                         "user/*.rs, patient/*.rs, system/Observation.c). Clinicians see the "
                         "patients of their care unit, a patient token only that patient. "
-                        "Every read and search of patient data is written to the access log."
+                        "Every read and search of patient data is written to the access log. "
+                        "SMART App Launch (standalone and EHR launch, authorization code "
+                        "with PKCE S256) and SMART Backend Services (client_credentials "
+                        "with a private_key_jwt assertion) at the endpoints named here and "
+                        "in .well-known/smart-configuration; CORS for registered apps' "
+                        "origins only."
                     ),
                 },
                 "resource": resources,

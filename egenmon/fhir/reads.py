@@ -45,6 +45,8 @@ from egenmon.domain.measurements import TYPES
 from egenmon.domain.principals import AuthError, Principal
 from egenmon.fhir.outcome import not_found
 from egenmon.fhir.render import (
+    audit_action_names,
+    render_audit_event,
     render_bundle_searchset,
     render_device,
     render_flag,
@@ -56,12 +58,13 @@ from egenmon.fhir.search import (
     ObservationQuery,
     SearchError,
     parse_alert_search,
+    parse_audit_search,
     parse_device_search,
     parse_lastn,
     parse_observation_search,
     parse_patient_search,
 )
-from egenmon.store import alerts, devices, readings
+from egenmon.store import access_log, alerts, devices, readings
 from egenmon.store import patients as patients_store
 from egenmon.store.access_log import log_access, param_names
 
@@ -72,10 +75,12 @@ __all__ = [
     "lastn",
     "log_refused",
     "read_alert",
+    "read_audit_event",
     "read_device",
     "read_observation",
     "read_patient",
     "search_alerts",
+    "search_audit_events",
     "search_devices",
     "search_observations",
     "search_patients",
@@ -568,3 +573,107 @@ async def search_alerts(ctx: Context, resource: str, params: Params) -> dict[str
         next_pairs=next_pairs,
         outcome=_outcome(q.ignored, ()),
     )
+
+
+# --- AuditEvent (the access log) ------------------------------------------------------
+
+
+def _audit_filter(principal: Principal, action: str) -> access_log.LogFilter:
+    """Who reads the access log, and which part: an admin all of it; a system with a
+    scope naming AuditEvent (system/AuditEvent.rs: the region's log follow-up) all of it;
+    a clinician with user/AuditEvent.rs (a care unit's log reviewer) their unit's staff's
+    actions and the actions on their unit's patients. Never a patient (their extract is
+    /api/v1/me/access-log), and never through a wildcard scope."""
+    if principal.role == "admin":
+        return access_log.LogFilter()
+    named = any(s.resource == "AuditEvent" and action in s.actions for s in principal.scopes)
+    if not named or principal.role == "patient":
+        raise AuthError(
+            403,
+            "reading the access log needs a scope naming AuditEvent "
+            "(system/AuditEvent.rs or user/AuditEvent.rs)",
+        )
+    if principal.role == "integrator" and any(
+        s.context == "system" and s.resource == "AuditEvent" for s in principal.scopes
+    ):
+        return access_log.LogFilter()
+    if principal.role == "clinician" and principal.care_unit_id:
+        return access_log.LogFilter(unit=principal.care_unit_id)
+    raise AuthError(403, "this token may not read the access log")
+
+
+async def read_audit_event(ctx: Context, event_id: str) -> dict[str, Any]:
+    scope = _audit_filter(ctx.principal, "r")
+    row = None
+    if event_id.isdigit() and len(event_id) <= 18:
+        async with ctx.pool.connection() as conn:
+            row = await access_log.read_entry(conn, int(event_id), scope)
+    if row is None:
+        raise not_found(f"AuditEvent/{event_id[:64]} is not known")
+    await _log(ctx, "read", "AuditEvent", set(row["patient_ids"]), {"id": event_id})
+    return render_audit_event(row)
+
+
+async def search_audit_events(ctx: Context, params: Params) -> dict[str, Any]:
+    scope = _audit_filter(ctx.principal, "s")
+    rest, total_mode = _pop_total(params)
+    rest, after = _pop_cursor(rest, ctx.cursor_key)
+    q = parse_audit_search(rest, tz=ctx.tz, lenient=ctx.lenient)
+    count_only = q.summary_count or q.count == 0
+    rows: list[dict[str, Any]] = []
+    total: int | None = None
+    more = False
+    if q.empty:
+        total = 0
+    else:
+        actions = None
+        exclude = False
+        if q.actions is not None:
+            if "E" in q.actions:  # E is everything that is not C, R, U or D
+                actions = audit_action_names({"C", "R", "U", "D"} - q.actions)
+                exclude = True
+            else:
+                actions = audit_action_names(q.actions)
+        f = access_log.LogFilter(
+            patient_id=q.patient,
+            actor=q.agent,
+            since=q.since,
+            until=q.until,
+            actions=actions,
+            exclude_actions=exclude,
+            unit=scope.unit,
+        )
+        async with ctx.pool.connection() as conn:
+            rows, total, more = await _page(
+                _search_entries, conn, {"f": f}, after, q.count, count_only, total_mode
+            )
+    patients = {q.patient} if q.patient is not None else set()
+    await _log(
+        ctx,
+        "search",
+        "AuditEvent",
+        patients,
+        {"params": _param_names(params), "returned": len(rows)},
+    )
+    pairs = _link_pairs(params, q.ignored)
+    next_pairs = _next_pairs(ctx, pairs, rows, more, "at")
+    return _searchset(
+        ctx,
+        "AuditEvent",
+        [render_audit_event(r) for r in rows],
+        total=total,
+        self_pairs=pairs,
+        next_pairs=next_pairs,
+        outcome=_outcome(q.ignored, ()),
+    )
+
+
+async def _search_entries(
+    conn: Any,
+    *,
+    f: access_log.LogFilter,
+    after: Any,
+    limit: int | None,
+    count_only: bool = False,
+) -> Any:
+    return await access_log.search_entries(conn, f, after=after, limit=limit, count_only=count_only)

@@ -51,6 +51,8 @@ __all__ = [
     "alert_meta",
     "content_version",
     "fhir_instant",
+    "audit_action_names",
+    "render_audit_event",
     "render_bundle_searchset",
     "render_device",
     "render_flag",
@@ -554,3 +556,110 @@ def render_task(alert: Mapping[str, Any], base: str = "") -> dict[str, Any]:
             for oid in evidence
         ]
     return task
+
+
+# --- AuditEvent (the access log) ------------------------------------------------------
+
+# The FHIR action code of each stored action (a "-refused" suffix is the same action,
+# refused); anything else egenmon logs (an app authorized, an export) is E, execute.
+AUDIT_ACTION_CODES = {"create": "C", "read": "R", "update": "U", "delete": "D", "search": "E"}
+_RESTFUL = {
+    "create": "create",
+    "read": "read",
+    "update": "update",
+    "delete": "delete",
+    "search": "search-type",
+}
+ACTOR_SYSTEM = "urn:egenmon:actor"
+ROLE_SYSTEM = "urn:egenmon:role"
+ACTION_SYSTEM = "urn:egenmon:access-log-action"
+CARE_UNIT_EXTENSION = "https://egenmon.example.org/fhir/StructureDefinition/care-unit"
+_T = "http://terminology.hl7.org/CodeSystem/"
+
+
+def audit_action_names(codes: Iterable[str]) -> tuple[str, ...]:
+    """The stored action names behind FHIR action codes, refused ones included."""
+    names = [n for n, c in AUDIT_ACTION_CODES.items() if c in codes]
+    return tuple(x for n in names for x in (n, f"{n}-refused"))
+
+
+def render_audit_event(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An access-log entry as a FHIR R4 AuditEvent.
+
+    Keys: id, at, actor, role, care_unit_id, care_unit_hsa_id, care_unit_name, action,
+    resource, patient_ids, detail. A refused attempt ("...-refused", or a detail whose
+    outcome is refused) has outcome 4 (minor failure) and says why.
+    """
+    action = str(entry["action"])
+    detail = entry.get("detail") or {}
+    refused = action.endswith("-refused") or (
+        isinstance(detail, dict) and detail.get("outcome") == "refused"
+    )
+    base = action.removesuffix("-refused")
+    subtype = (
+        {"system": "http://hl7.org/fhir/restful-interaction", "code": _RESTFUL[base]}
+        if base in _RESTFUL
+        else {"system": ACTION_SYSTEM, "code": base}
+    )
+    role = str(entry["role"])
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [
+                {
+                    "system": _T + "extra-security-role-type",
+                    "code": "dataprocessor" if role == "integrator" else "humanuser",
+                }
+            ]
+        },
+        "role": [{"coding": [{"system": ROLE_SYSTEM, "code": role}]}],
+        "who": {
+            "identifier": {"system": ACTOR_SYSTEM, "value": str(entry["actor"])},
+            "display": str(entry["actor"]),
+        },
+        "requestor": True,
+    }
+    if entry.get("care_unit_id"):
+        unit: dict[str, Any] = {"system": HSA_SYSTEM, "value": entry.get("care_unit_hsa_id")}
+        if not unit["value"]:
+            unit = {"system": "urn:egenmon:care-unit", "value": str(entry["care_unit_id"])}
+        agent["extension"] = [{"url": CARE_UNIT_EXTENSION, "valueIdentifier": unit}]
+    entities: list[dict[str, Any]] = [
+        {
+            "what": {"reference": f"Patient/{pid}"},
+            "type": {"system": _T + "audit-entity-type", "code": "1", "display": "Person"},
+            "role": {"system": _T + "object-role", "code": "1", "display": "Patient"},
+        }
+        for pid in entry.get("patient_ids") or []
+    ]
+    accessed: dict[str, Any] = {
+        "what": {"display": str(entry["resource"])},
+        "type": {"system": _T + "audit-entity-type", "code": "2", "display": "System Object"},
+    }
+    params = detail.get("params") if isinstance(detail, dict) else None
+    if isinstance(params, list) and params:
+        accessed["detail"] = [{"type": "params", "valueString": ",".join(map(str, params))}]
+    entities.append(accessed)
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(entry["id"]),
+        "type": {"system": _T + "audit-event-type", "code": "rest", "display": "RESTful Operation"},
+        "subtype": [subtype],
+        "action": AUDIT_ACTION_CODES.get(base, "E"),
+        "recorded": fhir_instant(entry["at"]),
+        "outcome": "4" if refused else "0",
+    }
+    if refused:
+        status = detail.get("status") if isinstance(detail, dict) else None
+        reason = detail.get("reason") if isinstance(detail, dict) else None
+        event["outcomeDesc"] = (
+            "refused" + (f" ({status})" if status else "") + (f": {reason}" if reason else "")
+        )
+    event["agent"] = [agent]
+    event["source"] = {
+        "observer": {"display": "egenmon"},
+        "type": [
+            {"system": _T + "security-source-type", "code": "4", "display": "Application Server"}
+        ],
+    }
+    event["entity"] = entities
+    return event

@@ -53,6 +53,7 @@ from egenmon.settings import DEFAULT_TIMEZONE
 
 __all__ = [
     "AlertQuery",
+    "AuditQuery",
     "DeviceQuery",
     "LastnQuery",
     "ObservationQuery",
@@ -60,6 +61,7 @@ __all__ = [
     "SearchError",
     "date_range",
     "parse_alert_search",
+    "parse_audit_search",
     "parse_device_search",
     "parse_lastn",
     "parse_observation_search",
@@ -698,4 +700,67 @@ def parse_alert_search(
         ignored=ignored,
         updated_low=low,
         updated_high=high,
+    )
+
+
+# --- AuditEvent -----------------------------------------------------------------------
+
+AUDIT_ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
+AUDIT_ACTIONS = frozenset({"C", "R", "U", "D", "E"})
+_AUDIT_PARAMS = frozenset({"patient", "agent", "date", "action", "_count", "_summary"})
+_AGENT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """An AuditEvent search: `actions` are FHIR action codes (C, R, U, D, E), None when
+    not narrowed and empty when the codes asked for exclude each other."""
+
+    patient: uuid.UUID | None = None
+    agent: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    actions: frozenset[str] | None = None
+    count: int = DEFAULT_COUNT
+    summary_count: bool = False
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.actions is not None and not self.actions
+
+
+def parse_audit_search(
+    params: Params, *, tz: str | tzinfo = DEFAULT_TZ, lenient: bool = False
+) -> AuditQuery:
+    """Parse an AuditEvent search: ``patient``, ``agent`` (the actor as the log names
+    it: a user name, a token's subject or a client id), ``date`` (prefixes), ``action``
+    (C, R, U, D, E; a comma is OR, repeating is AND)."""
+    values, ignored = _collect(params, _AUDIT_PARAMS, lenient)
+    agent = None
+    if "agent" in values:
+        agent = _single("agent", values["agent"])
+        if not _AGENT_RE.fullmatch(agent):
+            raise SearchError("agent", "must be 1 to 256 printable characters")
+    actions: frozenset[str] | None = None
+    for value in values.get("action", []):
+        found: set[str] = set()
+        for token in _split(value):
+            system, bar, code = token.rpartition("|")
+            if bar and system not in ("", AUDIT_ACTION_SYSTEM):
+                raise SearchError("action", f"unknown code system {system!r}")
+            if code not in AUDIT_ACTIONS:
+                raise SearchError("action", f"{code!r} is not C, R, U, D or E")
+            found.add(code)
+        actions = frozenset(found) if actions is None else actions & found
+    since, until = _date_bounds(values.get("date", []), _zone(tz))
+    return AuditQuery(
+        patient=_patient(values),
+        agent=agent,
+        since=since,
+        until=until,
+        actions=actions,
+        count=_count(values),
+        summary_count=_summary(values),
+        ignored=ignored,
     )

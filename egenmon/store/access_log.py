@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -19,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from egenmon.domain.principals import Principal
+from egenmon.store.query import Conn, keyset_page
 
 # A parameter name as an API defines them (FHIR modifiers and chains included).
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
@@ -110,3 +113,117 @@ def record_access(
             Jsonb(detail) if detail is not None else None,
         ),
     )
+
+
+# --- reading the log (FHIR AuditEvent, the region's log follow-up) ----------------------
+
+_ENTRY = (
+    "SELECT a.id, a.at, a.actor, a.role, a.care_unit_id, cu.hsa_id AS care_unit_hsa_id,"
+    " cu.name AS care_unit_name, a.action, a.resource, a.patient_ids, a.detail"
+    " FROM access_log a LEFT JOIN care_units cu ON cu.id = a.care_unit_id"
+)
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """An access-log search. `actions` are stored action names (None: any);
+    `exclude_actions` turns them into the names not to find. `unit` limits the entries to
+    one care unit's: its staff's actions and the actions on its patients."""
+
+    patient_id: uuid.UUID | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    actions: tuple[str, ...] | None = None
+    exclude_actions: bool = False
+    unit: uuid.UUID | None = None
+    nothing: bool = False
+
+
+def _where(f: LogFilter, params: dict[str, Any]) -> str:
+    parts = ["true"]
+    if f.nothing:
+        parts.append("false")
+    if f.patient_id is not None:
+        params["patient"] = f.patient_id
+        parts.append("a.patient_ids @> ARRAY[%(patient)s]::uuid[]")
+    if f.actor is not None:
+        params["actor"] = f.actor
+        parts.append("a.actor = %(actor)s")
+    if f.since is not None:
+        params["since"] = f.since
+        parts.append("a.at >= %(since)s")
+    if f.until is not None:
+        params["until"] = f.until
+        parts.append("a.at < %(until)s")
+    if f.actions is not None:
+        params["actions"] = list(f.actions)
+        parts.append(
+            "NOT (a.action = ANY(%(actions)s))"
+            if f.exclude_actions
+            else "a.action = ANY(%(actions)s)"
+        )
+    if f.unit is not None:
+        params["unit"] = f.unit
+        parts.append(
+            "(a.care_unit_id = %(unit)s OR a.patient_ids &&"
+            " ARRAY(SELECT id FROM patients WHERE care_unit_id = %(unit)s))"
+        )
+    return " AND ".join(parts)
+
+
+async def search_entries(
+    conn: Conn,
+    f: LogFilter,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+    count_only: bool = False,
+) -> list[dict[str, Any]] | int:
+    """Entries newest first (keyset paging on (at, id)), or how many match."""
+    params: dict[str, Any] = {}
+    return await keyset_page(
+        conn,
+        _ENTRY,
+        _where(f, params),
+        params,
+        key=("a.at", "a.id", "bigint"),
+        descending=True,
+        after=after,
+        limit=limit,
+        count_only=count_only,
+    )
+
+
+async def read_entry(conn: Conn, entry_id: int, f: LogFilter) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"id": entry_id}
+    cur = await conn.execute(f"{_ENTRY} WHERE a.id = %(id)s AND {_where(f, params)}", params)
+    return await cur.fetchone()
+
+
+# --- the patient's own extract (loggutdrag) ------------------------------------------------
+
+
+async def patient_extract(
+    conn: psycopg.AsyncConnection,
+    patient_id: uuid.UUID,
+    *,
+    limit: int,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Who did what with this patient's data, newest first, `limit` entries before the
+    entry `before_id` (keyset paging): the actor (with the login's name and HSA-id when
+    the actor is a login of egenmon), the care unit (name and HSA-id), the action, the
+    resource, and when. Refused attempts are included; the log's detail is not."""
+    cur = await conn.execute(
+        "SELECT a.id, a.at, a.actor, a.role, a.action, a.resource,"
+        " u.display_name AS actor_name, u.hsa_id AS actor_hsa_id,"
+        " a.care_unit_id, cu.name AS care_unit_name, cu.hsa_id AS care_unit_hsa_id"
+        " FROM access_log a"
+        " LEFT JOIN users u ON u.username = a.actor"
+        " LEFT JOIN care_units cu ON cu.id = coalesce(a.care_unit_id, u.care_unit_id)"
+        " WHERE a.patient_ids @> ARRAY[%s]::uuid[] AND (%s::bigint IS NULL OR a.id < %s)"
+        " ORDER BY a.id DESC LIMIT %s",
+        (patient_id, before_id, before_id, limit),
+    )
+    return await cur.fetchall()  # type: ignore[return-value]

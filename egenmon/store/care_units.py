@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import psycopg
 
@@ -33,3 +34,12 @@ def find_care_unit(conn: psycopg.Connection, ref: str) -> uuid.UUID:
     if len(row) != 1:
         raise NotFound(f"unknown care unit {ref!r}")
     return row[0][0]
+
+
+async def care_unit_by_hsa_id(conn: psycopg.AsyncConnection, hsa_id: str) -> uuid.UUID | None:
+    """The care unit with this HSA-id (a provider's claim or token names units so)."""
+    cur = await conn.execute("SELECT id FROM care_units WHERE hsa_id = %s", (hsa_id,))
+    row: Any = await cur.fetchone()
+    if row is None:
+        return None
+    return row["id"] if isinstance(row, dict) else row[0]

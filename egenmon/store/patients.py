@@ -25,6 +25,15 @@ def patient_id_by_number(conn: psycopg.Connection, number: str) -> uuid.UUID | N
     return row[0] if row else None
 
 
+async def apatient_id_by_number(conn: psycopg.AsyncConnection, number: str) -> uuid.UUID | None:
+    """The patient with this identity number (a patient signing in through the provider)."""
+    cur = await conn.execute("SELECT id FROM patients WHERE personnummer = %s", (number,))
+    row: Any = await cur.fetchone()
+    if row is None:
+        return None
+    return row["id"] if isinstance(row, dict) else row[0]
+
+
 def add_patient(
     conn: psycopg.Connection,
     number: str,

@@ -16,7 +16,7 @@ from egenmon.store.db import Conflict, NotFound
 def add_user(
     conn: psycopg.Connection,
     username: str,
-    password_hash: str,
+    password_hash: str | None,
     role: str,
     care_unit_id: uuid.UUID | None,
     display_name: str | None = None,
@@ -113,6 +113,28 @@ async def record_success(
         " password_hash = coalesce(%s, password_hash) WHERE id = %s",
         (new_hash, user_id),
     )
+
+
+async def find_by_hsa_id(conn: psycopg.AsyncConnection, hsa_id: str) -> dict[str, Any] | None:
+    """The login with this HSA-id (a clinician or admin signing in through the provider)."""
+    cur = await conn.execute(
+        f"SELECT {USER_COLUMNS}, cu.hsa_id AS care_unit_hsa_id"
+        " FROM users u LEFT JOIN care_units cu ON cu.id = u.care_unit_id WHERE u.hsa_id = %s",
+        (hsa_id,),
+    )
+    return await cur.fetchone()  # type: ignore[return-value]
+
+
+async def record_provider_login(conn: psycopg.AsyncConnection, user_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user_id,))
+
+
+def set_hsa_id(conn: psycopg.Connection, user_id: uuid.UUID, hsa_id: str | None) -> None:
+    """The HSA-id a login is found by when signing in through the provider."""
+    try:
+        conn.execute("UPDATE users SET hsa_id = %s WHERE id = %s", (hsa_id, user_id))
+    except psycopg.errors.UniqueViolation:
+        raise Conflict(f"another login has HSA-id {hsa_id}") from None
 
 
 async def set_locale(conn: psycopg.AsyncConnection, user_id: uuid.UUID, locale: str) -> None:

@@ -139,9 +139,13 @@ async def authenticate(
         user = await users.find_login(conn, name) if name else None
     # argon2 takes tens of milliseconds of CPU: keep it off the event loop. It runs for an
     # unknown name and a paused pair too, so the time taken tells nothing either.
-    stored = user["password_hash"] if user else _dummy_hash()
-    good = len(password) <= MAX_PASSWORD and await asyncio.to_thread(
-        verify_password, stored, password
+    # A login without a password hash signs in only through the OpenID provider.
+    has_password = user is not None and user["password_hash"] is not None
+    stored = user["password_hash"] if user is not None and has_password else _dummy_hash()
+    good = (
+        len(password) <= MAX_PASSWORD
+        and await asyncio.to_thread(verify_password, stored, password)
+        and has_password
     )
     async with pool.connection() as conn:
         if good and user is not None and pair_left is None:
@@ -172,14 +176,26 @@ async def forget_old_failures(conn: Any) -> None:
     await throttle.forget_old(conn, WINDOW * 4)
 
 
+_HSA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
+
+
+def check_hsa_id(hsa_id: str) -> str:
+    """An HSA-id as stored (SE + organisation number + '-' + local part); ValueError."""
+    value = hsa_id.strip()
+    if not _HSA_ID.match(value):
+        raise ValueError("--hsa-id must be 2-64 letters, digits and '-' (like SE2321000016-1234)")
+    return value
+
+
 def new_user_fields(
-    username: str, password: str, role: str, care_unit_id: uuid.UUID | None, locale: str
-) -> tuple[str, str]:
-    """Checked username and password hash for a new login; ValueError naming what is wrong."""
+    username: str, password: str | None, role: str, care_unit_id: uuid.UUID | None, locale: str
+) -> tuple[str, str | None]:
+    """Checked username and password hash for a new login (None: a login that signs in
+    only through the OpenID provider); ValueError naming what is wrong."""
     if role not in USER_ROLES:
         raise ValueError(f"role must be one of {', '.join(USER_ROLES)}")
     if role == "clinician" and care_unit_id is None:
         raise ValueError("a clinician needs --care-unit")
     if locale not in LOCALES:
         raise ValueError(f"locale must be one of {', '.join(LOCALES)}")
-    return check_username(username), hash_password(password)
+    return check_username(username), None if password is None else hash_password(password)

@@ -485,3 +485,118 @@ def value_text(
 def translator(locale: str) -> Mapping[str, str]:
     """The table of one locale (for a check that both have the same keys)."""
     return MESSAGES[locale]
+
+
+# --- sign-in through the OpenID provider and the patient app's first pages (issue 14) ----
+
+MESSAGES["sv"].update(
+    {
+        "login.sso": "Logga in med SITHS eID",
+        "login.local_off": "Inloggning med lösenord är avstängd. Logga in med SITHS eID.",
+        "app.patient_name": "Mina mätningar",
+        "app.patient": "patient",
+        "app.login_title": "Logga in",
+        "app.login_intro": "Logga in med BankID eller Freja eID för att se dina uppgifter.",
+        "app.login_button": "Logga in med e-legitimation",
+        "extract.title": "Vem har sett mina uppgifter",
+        "extract.intro": "Här ser du vem som har läst eller ändrat dina uppgifter, vid "
+        "vilken vårdenhet och när, även försök som nekades.",
+        "extract.col_when": "När",
+        "extract.col_who": "Vem",
+        "extract.col_unit": "Vårdenhet",
+        "extract.col_what": "Vad",
+        "extract.more": "Visar de senaste händelserna. Hela utdraget finns i appens API.",
+        "extract.empty": "Ingen har läst dina uppgifter ännu.",
+        "extract.you": "Du själv",
+        "extract.role.clinician": "vårdpersonal",
+        "extract.role.admin": "administratör",
+        "extract.role.integrator": "system",
+        "extract.role.patient": "patient",
+        "extract.action.read": "Läste",
+        "extract.action.search": "Sökte",
+        "extract.action.create": "Lade till",
+        "extract.action.update": "Ändrade",
+        "extract.action.delete": "Tog bort",
+        "extract.action.read-refused": "Nekades att läsa",
+        "extract.action.login": "Loggade in",
+        "extract.action.login-refused": "Nekad inloggning",
+        "extract.action.other": "Annan åtgärd",
+        "sso.refused_title": "Inloggningen godtogs inte",
+        "sso.try_again": "Försök igen",
+        "sso.refused.state": "Inloggningen hade gått ut eller kom från en annan webbläsare. "
+        "Börja om.",
+        "sso.refused.provider": "Inloggningstjänsten avbröt inloggningen.",
+        "sso.refused.exchange": "Inloggningstjänsten godkände inte inloggningen. Försök igen.",
+        "sso.refused.id_token": "Inloggningstjänstens svar var inte giltigt.",
+        "sso.refused.aud": "Inloggningstjänstens svar var avsett för en annan tjänst.",
+        "sso.refused.nonce": "Inloggningstjänstens svar hörde till en annan inloggning.",
+        "sso.refused.acr": "Legitimeringen har för låg tillitsnivå för egenmon. Logga in "
+        "med en e-legitimation med högre tillitsnivå (som SITHS eID eller BankID).",
+        "sso.refused.no_identifier": "Inloggningen saknade HSA-id eller personnummer.",
+        "sso.refused.unknown_user": "Ditt HSA-id har inget konto i egenmon. Kontakta din "
+        "administratör.",
+        "sso.refused.unknown_unit": "Vårdenheten du loggade in för finns inte i egenmon.",
+        "sso.refused.wrong_unit": "Ditt konto hör till en annan vårdenhet än den du loggade "
+        "in för.",
+        "sso.refused.unknown_patient": "Du är inte registrerad för egenmonitorering i "
+        "egenmon. Kontakta din vårdenhet.",
+        "sso.refused.not_configured": "Inloggning med e-legitimation är inte inställd.",
+        "sso.refused.unavailable": "Inloggningstjänsten svarar inte just nu. Försök igen "
+        "om en stund.",
+    }
+)
+MESSAGES["en"].update(
+    {
+        "login.sso": "Log in with SITHS eID",
+        "login.local_off": "Password login is switched off. Log in with SITHS eID.",
+        "app.patient_name": "My measurements",
+        "app.patient": "patient",
+        "app.login_title": "Log in",
+        "app.login_intro": "Log in with BankID or Freja eID to see your information.",
+        "app.login_button": "Log in with e-ID",
+        "extract.title": "Who has seen my information",
+        "extract.intro": "Here you see who has read or changed your information, at which "
+        "care unit and when, refused attempts included.",
+        "extract.col_when": "When",
+        "extract.col_who": "Who",
+        "extract.col_unit": "Care unit",
+        "extract.col_what": "What",
+        "extract.more": "Showing the latest events. The full extract is in the app's API.",
+        "extract.empty": "Nobody has read your information yet.",
+        "extract.you": "You",
+        "extract.role.clinician": "care staff",
+        "extract.role.admin": "administrator",
+        "extract.role.integrator": "system",
+        "extract.role.patient": "patient",
+        "extract.action.read": "Read",
+        "extract.action.search": "Searched",
+        "extract.action.create": "Added",
+        "extract.action.update": "Changed",
+        "extract.action.delete": "Removed",
+        "extract.action.read-refused": "Was refused reading",
+        "extract.action.login": "Logged in",
+        "extract.action.login-refused": "Login refused",
+        "extract.action.other": "Other action",
+        "sso.refused_title": "The login was not accepted",
+        "sso.try_again": "Try again",
+        "sso.refused.state": "The login had expired or came from another browser. Start again.",
+        "sso.refused.provider": "The login service cancelled the login.",
+        "sso.refused.exchange": "The login service did not confirm the login. Try again.",
+        "sso.refused.id_token": "The login service's answer was not valid.",
+        "sso.refused.aud": "The login service's answer was meant for another service.",
+        "sso.refused.nonce": "The login service's answer belonged to another login.",
+        "sso.refused.acr": "Your e-ID's assurance level is too low for egenmon. Log in with "
+        "an e-ID of a higher level (such as SITHS eID or BankID).",
+        "sso.refused.no_identifier": "The login carried no HSA-id or personal identity number.",
+        "sso.refused.unknown_user": "Your HSA-id has no account in egenmon. Contact your "
+        "administrator.",
+        "sso.refused.unknown_unit": "The care unit you logged in for is not in egenmon.",
+        "sso.refused.wrong_unit": "Your account belongs to another care unit than the one "
+        "you logged in for.",
+        "sso.refused.unknown_patient": "You are not registered for self-monitoring in "
+        "egenmon. Contact your care unit.",
+        "sso.refused.not_configured": "Login with e-ID is not set up.",
+        "sso.refused.unavailable": "The login service does not answer right now. Try again "
+        "in a while.",
+    }
+)

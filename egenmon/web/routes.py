@@ -75,6 +75,17 @@ SECURITY_HEADERS = {
 }
 
 
+def _csp(request: Request) -> str:
+    """CSP, letting a logout form's redirect reach the OpenID provider's end-session
+    endpoint (form-action governs where a submitted form may be redirected)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    issuer = runtime.settings.oidc_issuer if runtime is not None else None
+    if not issuer:
+        return CSP
+    parts = urlsplit(issuer)
+    return CSP.replace("form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}")
+
+
 class UIRoute(APIRoute):
     """Adds the security headers to every response of the UI (pages, fragments, assets)."""
 
@@ -83,6 +94,7 @@ class UIRoute(APIRoute):
 
         async def with_headers(request: Request) -> Response:
             response = await handler(request)
+            response.headers.setdefault("Content-Security-Policy", _csp(request))
             for k, v in SECURITY_HEADERS.items():
                 response.headers.setdefault(k, v)
             # Pages hold patient data: never kept in a shared tablet's cache.
@@ -180,9 +192,10 @@ def _sessions(request: Request) -> Sessions:
 
 
 async def _session(request: Request) -> UISession:
-    """The signed-in user; a 401 (the app sends /ui requests to the login page)."""
+    """The signed-in user; a 401 (the app sends /ui requests to the login page). A
+    patient's session is no clinician's: the UI answers it as not signed in."""
     session = await _sessions(request).load(request)
-    if session is None:
+    if session is None or session.is_patient:
         raise AuthError(401, "log in first")
     return session
 
@@ -251,6 +264,8 @@ def _login_page(
         login_csrf=token,
         error=error,
         username=username,
+        sso=_runtime(request).settings.oidc,
+        local_accounts=_runtime(request).settings.local_accounts,
         max_attempts=accounts.MAX_FAILED_ATTEMPTS,
         lockout_minutes=int(accounts.LOCKOUT.total_seconds() // 60),
         flash={"kind": "info", "text": translate(locale, "login.logged_out")}
@@ -273,7 +288,8 @@ def _login_page(
 @router.get("/login")
 async def login_form(request: Request) -> Response:
     next_ = views.local_path(request.query_params.get("next"))
-    if await _sessions(request).load(request) is not None:
+    current = await _sessions(request).load(request)
+    if current is not None and not current.is_patient:
         return _redirect(next_)
     lang = request.query_params.get("lang")
     locale = choose_locale(lang, request.cookies.get(LOCALE_COOKIE))
@@ -303,6 +319,16 @@ async def login(request: Request) -> Response:
             token=new_token(),
             status=403,
             error=translate(locale, "login.expired_form"),
+        )
+    if not _runtime(request).settings.local_accounts:
+        # Local passwords are switched off: everyone signs in through the provider.
+        return _login_page(
+            request,
+            locale=locale,
+            next_=next_,
+            token=new_token(),
+            status=403,
+            error=translate(locale, "login.local_off"),
         )
     username = form.get("username", "")
     result = await accounts.authenticate(
@@ -350,7 +376,11 @@ async def logout(request: Request) -> Response:
     form = await _form(request)
     if session is not None and not _csrf_ok(session, form, request):
         return _refused(request, session)
-    response = _redirect("/login?bye=1")
+    # A session from the OpenID provider ends there too (RP-initiated logout).
+    from egenmon.web.sso import logout_target
+
+    target = await logout_target(request, session.id_token if session else None, "/login?bye=1")
+    response = _redirect(target)
     await sessions.end(request, response)
     return response
 
@@ -374,6 +404,7 @@ async def set_locale(request: Request) -> Response:
         return _refused(request, session)
     locale = choose_locale(form.get("locale"))
     async with _runtime(request).pool.connection() as conn:
+        assert session.user_id is not None
         await users.set_locale(conn, session.user_id, locale)
     response = _redirect(views.local_path(form.get("next")))
     _remember_locale(request, response, locale)

@@ -1,5 +1,11 @@
 """UI sessions: an opaque cookie, its hashed row in the database, and the CSRF token.
 
+A session belongs to a clinician or admin (the UI at /ui/, signed in with a password or
+through the OpenID provider) or to a patient (the patient app at /app/, signed in through
+the provider with their personnummer): the same cookie, the same CSRF rule, the same
+resolver, giving `Principal(role="clinician"|"admin", ...)` or
+`Principal(role="patient", patient_id=...)`.
+
 The cookie holds 256 random bits; the database stores only their SHA-256, so a copy of
 the sessions table cannot be replayed. A session ends at logout, after `IDLE` without a
 request, or `LIFETIME` after login, whichever comes first. Each session has one
@@ -62,12 +68,18 @@ def is_https(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+def patient_subject(patient_id: uuid.UUID) -> str:
+    """A patient's name in the access log and in Principal.subject: the opaque id, never
+    the personnummer."""
+    return f"patient/{patient_id}"
+
+
 @dataclass(frozen=True)
 class UISession:
-    """A signed-in user as the UI sees them."""
+    """A signed-in user (user_id set) or patient (patient_id set) as the web sees them."""
 
     id_sha256: bytes
-    user_id: uuid.UUID
+    user_id: uuid.UUID | None
     username: str
     role: str
     care_unit_id: uuid.UUID | None
@@ -75,9 +87,22 @@ class UISession:
     display_name: str | None
     locale: str
     csrf_token: str
+    patient_id: uuid.UUID | None = None
+    id_token: str | None = None  # the provider's ID token (RP-initiated logout)
+
+    @property
+    def is_patient(self) -> bool:
+        return self.patient_id is not None
 
     @property
     def principal(self) -> Principal:
+        if self.patient_id is not None:
+            return Principal(
+                subject=patient_subject(self.patient_id),
+                role="patient",
+                patient_id=self.patient_id,
+                scopes=parse_scopes(DEFAULT_SCOPES["patient"]),
+            )
         return Principal(
             subject=self.username,
             role=self.role,
@@ -87,6 +112,21 @@ class UISession:
 
     @classmethod
     def from_row(cls, id_sha256: bytes, row: dict[str, Any]) -> UISession:
+        patient_id = row.get("patient_id")
+        if patient_id is not None:
+            return cls(
+                id_sha256=id_sha256,
+                user_id=None,
+                username=patient_subject(patient_id),
+                role="patient",
+                care_unit_id=None,
+                care_unit_name=None,
+                display_name=row.get("patient_name"),
+                locale="sv",
+                csrf_token=row["csrf_token"],
+                patient_id=patient_id,
+                id_token=row.get("id_token"),
+            )
         return cls(
             id_sha256=id_sha256,
             user_id=row["user_id"],
@@ -97,6 +137,7 @@ class UISession:
             display_name=row["display_name"],
             locale=row["locale"],
             csrf_token=row["csrf_token"],
+            id_token=row.get("id_token"),
         )
 
 
@@ -164,18 +205,35 @@ class Sessions:
             return None
         return session.principal
 
-    async def begin(self, request: Request, response: Response, user_id: uuid.UUID) -> None:
-        """Start a new session for a user who just logged in, and set its cookie.
+    async def begin(
+        self,
+        request: Request,
+        response: Response,
+        user_id: uuid.UUID | None = None,
+        *,
+        patient_id: uuid.UUID | None = None,
+        id_token: str | None = None,
+    ) -> None:
+        """Start a new session for a user (or a patient) who just logged in, and set its
+        cookie. `id_token` is the provider's ID token of an OpenID login.
 
         Any session the browser had is ended first: a fresh id at every login means an id
         planted before login (session fixation) is worth nothing.
         """
+        if (user_id is None) == (patient_id is None):
+            raise ValueError("a session belongs to a user or to a patient")
         await self.end(request, response)
         session_id = new_token()
         async with self.runtime.pool.connection() as conn:
-            await sessions.create_session(
-                conn, digest(session_id), user_id, self.lifetime, new_token()
-            )
+            if patient_id is not None:
+                await sessions.create_patient_session(
+                    conn, digest(session_id), patient_id, self.lifetime, new_token(), id_token
+                )
+            else:
+                assert user_id is not None
+                await sessions.create_session(
+                    conn, digest(session_id), user_id, self.lifetime, new_token(), id_token
+                )
         response.set_cookie(
             COOKIE, session_id, httponly=True, samesite="lax", path="/", secure=is_https(request)
         )
