@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from egenmon import health, openapi
 from egenmon.alerts import api as alerts_api
+from egenmon.alerts.outbox import OutboxSender
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
+from egenmon.fhir import subscription_api
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest.mqtt import MqttConsumer
 from egenmon.ingest.pipeline import Pipeline
@@ -79,6 +81,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             if roles.scheduler:
                 runtime.scheduler = await start(Scheduler(runtime))
+                await start(OutboxSender(runtime))  # webhooks and FHIR Subscriptions
             log.info("egenmon started (%s)", ", ".join(s.name for s in started))
             yield
         finally:
@@ -102,6 +105,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     for router in (
         health.router,
         ingest_http.router,
+        subscription_api.router,  # before the FHIR router's catch-all
         fhir_api.router,
         alerts_api.router,
         web.router,
