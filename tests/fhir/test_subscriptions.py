@@ -281,7 +281,9 @@ def test_missed_while_down_then_replayed_by_number_with_events(server, hook):
         server, token, hook, subscription(hook.url, "alert-task", f"care-unit={s['unit']}")
     )
     hook.close()  # the subscriber goes down
-    alerts = sorted(open_alert(server, p, d) for p, d in zip([s["patient"], *others], devices))
+    alerts = sorted(
+        open_alert(server, p, d) for p, d in zip([s["patient"], *others], devices, strict=True)
+    )
     # Three notifications are tried and fail (connection refused); retries wait an hour.
     until(
         lambda: (
