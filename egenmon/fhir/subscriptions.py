@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from fhir.resources.R4B.subscription import Subscription
+from pydantic import ValidationError
+
 __all__ = [
     "BACKPORT",
     "HMAC_EXT",
@@ -278,6 +281,24 @@ def _headers(value: Any) -> list[str]:
     return out
 
 
+def _check_fhir(doc: Mapping[str, Any]) -> None:
+    """The whole resource is valid R4 (fhir.resources): the first errors, by element."""
+    try:
+        Subscription.model_validate(dict(doc))
+    except ValidationError as exc:
+        errors = exc.errors()
+        parts = []
+        for err in errors[:3]:
+            path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function"))
+            msg = str(err["msg"]).removeprefix("Value error, ").split("\n")[0].strip()
+            parts.append(f"Subscription.{path}: {msg}"[:300])
+        if len(errors) > 3:
+            parts.append(f"and {len(errors) - 3} more")
+        raise SubscriptionError("; ".join(parts)) from None
+    except Exception:  # noqa: BLE001  the models crash on some hostile values: still a 400
+        raise SubscriptionError("Subscription: not a valid FHIR R4 Subscription") from None
+
+
 def parse_subscription(doc: Any) -> SubscriptionRequest:
     """A posted R4 backport Subscription, checked; SubscriptionError names what is wrong."""
     if not isinstance(doc, Mapping):
@@ -352,6 +373,7 @@ def parse_subscription(doc: Any) -> SubscriptionRequest:
     if secret is not None and len(secret) > 256:
         raise SubscriptionError("the hmac-secret is longer than 256 characters")
     reason = _str(doc, "reason", "Subscription")
+    _check_fhir(doc)  # after the checks above, which name what egenmon reads more precisely
     return SubscriptionRequest(
         topic=topic.name,
         criteria=criteria,
