@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhir.resources.R4B.subscription import Subscription
 from pydantic import ValidationError
 
 __all__ = [
@@ -283,6 +282,10 @@ def _headers(value: Any) -> list[str]:
 
 def _check_fhir(doc: Mapping[str, Any]) -> None:
     """The whole resource is valid R4 (fhir.resources): the first errors, by element."""
+    # Imported here: the model costs a third of a second to import, and only a POST of a
+    # Subscription needs it (not every process that sends notifications).
+    from fhir.resources.R4B.subscription import Subscription
+
     try:
         Subscription.model_validate(dict(doc))
     except ValidationError as exc:
