@@ -3,7 +3,8 @@
 Each serve process that runs the scheduler runs one. It LISTENs on the outbox channel (a
 change that queues a delivery NOTIFYs at its commit, whichever process made it), so a
 notification leaves within milliseconds of the commit, not at the next scheduler tick;
-without a wake-up it still looks every `POLL_S` (retries fall due, heartbeats). Several
+without a wake-up it still looks every `POLL_S` (retries falling due), and at the moment
+the next heartbeat falls due. Several
 senders are safe: deliveries are claimed with SKIP LOCKED and a lease, event numbers given
 under an advisory lock, and a heartbeat queued by one process only.
 """
@@ -23,6 +24,7 @@ from egenmon.store import subscriptions
 log = logging.getLogger("egenmon.alerts.outbox")
 
 POLL_S = 1.0
+MIN_WAIT_S = 0.02
 
 
 class OutboxSender:
@@ -48,15 +50,20 @@ class OutboxSender:
                 await self._task
             self._task = None
 
-    async def once(self) -> notify.DeliveryReport:
-        """Queue due heartbeats, then send everything due."""
+    async def once(self) -> tuple[notify.DeliveryReport, float]:
+        """Queue due heartbeats, send everything due; how long to wait for the next round
+        (at most POLL_S, less when a heartbeat falls due sooner)."""
         async with self.runtime.pool.connection() as conn:
             await subscriptions.queue_heartbeats(conn)
-        return await notify.deliver_due(
+        report = await notify.deliver_due(
             self.runtime.pool,
             default_secret=self.settings.webhook_secret,
             base_backoff_s=float(self.settings.scheduler_interval_s),
         )
+        async with self.runtime.pool.connection() as conn:
+            heartbeat = await subscriptions.next_heartbeat_in(conn)
+        wait = POLL_S if heartbeat is None else min(POLL_S, max(heartbeat, MIN_WAIT_S))
+        return report, wait
 
     async def _run(self) -> None:
         url = self.settings.require_database()
@@ -68,10 +75,10 @@ class OutboxSender:
                         url, autocommit=True, application_name="egenmon-outbox"
                     )
                     await subscriptions.listen(listener)
-                report = await self.once()
+                report, wait = await self.once()
                 if report.delivered + report.retrying + report.failed >= 200:
                     continue  # more may be due at once
-                async for _ in listener.notifies(timeout=POLL_S, stop_after=1):
+                async for _ in listener.notifies(timeout=wait, stop_after=1):
                     break
             except asyncio.CancelledError:
                 raise

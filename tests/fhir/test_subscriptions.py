@@ -330,8 +330,8 @@ def test_heartbeat_arrives_on_time(server, hook):
     subscribe(server, token, hook, doc)
     active = time.monotonic()
     first, second = hook.wait("heartbeat", 2, timeout=6)[:2]
-    # A period of 1 s, looked at every second: each within 2.5 s of the one before.
-    assert first.at - active < 2.5 and second.at - first.at < 2.5
+    # A period of 1 s: the sender wakes when one falls due (2 s allows for a busy machine).
+    assert first.at - active < 2.0 and 0.8 < second.at - first.at < 2.0
     Bundle.model_validate(first.body)
     assert len(first.body["entry"]) == 1
 
