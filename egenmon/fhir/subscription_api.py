@@ -54,7 +54,7 @@ router = APIRouter(tags=["fhir"])
 MAY_SUBSCRIBE = ("clinician", "integrator", "admin")
 MAX_EVENTS = 1000
 _COUNTS_URL = "https://egenmon.example.org/fhir/StructureDefinition/subscription-delivery-counts"
-_SEARCH_PARAMS = ("status", "url", "_count")
+_SEARCH_PARAMS = ("status", "url", "_count", "_format")
 
 
 def _scope_unit(principal: Principal) -> uuid.UUID | None:
@@ -267,7 +267,7 @@ async def status(request: Request) -> Response:
     )
 
 
-_EVENTS_PARAMS = ("eventsSinceNumber", "eventsUntilNumber", "content")
+_EVENTS_PARAMS = ("eventsSinceNumber", "eventsUntilNumber", "content", "_format")
 
 
 async def events(request: Request) -> Response:
@@ -324,6 +324,7 @@ async def topics(request: Request) -> Response:
     principal = await authenticate(request)
     _subscriber(principal)
     params = list(request.query_params.multi_items())
+    params = [(n, v) for n, v in params if n != "_format"]
     for name, value in params:
         if name != "code" or value.rpartition("|")[2] != "SubscriptionTopic":
             raise bad_request("Basic is served for code=SubscriptionTopic only (the topics)")

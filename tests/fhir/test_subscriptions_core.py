@@ -155,7 +155,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     field=st.sampled_from(["criteria", "channel", "_criteria", "end", "status", "reason"]),
     value=json_values,
