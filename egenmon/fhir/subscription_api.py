@@ -325,12 +325,15 @@ async def topics(request: Request) -> Response:
     _subscriber(principal)
     params = list(request.query_params.multi_items())
     params = [(n, v) for n, v in params if n != "_format"]
-    for name, value in params:
-        if name != "code" or value.rpartition("|")[2] != "SubscriptionTopic":
-            raise bad_request("Basic is served for code=SubscriptionTopic only (the topics)")
+    unknown = [n for n, _ in params if n != "code"]
+    if unknown:
+        raise bad_request(f"unknown search parameter {unknown[0][:40]!r} (known: code)")
     if not params:
         raise bad_request("search Basic with code=SubscriptionTopic (the topics)")
-    return fhir_response(topic_list(_base(request)))
+    bundle = topic_list(_base(request))
+    if not any(v.rpartition("|")[2] == "SubscriptionTopic" for _, v in params):
+        bundle.update(total=0, entry=[])  # only topics are served as Basic
+    return fhir_response(bundle)
 
 
 async def topic(request: Request) -> Response:
