@@ -9,7 +9,8 @@
   needs the read scope of the topic's focus resource (Flag, Task or Observation).
 - `GET /fhir/Subscription[/{id}]`, `DELETE /fhir/Subscription/{id}` (status off): the
   owner's own subscriptions (an admin's: all); another's is a 404.
-- `GET /fhir/Subscription/{id}/$status` and `/$events` (`eventsSinceNumber`,
+- `GET /fhir/Subscription/{id}/$status` (and `/fhir/Subscription/$status?id=`, or all
+  the caller's), `GET /fhir/Subscription/{id}/$events` (`eventsSinceNumber`,
   `eventsUntilNumber`, `content`): the status and the past events by number, each event
   access-logged for its patient.
 - `GET /fhir/Basic?code=SubscriptionTopic` and `/fhir/Basic/topic-<name>`: the topics.
@@ -236,35 +237,62 @@ def _int(text: str | None, name: str, lo: int, hi: int) -> int | None:
     return int(text)
 
 
+def _status_entry(row: dict[str, Any], base: str, figures: dict[str, int]) -> dict[str, Any]:
+    """A query-status entry; the outbox's counts ride on events-since-subscription-start
+    as an extension (Parameters itself has none)."""
+    params = status_parameters(row, base, "query-status")
+    counts = {
+        "url": _COUNTS_URL,
+        "extension": [{"url": k, "valueUnsignedInt": v} for k, v in sorted(figures.items())],
+    }
+    for p in params["parameter"]:
+        if p["name"] == "events-since-subscription-start":
+            p["extension"] = [counts]
+    return {"fullUrl": f"urn:uuid:{params['id']}", "resource": params, "search": {"mode": "match"}}
+
+
+def _searchset(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+
+
 async def status(request: Request) -> Response:
+    """`$status` of one subscription (instance level)."""
     principal = await authenticate(request)
     _subscriber(principal)
     runtime = get_runtime(request)
-    base = _base(request)
     async with runtime.pool.connection() as conn:
         row = await _own(conn, principal, request.path_params["id"])
         figures = await subscriptions.counts(conn, row["id"])
-    params = status_parameters(row, base, "query-status")
-    params["extension"] = [
-        {
-            "url": _COUNTS_URL,
-            "extension": [{"url": k, "valueUnsignedInt": v} for k, v in sorted(figures.items())],
-        }
-    ]
-    return fhir_response(
-        {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": 1,
-            "entry": [
-                {
-                    "fullUrl": f"urn:uuid:{params['id']}",
-                    "resource": params,
-                    "search": {"mode": "match"},
-                }
-            ],
-        }
-    )
+    return fhir_response(_searchset([_status_entry(row, _base(request), figures)]))
+
+
+async def statuses(request: Request) -> Response:
+    """`$status` at type level: the named subscriptions (`id`, repeatable or
+    comma-separated), or all of the caller's (`status` narrows them)."""
+    principal = await authenticate(request)
+    _subscriber(principal)
+    runtime = get_runtime(request)
+    params = [(n, v) for n, v in request.query_params.multi_items() if n != "_format"]
+    unknown = [n for n, _ in params if n not in ("id", "status")]
+    if unknown:
+        raise bad_request(f"unknown parameter {unknown[0][:40]!r} (known: id, status)")
+    ids = [i for n, v in params if n == "id" for i in v.split(",") if i]
+    wanted = [v for n, v in params if n == "status" for v in v.split(",") if v]
+    entries = []
+    async with runtime.pool.connection() as conn:
+        if ids:
+            rows = [await _own(conn, principal, i) for i in ids[:100]]
+        else:
+            owner = None if principal.role == "admin" else principal.subject
+            rows = await subscriptions.search(
+                conn, owner=owner, statuses=wanted or None, topic=None, limit=100
+            )
+        for row in rows:
+            if wanted and row["status"] not in wanted:
+                continue
+            figures = await subscriptions.counts(conn, row["id"])
+            entries.append(_status_entry(row, _base(request), figures))
+    return fhir_response(_searchset(entries))
 
 
 _EVENTS_PARAMS = ("eventsSinceNumber", "eventsUntilNumber", "content", "_format")
@@ -360,6 +388,12 @@ def _register() -> None:
         fhir_route(search),
         methods=["GET"],
         operation_id="search_subscription",
+    )
+    add(
+        "/fhir/Subscription/$status",
+        fhir_route(statuses),
+        methods=["GET"],
+        operation_id="statuses_subscription",
     )
     add(
         "/fhir/Subscription/{id}/$status",

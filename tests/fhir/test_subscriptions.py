@@ -313,12 +313,22 @@ def test_missed_while_down_then_replayed_by_number_with_events(server, hook):
         assert [e["event-number"] for e in two["events"]] == ["2"]
         # $status: the subscription is in error, three events, none delivered yet.
         status = c.get(f"/Subscription/{sid}/$status").json()
+        Bundle.model_validate(status)
         params = status["entry"][0]["resource"]
         named = {p["name"]: p for p in params["parameter"]}
         assert named["status"]["valueCode"] == "error"
-        assert named["events-since-subscription-start"]["valueString"] == "3"
-        counts = {e["url"]: e["valueUnsignedInt"] for e in params["extension"][0]["extension"]}
+        since = named["events-since-subscription-start"]
+        assert since["valueString"] == "3"
+        counts = {e["url"]: e["valueUnsignedInt"] for e in since["extension"][0]["extension"]}
         assert counts["events"] == 3 and counts["pending"] == 3 and counts["delivered"] == 0
+        # The same at type level, by id or as all of the caller's.
+        for params in ({"id": sid}, {}):
+            many = c.get("/Subscription/$status", params=params).json()
+            assert many["resourceType"] == "Bundle", many
+            Bundle.model_validate(many)
+            [entry] = many["entry"]
+            named = {p["name"]: p for p in entry["resource"]["parameter"]}
+            assert named["events-since-subscription-start"]["valueString"] == "3"
         bad = c.get(f"/Subscription/{sid}/$events", params={"eventsSinceNumber": "x"})
         assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
 
