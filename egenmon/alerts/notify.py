@@ -171,10 +171,16 @@ async def deliver_due(
                     "active" if error is None else "error",
                     None if error is None else _public_error(d, error),
                 )
-    for d, (http_status, _error, _ms) in zip(due, outcomes, strict=True):
-        if http_status is not None:  # the receiver got the body: a disclosure, logged
+    for d, (http_status, error, _ms) in zip(due, outcomes, strict=True):
+        # The receiver got the body (an answer), or may have (no answer after sending it):
+        # a disclosure, logged.
+        if http_status is not None or (error or "").startswith(_MAY_HAVE_ARRIVED):
             await _log_disclosure(pool, d)
     return report
+
+
+# Errors raised after the request was sent: the receiver may have the body.
+_MAY_HAVE_ARRIVED = ("ReadTimeout", "ReadError", "RemoteProtocolError")
 
 
 def _public_error(d: Mapping[str, Any], error: str) -> str:
