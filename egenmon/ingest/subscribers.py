@@ -63,7 +63,7 @@ class ObservationEvents:
             ]
             if wanted:
                 await subscriptions.enqueue_observations(conn, wanted)
-        except (psycopg.Error, OSError) as e:
+        except Exception as e:  # noqa: BLE001  the readings are stored: never fail their batch
             log.warning(
                 "new-Observation events of %d rows not queued: %s", len(rows), type(e).__name__
             )
