@@ -112,7 +112,11 @@ CONTENTS = ("empty", "id-only", "full-resource")
 _PAYLOAD_TYPES = ("application/fhir+json", "application/json")
 _HEADER = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}):[ \t]*([\x20-\x7e]{1,2048})$")
 # Headers egenmon sets itself; a subscriber may not replace them.
-_RESERVED = {"content-type", "content-length", "host", "x-egenmon-signature", "user-agent"}
+_RESERVED = {
+    "content-type", "content-length", "content-encoding", "transfer-encoding", "connection",
+    "expect", "host", "te", "trailer", "upgrade", "user-agent", "x-egenmon-signature",
+    "x-egenmon-event", "x-egenmon-delivery",
+}  # fmt: skip
 MAX_HEADERS = 8
 MAX_HEARTBEAT_S = 86400
 MAX_TIMEOUT_S = 60
