@@ -21,6 +21,7 @@ Routes here come before the FHIR router's catch-all (see `egenmon.app`).
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -106,6 +107,8 @@ async def create(request: Request) -> Response:
         raise bad_request(str(e), "Subscription") from None
     topic = TOPICS[req.topic]
     principal.require(topic.resource, "r")
+    if req.end_at is not None and req.end_at <= datetime.now(UTC):
+        raise bad_request("Subscription.end is in the past", "Subscription.end")
     if runtime.settings.production and not req.endpoint.startswith("https://"):
         raise bad_request("channel.endpoint must be https in production", "Subscription.channel")
     scope = _scope_unit(principal)

@@ -380,6 +380,7 @@ def parse_subscription(doc: Any) -> SubscriptionRequest:
     if secret is not None and len(secret) > 256:
         raise SubscriptionError("the hmac-secret is longer than 256 characters")
     reason = _str(doc, "reason", "Subscription")
+    end_at = _instant(_str(doc, "end", "Subscription"), "Subscription.end")
     _check_fhir(doc)  # after the checks above, which name what egenmon reads more precisely
     return SubscriptionRequest(
         topic=topic.name,
@@ -395,7 +396,7 @@ def parse_subscription(doc: Any) -> SubscriptionRequest:
         heartbeat_s=heartbeat,
         timeout_s=timeout,
         max_count=max_count,
-        end_at=_instant(_str(doc, "end", "Subscription"), "Subscription.end"),
+        end_at=end_at,
         reason=reason[:1000] if reason else None,
     )
 

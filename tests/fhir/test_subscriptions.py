@@ -432,6 +432,9 @@ def test_bad_subscriptions_are_operation_outcomes(server, hook):
         r = c.post("/Subscription", json=doc)
         assert r.status_code == 400 and "rest-hook" in r.json()["issue"][0]["diagnostics"]
         assert c.get("/Subscription", params={"foo": "1"}).status_code == 400
+        past = {**subscription(hook.url), "end": "2020-01-01T00:00:00Z"}
+        r = c.post("/Subscription", json=past)
+        assert r.status_code == 400 and "end" in r.json()["issue"][0]["diagnostics"]
         assert c.get("/Subscription", params={"_format": "json"}).status_code == 200
         assert c.get(f"/Subscription/{uuid.uuid4()}").status_code == 404
         topics = c.get("/Basic", params={"code": "SubscriptionTopic"}).json()
