@@ -6,14 +6,17 @@ notification leaves within milliseconds of the commit, not at the next scheduler
 without a wake-up it still looks every `POLL_S` (retries falling due), and at the moment
 the next heartbeat falls due. Several
 senders are safe: deliveries are claimed with SKIP LOCKED and a lease, event numbers given
-under an advisory lock, and a heartbeat queued by one process only.
+under an advisory lock, and a heartbeat queued by one process only. Hourly, it prunes
+subscriptions' notifications sent more than KEEP_EVENTS ago (`$events` replays the rest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import time
 
 import psycopg
 
@@ -25,6 +28,9 @@ log = logging.getLogger("egenmon.alerts.outbox")
 
 POLL_S = 1.0
 MIN_WAIT_S = 0.02
+# Sent notifications of subscriptions are kept this long for `$events`, then pruned.
+KEEP_EVENTS = dt.timedelta(days=30)
+PRUNE_EVERY_S = 3600.0
 
 
 class OutboxSender:
@@ -37,6 +43,7 @@ class OutboxSender:
         self.settings = runtime.settings
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._pruned_at = 0.0
 
     async def start(self) -> None:
         self._stopping = False
@@ -55,6 +62,9 @@ class OutboxSender:
         (at most POLL_S, less when a heartbeat falls due sooner)."""
         async with self.runtime.pool.connection() as conn:
             await subscriptions.queue_heartbeats(conn)
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = time.monotonic()
+                await subscriptions.prune(conn, dt.datetime.now(dt.UTC) - KEEP_EVENTS)
         report = await notify.deliver_due(
             self.runtime.pool,
             default_secret=self.settings.webhook_secret,

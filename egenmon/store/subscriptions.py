@@ -245,6 +245,27 @@ async def next_heartbeat_in(conn: Conn) -> float | None:
     return None if value is None else max(0.0, float(value))
 
 
+_PRUNE = """
+WITH old AS (
+    SELECT id FROM webhook_deliveries
+    WHERE subscription_id IS NOT NULL AND status <> 'pending' AND created_at < %(before)s
+    LIMIT %(limit)s
+), attempts AS (
+    DELETE FROM webhook_attempts a USING old WHERE a.delivery_id = old.id
+)
+DELETE FROM webhook_deliveries d USING old WHERE d.id = old.id
+"""
+
+
+async def prune(conn: Conn, before: dt.datetime, limit: int = 10000) -> int:
+    """Forget sent (or given-up) notifications of subscriptions made before `before`, at
+    most `limit` at a time: `$events` replays what is kept. Event numbers are never reused
+    (the subscription keeps its count)."""
+    async with conn.transaction():
+        cur = await conn.execute(_PRUNE, {"before": before, "limit": limit})
+        return cur.rowcount
+
+
 # --- new Observations ---------------------------------------------------------------------
 
 _INTEREST = (

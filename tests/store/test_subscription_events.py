@@ -6,6 +6,7 @@ patient's care unit get events."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 
 import psycopg
@@ -101,3 +102,41 @@ def test_concurrent_queueing_and_numbering_give_each_event_one_number(
             "SELECT care_unit_id FROM patients WHERE id = %s", (pid,)
         ).fetchall()
     assert unit_of == unit
+
+
+def test_pruned_notifications_leave_the_count_and_numbers_go_on(database_url, patient):
+    pid = uuid.UUID(patient)
+
+    async def go() -> tuple[int, list[int], int]:
+        pool = make_pool(database_url, 1, 2)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                sub = await subscriptions.create(conn, new("observation", patient_id=pid))
+                await conn.execute(
+                    "UPDATE subscriptions SET status = 'active' WHERE id = %s", (sub["id"],)
+                )
+                await subscriptions.enqueue_observations(
+                    conn, [(pid, "8867-4", "149546", f"o{i}") for i in range(3)]
+                )
+                await subscriptions.number_events(conn)
+                await conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'delivered',"
+                    " created_at = now() - interval '40 days' WHERE subscription_id = %s",
+                    (sub["id"],),
+                )
+                pruned = await subscriptions.prune(
+                    conn, dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+                )
+                await subscriptions.enqueue_observations(conn, [(pid, "8867-4", "149546", "o9")])
+                await subscriptions.number_events(conn)
+                left = await subscriptions.events(conn, sub["id"], None, None, 100)
+                again = await subscriptions.get(conn, sub["id"])
+            assert again is not None
+            return pruned, [e["event_number"] for e in left], again["events_since_start"]
+        finally:
+            await pool.close()
+
+    pruned, left, count = asyncio.run(go())
+    assert pruned == 4  # the three events and the handshake
+    assert left == [4] and count == 4
