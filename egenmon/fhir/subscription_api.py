@@ -34,7 +34,7 @@ from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError, Principal
 from egenmon.fhir.api import _base, _body, _check_json, fhir_response, fhir_route
 from egenmon.fhir.notifications import focus_resource, restrict_of
-from egenmon.fhir.outcome import bad_request, not_found
+from egenmon.fhir.outcome import FhirError, bad_request, not_found
 from egenmon.fhir.subscriptions import (
     CONTENTS,
     TOPICS,
@@ -378,8 +378,26 @@ async def topic(request: Request) -> Response:
     raise not_found(f"Basic/{ident[:64]} is not known")
 
 
+_ALLOWED = {"/fhir/Subscription": "GET, POST", "/fhir/Subscription/{id}": "DELETE, GET"}
+
+
+async def not_allowed(request: Request) -> Response:
+    """405 with Allow for the other methods on a Subscription's paths (no update)."""
+    route = request.scope.get("route")
+    allow = _ALLOWED.get(getattr(route, "path", ""), "GET")
+    error = FhirError(
+        405, "not-supported", f"{request.method} is not supported here (allowed: {allow})"
+    )
+    return fhir_response(error.outcome(), 405, {"Allow": allow})
+
+
 def _register() -> None:
     add = router.add_api_route
+    for path, methods in (
+        ("/fhir/Subscription", ["PUT", "PATCH", "DELETE"]),
+        ("/fhir/Subscription/{id}", ["PUT", "PATCH", "POST"]),
+    ):
+        add(path, fhir_route(not_allowed), methods=methods, include_in_schema=False)
     add(
         "/fhir/Subscription",
         fhir_route(create),

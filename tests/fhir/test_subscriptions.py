@@ -437,6 +437,9 @@ def test_bad_subscriptions_are_operation_outcomes(server, hook):
         assert r.status_code == 400 and "end" in r.json()["issue"][0]["diagnostics"]
         assert c.get("/Subscription", params={"_format": "json"}).status_code == 200
         assert c.get(f"/Subscription/{uuid.uuid4()}").status_code == 404
+        put = c.put(f"/Subscription/{uuid.uuid4()}", json=subscription(hook.url))
+        assert put.status_code == 405 and put.headers["Allow"] == "DELETE, GET"
+        assert put.json()["resourceType"] == "OperationOutcome"
         topics = c.get("/Basic", params={"code": "SubscriptionTopic"}).json()
         assert {e["resource"]["id"] for e in topics["entry"]} == {f"topic-{t}" for t in TOPICS}
     with server.client(patient_token) as c:
