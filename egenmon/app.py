@@ -17,12 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from egenmon import health, openapi
 from egenmon.alerts import api as alerts_api
+from egenmon.alerts.outbox import OutboxSender
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
 from egenmon.fhir.http import FhirHttp
 from egenmon.ingest import formats_http as ingest_formats
 from egenmon.identity.provider import identity_services
+from egenmon.fhir import subscription_api
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest import payload_http
 from egenmon.ingest.mqtt import MqttConsumer
@@ -92,6 +94,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             if roles.scheduler:
                 runtime.scheduler = await start(Scheduler(runtime))
+                await start(OutboxSender(runtime))  # webhooks and FHIR Subscriptions
             log.info("egenmon started (%s)", ", ".join(s.name for s in started))
             yield
         finally:
@@ -115,6 +118,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     for router in (
         health.router,
         ingest_http.router,
+        subscription_api.router,  # before the FHIR router's catch-all
         fhir_api.router,
         alerts_api.router,
         web.router,

@@ -4,7 +4,8 @@ Who may do what: clinicians see and act on the alerts of their care unit's patie
 integrators and admins see all; acting on an alert needs the Task update scope; plans are
 read with the CarePlan read scope and set by a clinician of the patient's unit or an admin
 with the CarePlan update scope (`user/CarePlan.u`, part of a clinician's default token);
-webhooks are an admin's. Patients have no access to this API.
+webhooks are an admin's or an integrator's own (bound to its care unit, see below).
+Patients have no access to this API.
 
 An alert or patient the caller may not see answers 404, exactly as one that does not exist
 (as FHIR reads do), so the API tells nothing about other care units. Every list and every
@@ -15,9 +16,11 @@ raw query value.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -395,17 +398,36 @@ async def put_plan(request: Request, patient: str, body: PlanIn, principal: Prin
     return monitoring.view(pid, row)
 
 
-# --- webhooks (admin) --------------------------------------------------------------------------
+# --- webhooks (admins and integrators) ---------------------------------------------------------
+#
+# An admin's webhooks get every alert (or one care unit's, given `care_unit`). An
+# integrator registers its own with its own token; one bound to a care unit (its token's
+# `care_unit`) gets that unit's alerts only, and sees and changes only the hooks it made.
+# An integrator's hook always has a secret of its own (generated and shown once when not
+# given): the platform's EGENMON_WEBHOOK_SECRET is never an integrator's to know.
+
+HOOK_ROLES = ("admin", "integrator")
 
 
 class WebhookIn(BaseModel):
-    url: str = Field(pattern=r"^https?://\S+$")
-    secret: str | None = Field(default=None, min_length=16)
-    description: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://\S+$", max_length=2048)
+    secret: str | None = Field(default=None, min_length=16, max_length=256)
+    description: str | None = Field(default=None, max_length=500)
+    care_unit: uuid.UUID | None = None
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    description: str | None = Field(default=None, max_length=500)
+    active: bool | None = None
 
 
 def _hook(row: dict) -> dict[str, Any]:
-    return {
+    out = {
         "id": str(row["id"]),
         "url": row["url"],
         "active": row["active"],
@@ -413,39 +435,120 @@ def _hook(row: dict) -> dict[str, Any]:
         "created_by": row["created_by"],
         "created_at": row["created_at"].isoformat(),
     }
+    if "care_unit_id" in row:
+        out["care_unit"] = str(row["care_unit_id"]) if row["care_unit_id"] else None
+    return out
+
+
+async def _own_hook(conn: Any, principal: Principal, webhook_id: str) -> dict | None:
+    """The caller's webhook (an admin's: any); another's looks unknown."""
+    try:
+        wid = _uuid(webhook_id, "webhook")
+    except ValueError:
+        return None
+    row = await webhooks.aget_webhook(conn, wid)
+    if row is None or (principal.role != "admin" and row["created_by"] != principal.subject):
+        return None
+    return row
 
 
 @router.get("/webhooks")
 async def list_webhooks(request: Request, principal: PrincipalDep) -> Any:
-    roles_allowed(principal, ("admin",))
+    roles_allowed(principal, HOOK_ROLES)
     async with get_runtime(request).pool.connection() as conn:
-        rows = await webhooks.alist_webhooks(conn)
+        if principal.role == "admin":
+            rows = await webhooks.alist_webhooks(conn)
+        else:
+            rows = await webhooks.alist_owned_webhooks(conn, principal.subject)
     return {"webhooks": [_hook(r) for r in rows]}
 
 
 @router.post("/webhooks", status_code=201)
 async def add_webhook(request: Request, body: WebhookIn, principal: PrincipalDep) -> Any:
-    """Subscribe a URL; without a secret, EGENMON_WEBHOOK_SECRET signs its payloads."""
-    roles_allowed(principal, ("admin",))
+    """Subscribe a URL to alert events. An admin's hook without a secret is signed with
+    EGENMON_WEBHOOK_SECRET; an integrator's gets a generated one, shown once."""
+    roles_allowed(principal, HOOK_ROLES)
     runtime = get_runtime(request)
-    if body.secret is None and not runtime.settings.webhook_secret:
+    if runtime.settings.production and not body.url.startswith("https://"):
+        return _error(400, "url must be https in production")
+    unit = body.care_unit
+    bound = principal.care_unit_id if principal.role == "integrator" else None
+    if bound is not None:
+        if unit is not None and unit != bound:
+            return _error(403, "care_unit: your token is bound to another care unit")
+        unit = bound
+    secret, shown = body.secret, None
+    if secret is None and principal.role != "admin":
+        secret = shown = secrets.token_urlsafe(32)
+    if secret is None and not runtime.settings.webhook_secret:
         return _error(400, "give a secret: EGENMON_WEBHOOK_SECRET is not set")
     async with runtime.pool.connection() as conn:
-        row = await webhooks.aadd_webhook(
-            conn, body.url, body.secret, body.description, principal.subject
+        try:
+            row = await webhooks.aadd_owned_webhook(
+                conn, body.url, secret, body.description, principal.subject, unit, principal.role
+            )
+        except psycopg.errors.ForeignKeyViolation:
+            return _error(400, "care_unit: no such care unit")
+    out = _hook(row)
+    if shown:
+        out["secret"] = shown
+    return out
+
+
+@router.get("/webhooks/{webhook_id}")
+async def get_webhook(request: Request, webhook_id: str, principal: PrincipalDep) -> Any:
+    """A webhook and its latest deliveries (status, attempts, last error; no payloads)."""
+    roles_allowed(principal, HOOK_ROLES)
+    async with get_runtime(request).pool.connection() as conn:
+        row = await _own_hook(conn, principal, webhook_id)
+        if row is None:
+            return _error(404, f"unknown webhook {webhook_id[:64]}")
+        log = await webhooks.adelivery_log(conn, row["id"])
+    out = _hook(row)
+    out["deliveries"] = [
+        {
+            "id": d["id"],
+            "alert_id": str(d["alert_id"]) if d["alert_id"] else None,
+            "event": d["event"],
+            "status": d["status"],
+            "attempts": d["attempts"],
+            "created_at": d["created_at"].isoformat(),
+            "delivered_at": d["delivered_at"].isoformat() if d["delivered_at"] else None,
+            "last_status": d["last_status"],
+            "last_error": d["last_error"],
+        }
+        for d in log
+    ]
+    return out
+
+
+@router.patch("/webhooks/{webhook_id}")
+async def change_webhook(
+    request: Request, webhook_id: str, body: WebhookPatch, principal: PrincipalDep
+) -> Any:
+    """Change a webhook's URL or description, or switch it off and on again."""
+    roles_allowed(principal, HOOK_ROLES)
+    runtime = get_runtime(request)
+    if body.url and runtime.settings.production and not body.url.startswith("https://"):
+        return _error(400, "url must be https in production")
+    async with runtime.pool.connection() as conn:
+        row = await _own_hook(conn, principal, webhook_id)
+        if row is None:
+            return _error(404, f"unknown webhook {webhook_id[:64]}")
+        changed = await webhooks.aupdate_webhook(
+            conn, row["id"], url=body.url, description=body.description, active=body.active
         )
-    return _hook(row)
+    assert changed is not None
+    return _hook(changed)
 
 
 @router.delete("/webhooks/{webhook_id}")
 async def disable_webhook(request: Request, webhook_id: str, principal: PrincipalDep) -> Any:
     """Stop sending to a webhook (kept, disabled, for the delivery log)."""
-    roles_allowed(principal, ("admin",))
-    try:
-        wid = _uuid(webhook_id, "webhook")
-    except ValueError as e:
-        return _error(404, str(e))
+    roles_allowed(principal, HOOK_ROLES)
     async with get_runtime(request).pool.connection() as conn:
-        if not await webhooks.aset_webhook_active(conn, wid, False):
-            return _error(404, f"unknown webhook {webhook_id}")
-    return {"id": str(wid), "active": False}
+        row = await _own_hook(conn, principal, webhook_id)
+        if row is None:
+            return _error(404, f"unknown webhook {webhook_id[:64]}")
+        await webhooks.aset_webhook_active(conn, row["id"], False)
+    return {"id": str(row["id"]), "active": False}

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +37,18 @@ import httpx
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
+from egenmon.domain.principals import Principal
+from egenmon.fhir import notifications
 from egenmon.metrics import WEBHOOK_DELIVERIES
-from egenmon.store import webhooks
+from egenmon.store import subscriptions, webhooks
+from egenmon.store.access_log import log_access
 
 log = logging.getLogger("egenmon.alerts.notify")
 
 SIGNATURE_HEADER = "X-Egenmon-Signature"
 EVENT_HEADER = "X-Egenmon-Event"
 DELIVERY_HEADER = "X-Egenmon-Delivery"
+FHIR_JSON = "application/fhir+json"
 MAX_ATTEMPTS = 12
 MAX_BACKOFF = dt.timedelta(hours=1)
 TIMEOUT_S = 10.0
@@ -116,15 +121,22 @@ async def deliver_due(
 ) -> DeliveryReport:
     """Send every due delivery (up to `limit`), recording each attempt."""
     report = DeliveryReport()
+    bodies: dict[int, bytes] = {}
     async with pool.connection() as conn:
+        await subscriptions.number_events(conn)
         due = await webhooks.claim_deliveries(conn, limit, LEASE)
+        for d in due:
+            if d["subscription_id"] is not None and d["active"]:
+                bodies[d["id"]] = orjson.dumps(await notifications.notification(conn, d))
     if not due:
         return report
     own = client is None
     http = client or httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
     gate = asyncio.Semaphore(CONCURRENCY)
     try:
-        outcomes = await asyncio.gather(*(_send(http, gate, d, default_secret) for d in due))
+        outcomes = await asyncio.gather(
+            *(_send(http, gate, d, default_secret, bodies.get(d["id"])) for d in due)
+        )
     finally:
         if own:
             await http.aclose()
@@ -152,7 +164,48 @@ async def deliver_due(
                 next_attempt_at=next_at,
                 duration_ms=ms,
             )
+            if d["subscription_id"] is not None and d["active"]:
+                await subscriptions.set_status(
+                    conn,
+                    d["subscription_id"],
+                    "active" if error is None else "error",
+                    None if error is None else _public_error(d, error),
+                )
+    for d, (http_status, error, _ms) in zip(due, outcomes, strict=True):
+        # The receiver got the body (an answer), or may have (no answer after sending it):
+        # a disclosure, logged.
+        if http_status is not None or (error or "").startswith(_MAY_HAVE_ARRIVED):
+            await _log_disclosure(pool, d)
     return report
+
+
+# Errors raised after the request was sent: the receiver may have the body.
+_MAY_HAVE_ARRIVED = ("ReadTimeout", "ReadError", "RemoteProtocolError")
+
+
+def _public_error(d: Mapping[str, Any], error: str) -> str:
+    """A failure as the subscriber may read it in its Subscription: host, no path."""
+    return error.replace(str(d["url"]), _host(str(d["url"])))[:300]
+
+
+async def _log_disclosure(pool: AsyncConnectionPool, d: Mapping[str, Any]) -> None:
+    """The access log's line for a notification that named a patient (PDL 4:3)."""
+    patient = d.get("patient_id")
+    if not isinstance(patient, uuid.UUID):
+        return
+    if d["subscription_id"] is not None:
+        who = Principal(str(d["owner"]), str(d["owner_role"]), d["scope_unit_id"])
+        resource = str(d["focus"]).partition("/")[0]
+        detail: dict[str, Any] = {
+            "subscription": str(d["subscription_id"]),
+            "event_number": d["event_number"],
+            "content": d["content"],
+        }
+    else:
+        who = Principal(str(d["hook_owner"]), str(d["hook_role"]), d["hook_unit"])
+        resource = "Flag"
+        detail = {"webhook": str(d["webhook_id"]), "event": d["event"]}
+    await log_access(pool, who, "notify", resource, [patient], detail)
 
 
 def _host(url: str) -> str:
@@ -171,8 +224,9 @@ def _log_failure(
     alert = d["payload"].get("alert", {}) if isinstance(d["payload"], Mapping) else {}
     host = _host(str(d["url"]))
     error = error.replace(str(d["url"]), host)
+    kind = "subscription" if d.get("subscription_id") is not None else "webhook"
     where = (
-        f"webhook delivery {d['id']} (alert {alert.get('id', '?')}, event {d['event']}, "
+        f"{kind} delivery {d['id']} (alert {alert.get('id', '?')}, event {d['event']}, "
         f"to {host}) attempt {d['attempts']}"
     )
     if status == "failed":
@@ -187,25 +241,39 @@ async def _send(
     gate: asyncio.Semaphore,
     d: Mapping[str, Any],
     default_secret: str | None,
+    fhir_body: bytes | None = None,
 ) -> tuple[int | None, str | None, float]:
     """(HTTP status, error or None, milliseconds) of one attempt."""
     if not d["active"]:
-        return None, "webhook is inactive", 0.0
-    secret = d["secret"] or default_secret
-    if not secret:
-        return None, "no secret: the webhook has none and EGENMON_WEBHOOK_SECRET is unset", 0.0
-    data = body(d["payload"])
-    headers = {
-        "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(secret, data),
-        EVENT_HEADER: str(d["event"]),
-        DELIVERY_HEADER: str(d["id"]),
-        "User-Agent": "egenmon-webhook/1",
-    }
+        what = "subscription is off" if d["subscription_id"] is not None else "webhook is inactive"
+        return None, what, 0.0
+    timeout: float = TIMEOUT_S
+    if d["subscription_id"] is not None:
+        assert fhir_body is not None
+        data = fhir_body
+        headers = {"Content-Type": FHIR_JSON, "User-Agent": "egenmon-subscription/1"}
+        for line in d["headers"] or ():
+            name, _, value = line.partition(":")
+            headers[name.strip()] = value.strip()
+        if d["hmac_secret"]:
+            headers[SIGNATURE_HEADER] = sign(d["hmac_secret"], data)
+        timeout = float(d["timeout_s"] or TIMEOUT_S)
+    else:
+        secret = d["secret"] or default_secret
+        if not secret:
+            return None, "no secret: the webhook has none and EGENMON_WEBHOOK_SECRET is unset", 0.0
+        data = body(d["payload"])
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, data),
+            EVENT_HEADER: str(d["event"]),
+            DELIVERY_HEADER: str(d["id"]),
+            "User-Agent": "egenmon-webhook/1",
+        }
     start = time.perf_counter()
     async with gate:
         try:
-            r = await http.post(d["url"], content=data, headers=headers)
+            r = await http.post(d["url"], content=data, headers=headers, timeout=timeout)
         except httpx.HTTPError as e:
             ms = (time.perf_counter() - start) * 1000
             return None, f"{type(e).__name__}: {e}"[:500], ms

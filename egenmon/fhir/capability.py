@@ -18,6 +18,7 @@ __all__ = [
     "FHIR_VERSION",
     "FORMATS",
     "RESOURCES",
+    "ROUTED_ELSEWHERE",
     "SYSTEM_INTERACTIONS",
     "Operation",
     "ResourceSpec",
@@ -249,6 +250,58 @@ RESOURCES += (
     ),
 )
 
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
+
+# Served by a router of their own (egenmon.fhir.subscription_api), listed all the same.
+ROUTED_ELSEWHERE: tuple[ResourceSpec, ...] = (
+    ResourceSpec(
+        type="Subscription",
+        interactions=("read", "search-type", "create", "delete"),
+        documentation=(
+            "Topic-based subscriptions as the R5 Subscriptions Backport IG has them on R4: "
+            "the topic canonical in criteria (see Basic?code=SubscriptionTopic), filters in "
+            "backport-filter-criteria (patient, care-unit, code), rest-hook channel, "
+            "payload content empty, id-only or full-resource, heartbeats, channel.header "
+            "lines and an HMAC signature (X-Egenmon-Signature) as the subscriber asks. A "
+            "token bound to a care unit subscribes to that unit's patients only. Search and "
+            "read show the caller's own subscriptions; delete sets status off."
+        ),
+        search_params=(
+            SearchParam(
+                "status", "token", "requested, active, error or off.", _SP + "Subscription-status"
+            ),
+            SearchParam("url", "uri", "The topic canonical (criteria).", _SP + "Subscription-url"),
+        ),  # fmt: skip
+        operations=(
+            Operation(
+                "status",
+                _BACKPORT + "OperationDefinition/backport-subscription-status",
+                "The subscription's status (with delivered, pending and failed counts).",
+            ),
+            Operation(
+                "events",
+                _BACKPORT + "OperationDefinition/backport-subscription-events",
+                "Past notifications by event number (eventsSinceNumber, eventsUntilNumber, "
+                "content).",
+            ),
+        ),
+        supported_profiles=(_BACKPORT + "StructureDefinition/backport-subscription",),
+    ),
+    ResourceSpec(
+        type="Basic",
+        interactions=("read", "search-type"),
+        documentation=(
+            "The Subscription topics (R4 has no SubscriptionTopic): one Basic per topic, "
+            "carrying its canonical in backport-topic-canonical."
+        ),
+        search_params=(
+            SearchParam(
+                "code", "token", "SubscriptionTopic (other codes find nothing).", _SP + "Basic-code"
+            ),
+        ),  # fmt: skip
+    ),
+)
+
 SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
     (
@@ -290,7 +343,7 @@ def capability_statement(
     `timezone` is the server's (EGENMON_TIMEZONE), named where dates without an offset
     are read."""
     resources = []
-    for spec in RESOURCES:
+    for spec in (*RESOURCES, *ROUTED_ELSEWHERE):
         entry: dict[str, Any] = {
             "type": spec.type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{spec.type}",

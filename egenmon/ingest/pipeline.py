@@ -26,6 +26,7 @@ from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import MessageError, ReadingMessage, parse_message
 from egenmon.ingest.normalise import normalise
 from egenmon.ingest.translated import Translated
+from egenmon.ingest.subscribers import ObservationEvents
 from egenmon.ingest.writer import BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
 from egenmon.store import quarantine as quarantine_store
@@ -122,6 +123,7 @@ class Pipeline:
         self.writer = writer or BatchWriter(
             url, max_rows=settings.batch_max_rows, max_delay_ms=settings.batch_max_delay_ms
         )
+        self.writer.on_commit = ObservationEvents().committed
         self.devices = DeviceCache(pool, url)
         self.health = HealthTracker(pool)
         # Requests without valid credentials are quarantined too (a misconfigured device

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -94,6 +94,10 @@ class BatchWriter:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._direct_after = 0.0  # time.monotonic() from which a straight COPY is tried
+        # Called with the rows a batch stored, after its commit (FHIR Subscriptions' events).
+        self.on_commit: Callable[[psycopg.AsyncConnection, list[tuple]], Awaitable[None]] | None = (
+            None
+        )
 
     async def start(self) -> None:
         self._stopping = False
@@ -235,6 +239,8 @@ class BatchWriter:
         metrics.BATCH_ROWS.observe(len(rows_out))
         if len(rows_out) > SMALL_BATCH and time.monotonic() >= self._direct_after:
             if await self._copy_direct(conn, rows_out):
+                if self.on_commit is not None:
+                    await self.on_commit(conn, rows_out)
                 return [
                     WriteResult(len(mine), dups)
                     for mine, dups in zip(owners, dup_in_batch, strict=True)
@@ -251,6 +257,13 @@ class BatchWriter:
                     raise
         results = []
         all_inserted = len(inserted) == len(rows_out)
+        if self.on_commit is not None and inserted:
+            stored = (
+                rows_out
+                if all_inserted
+                else [r for r in rows_out if (r[_DEDUP], r[_TIME]) in inserted]
+            )
+            await self.on_commit(conn, stored)
         for owned, dups in zip(owners, dup_in_batch, strict=True):
             ok = (
                 len(owned)

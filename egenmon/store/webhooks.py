@@ -10,12 +10,35 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
-ENQUEUE = (
-    "INSERT INTO webhook_deliveries (webhook_id, alert_id, event, payload)"
-    " SELECT w.id, x.alert_id, x.event, x.payload::jsonb FROM webhooks w"
-    " CROSS JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS x(alert_id, event, payload)"
-    " WHERE w.active"
+# One statement: outbox rows for every active webhook that may see the alert's patient
+# (an unbound hook, or one bound to the patient's care unit) and an event for every live
+# FHIR Subscription whose topic and filters match; the delivery loops are woken at commit.
+ENQUEUE = """
+WITH x AS (
+    SELECT x.alert_id, x.event, x.payload, a.patient_id, a.rule, p.care_unit_id
+    FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS x(alert_id, event, payload)
+    JOIN alerts a ON a.id = x.alert_id JOIN patients p ON p.id = a.patient_id
+), hooks AS (
+    INSERT INTO webhook_deliveries (webhook_id, alert_id, event, payload, patient_id)
+    SELECT w.id, x.alert_id, x.event, x.payload::jsonb, x.patient_id
+    FROM webhooks w JOIN x ON w.care_unit_id IS NULL OR w.care_unit_id = x.care_unit_id
+    WHERE w.active
+    RETURNING 1
+), subs AS (
+    INSERT INTO webhook_deliveries (subscription_id, alert_id, event, payload, patient_id, focus)
+    SELECT s.id, x.alert_id, 'event', jsonb_build_object('alert_event', x.event), x.patient_id,
+           CASE s.topic WHEN 'alert-flag' THEN 'Flag/' ELSE 'Task/' END || x.alert_id
+    FROM subscriptions s JOIN x
+      ON (s.patient_id IS NULL OR s.patient_id = x.patient_id)
+     AND (s.care_unit_id IS NULL OR s.care_unit_id = x.care_unit_id)
+     AND (s.scope_unit_id IS NULL OR s.scope_unit_id = x.care_unit_id)
+     AND (s.codes IS NULL OR x.rule = ANY(s.codes))
+    WHERE s.topic IN ('alert-flag', 'alert-task') AND s.status IN ('active', 'error')
+    RETURNING 1
 )
+SELECT pg_notify('egenmon_outbox', '')
+FROM (SELECT 1 FROM hooks UNION ALL SELECT 1 FROM subs LIMIT 1) AS any_queued
+"""
 
 
 def enqueue_args(items: Sequence[tuple[uuid.UUID, str, dict]]) -> tuple:
@@ -36,9 +59,14 @@ async def enqueue_deliveries(
 
 # --- webhooks and deliveries ----------------------------------------------------------------
 
+_HOOK_COLS = "id, url, active, description, created_by, created_at, care_unit_id, owner_role"
 _ADD_WEBHOOK = (
     "INSERT INTO webhooks (url, secret, description, created_by) VALUES (%s, %s, %s, %s)"
-    " RETURNING id, url, active, description, created_by, created_at"
+    f" RETURNING {_HOOK_COLS}"
+)
+_ADD_OWNED = (
+    "INSERT INTO webhooks (url, secret, description, created_by, care_unit_id, owner_role)"
+    f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_HOOK_COLS}"
 )
 
 
@@ -46,8 +74,7 @@ _ADD_WEBHOOK = (
 # statement is one constant with a thin wrapper for each (the `a` prefix is the API's).
 _SET_ACTIVE = "UPDATE webhooks SET active = %s WHERE id = %s"
 _LIST_WEBHOOKS = (
-    "SELECT id, url, active, description, created_by, created_at, secret IS NOT NULL"
-    " AS has_secret FROM webhooks ORDER BY created_at"
+    f"SELECT {_HOOK_COLS}, secret IS NOT NULL AS has_secret FROM webhooks ORDER BY created_at"
 )
 
 
@@ -98,14 +125,27 @@ async def aset_webhook_active(
 
 
 _CLAIM = """
-UPDATE webhook_deliveries d
-SET next_attempt_at = now() + %(lease)s, attempts = d.attempts + 1
-FROM webhooks w
-WHERE w.id = d.webhook_id AND d.id IN (
-    SELECT id FROM webhook_deliveries
-    WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING d.id, d.attempts, d.event, d.payload, w.url, w.secret, w.active
+WITH claimed AS (
+    UPDATE webhook_deliveries d
+    SET next_attempt_at = now() + %(lease)s, attempts = d.attempts + 1
+    WHERE d.id IN (
+        SELECT id FROM webhook_deliveries
+        WHERE status = 'pending' AND next_attempt_at <= now()
+          AND (focus IS NULL OR event_number IS NOT NULL)
+        ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING d.id, d.attempts, d.event, d.payload, d.webhook_id, d.subscription_id,
+              d.event_number, d.focus, d.patient_id, d.alert_id, d.created_at
+)
+SELECT c.*, coalesce(w.url, s.endpoint) AS url, w.secret,
+       coalesce(w.active, s.status <> 'off') AS active,
+       w.created_by AS hook_owner, w.owner_role AS hook_role, w.care_unit_id AS hook_unit,
+       s.status AS sub_status, s.topic, s.content, s.headers, s.hmac_secret, s.timeout_s,
+       s.events_since_start, s.scope_unit_id, s.owner, s.owner_role, s.fhir_base,
+       s.id AS sub_id
+FROM claimed c
+LEFT JOIN webhooks w ON w.id = c.webhook_id
+LEFT JOIN subscriptions s ON s.id = c.subscription_id
+ORDER BY c.subscription_id, c.event_number, c.id
 """
 
 
@@ -141,3 +181,73 @@ async def finish_delivery(
             " VALUES (%s, %s, %s, %s)",
             (delivery_id, http_status, error, duration_ms),
         )
+
+
+# --- webhooks an integrator registers (the API): owned, bound to its care unit -------------
+
+
+async def aadd_owned_webhook(
+    conn: psycopg.AsyncConnection,
+    url: str,
+    secret: str | None,
+    description: str | None,
+    owner: str,
+    care_unit_id: uuid.UUID | None,
+    owner_role: str,
+) -> dict:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_ADD_OWNED, (url, secret, description, owner, care_unit_id, owner_role))
+        row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def aget_webhook(conn: psycopg.AsyncConnection, webhook_id: uuid.UUID) -> dict | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_HOOK_COLS}, secret IS NOT NULL AS has_secret FROM webhooks WHERE id = %s",
+            (webhook_id,),
+        )
+        return await cur.fetchone()
+
+
+async def alist_owned_webhooks(conn: psycopg.AsyncConnection, owner: str) -> list[dict]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_HOOK_COLS}, secret IS NOT NULL AS has_secret FROM webhooks"
+            " WHERE created_by = %s ORDER BY created_at",
+            (owner,),
+        )
+        return await cur.fetchall()
+
+
+async def aupdate_webhook(
+    conn: psycopg.AsyncConnection,
+    webhook_id: uuid.UUID,
+    *,
+    url: str | None,
+    description: str | None,
+    active: bool | None,
+) -> dict | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "UPDATE webhooks SET url = coalesce(%s, url),"
+            " description = coalesce(%s, description), active = coalesce(%s, active)"
+            f" WHERE id = %s RETURNING {_HOOK_COLS}, secret IS NOT NULL AS has_secret",
+            (url, description, active, webhook_id),
+        )
+        return await cur.fetchone()
+
+
+async def adelivery_log(
+    conn: psycopg.AsyncConnection, webhook_id: uuid.UUID, limit: int = 100
+) -> list[dict]:
+    """The latest deliveries to a webhook, with their attempts counted (no payloads)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, alert_id, event, status, attempts, created_at, delivered_at,"
+            " last_status, last_error FROM webhook_deliveries WHERE webhook_id = %s"
+            " ORDER BY id DESC LIMIT %s",
+            (webhook_id, limit),
+        )
+        return await cur.fetchall()

@@ -8,8 +8,9 @@ import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhirtest import FhirServer
 
-from egenmon.fhir import search
+from egenmon.fhir import search, subscription_api
 from egenmon.fhir.api import router
+from egenmon.fhir.subscriptions import TOPICS
 
 # Parameters every search takes that are not search parameters of a resource.
 RESULT_PARAMS = {"_count", "_sort", "_summary", "_cursor"}
@@ -25,6 +26,7 @@ SAMPLE_VALUES = {
     "_lastUpdated": "gt2026-01-01T00:00:00Z",
     "agent": "someone",
     "action": "R",
+    "url": TOPICS["alert-flag"].url,
 }
 PARSER_PARAMS = {
     "Observation": search._OBSERVATION_PARAMS,
@@ -33,6 +35,8 @@ PARSER_PARAMS = {
     "Flag": search._ALERT_PARAMS,
     "Task": search._ALERT_PARAMS,
     "AuditEvent": search._AUDIT_PARAMS,
+    "Subscription": {"status", "url", "_count"},
+    "Basic": {"code"},
 }
 
 
@@ -48,7 +52,7 @@ def statement(fhir: FhirServer) -> dict:
 def routed() -> set[tuple[str, str]]:
     """(resource or "", interaction) for every route of the FHIR router."""
     found = set()
-    for route in router.routes:
+    for route in (*router.routes, *subscription_api.router.routes):
         path, methods = route.path, route.methods  # type: ignore[attr-defined]
         parts = path.strip("/").split("/")
         if path in ("/fhir", "/fhir/") and "POST" in methods:
@@ -56,7 +60,9 @@ def routed() -> set[tuple[str, str]]:
         elif len(parts) == 2 and parts[1] not in ("metadata", "{rest:path}"):
             found.add((parts[1], "search-type" if "GET" in methods else "create"))
         elif len(parts) == 3 and parts[2] == "{id}":
-            found.add((parts[1], "read"))
+            found.add((parts[1], "delete" if "DELETE" in methods else "read"))
+        elif len(parts) == 4 and parts[2] == "{id}" and parts[3].startswith("$"):
+            found.add((parts[1], parts[3]))
         elif len(parts) == 3 and parts[2].startswith("$"):
             found.add((parts[1], parts[2]))
     return found
@@ -77,7 +83,8 @@ def test_it_lists_exactly_the_routed_interactions(statement: dict) -> None:
     listed |= {("", i["code"]) for i in rest["interaction"]}
     assert listed == routed()
     assert {r["type"] for r in rest["resource"]} == {
-        "Observation", "Patient", "Device", "Flag", "Task", "AuditEvent"}  # fmt: skip
+        "Observation", "Patient", "Device", "Flag", "Task", "AuditEvent", "Subscription",
+        "Basic"}  # fmt: skip
 
 
 def test_search_params_are_those_the_parsers_accept(statement: dict) -> None:
