@@ -19,6 +19,8 @@ from egenmon import health, openapi
 from egenmon.alerts import api as alerts_api
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
+from egenmon.export import api as export_api
+from egenmon.export.jobs import ExportService
 from egenmon.fhir import api as fhir_api
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest.mqtt import MqttConsumer
@@ -75,6 +77,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
             pipeline = runtime.pipeline = await start(Pipeline(settings, pool))
             if roles.http:
                 runtime.sessions = await start(Sessions(runtime))
+                runtime.exports = await start(ExportService(settings))
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             if roles.scheduler:
@@ -102,6 +105,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
     for router in (
         health.router,
         ingest_http.router,
+        export_api.router,  # before the FHIR router, whose catch-all would take its paths
         fhir_api.router,
         alerts_api.router,
         web.router,

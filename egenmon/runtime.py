@@ -53,3 +53,4 @@ class Runtime:
     sessions: SessionResolver | None = None  # egenmon.web.sessions.Sessions, with HTTP
     mqtt: BrokerLink | None = None  # egenmon.ingest.mqtt.MqttConsumer, with MQTT
     scheduler: Service | None = None  # egenmon.alerts.scheduler.Scheduler
+    exports: Service | None = None  # egenmon.export.jobs.ExportService, with HTTP

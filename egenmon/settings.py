@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=60.0, gt=0, le=3600)
     retention_days: int = Field(default=3650, ge=1)
     webhook_secret: str | None = None
+    # Bulk $export: where the NDJSON files are written (directories 0700, files 0600),
+    # how many jobs may run at once (one per client), how long finished files are kept.
+    export_dir: str = Field(default=".egenmon/exports", min_length=1)
+    export_max_jobs: int = Field(default=2, ge=1, le=32)
+    export_keep_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     @field_validator("database_url")
     @classmethod

@@ -40,6 +40,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("egenmon.ingest",),
     ("egenmon.fhir",),
     ("egenmon.alerts",),
+    ("egenmon.export",),  # Bulk Data $export and research extracts
     ("egenmon.web",),
 ]
 EDGES = (

@@ -9,11 +9,12 @@ import argparse
 import sys
 
 from egenmon.cli import alerts, bench, dev, devices, ingest, serve, simulate, store, tokens, web
+from egenmon.cli import export as export_topic
 from egenmon.cli.common import EXIT_USAGE, CommandError, settings_for
 from egenmon.settings import Settings, SettingsError
 
 # In the order `egenmon --help` lists them.
-TOPICS = (store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev)
+TOPICS = (store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, export_topic)
 
 
 def build_parser() -> argparse.ArgumentParser:

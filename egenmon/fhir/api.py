@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from egenmon.auth import authenticate
 from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError
-from egenmon.fhir import ingest, reads
+from egenmon.fhir import groups, ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.outcome import FhirError, bad_request, not_found
 from egenmon.ingest.service import pipeline_of
@@ -198,6 +198,7 @@ _READ: dict[str, Any] = {
     "Device": reads.read_device,
     "Flag": lambda ctx, ident: reads.read_alert(ctx, "Flag", ident),
     "Task": lambda ctx, ident: reads.read_alert(ctx, "Task", ident),
+    "Group": groups.read_group,
 }
 _SEARCH: dict[str, Any] = {
     "Observation": reads.search_observations,
@@ -205,6 +206,7 @@ _SEARCH: dict[str, Any] = {
     "Device": reads.search_devices,
     "Flag": lambda ctx, params: reads.search_alerts(ctx, "Flag", params),
     "Task": lambda ctx, params: reads.search_alerts(ctx, "Task", params),
+    "Group": groups.search_groups,
 }
 
 

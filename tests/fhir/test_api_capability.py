@@ -8,7 +8,8 @@ import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhirtest import FhirServer
 
-from egenmon.fhir import search
+from egenmon.export.api import router as export_router
+from egenmon.fhir import groups, search
 from egenmon.fhir.api import router
 
 # Parameters every search takes that are not search parameters of a resource.
@@ -29,6 +30,7 @@ PARSER_PARAMS = {
     "Device": search._DEVICE_PARAMS,
     "Flag": search._ALERT_PARAMS,
     "Task": search._ALERT_PARAMS,
+    "Group": groups.GROUP_PARAMS,
 }
 
 
@@ -44,17 +46,22 @@ def statement(fhir: FhirServer) -> dict:
 def routed() -> set[tuple[str, str]]:
     """(resource or "", interaction) for every route of the FHIR router."""
     found = set()
-    for route in router.routes:
+    for route in [*router.routes, *export_router.routes]:
         path, methods = route.path, route.methods  # type: ignore[attr-defined]
         parts = path.strip("/").split("/")
         if path in ("/fhir", "/fhir/") and "POST" in methods:
             found |= {("", "batch"), ("", "transaction")}
+        elif len(parts) == 2 and parts[1].startswith("$"):
+            found.add(("", parts[1]))  # a system operation ($export)
         elif len(parts) == 2 and parts[1] not in ("metadata", "{rest:path}"):
             found.add((parts[1], "search-type" if "GET" in methods else "create"))
         elif len(parts) == 3 and parts[2] == "{id}":
             found.add((parts[1], "read"))
         elif len(parts) == 3 and parts[2].startswith("$"):
             found.add((parts[1], parts[2]))
+        elif len(parts) == 4 and parts[2] == "{id}" and parts[3].startswith("$"):
+            found.add((parts[1], parts[3]))  # an instance operation (Group/{id}/$export)
+
     return found
 
 
@@ -71,9 +78,10 @@ def test_it_lists_exactly_the_routed_interactions(statement: dict) -> None:
     listed |= {(r["type"], "$" + op["name"]) for r in rest["resource"]
                for op in r.get("operation", [])}  # fmt: skip
     listed |= {("", i["code"]) for i in rest["interaction"]}
+    listed |= {("", "$" + op["name"]) for op in rest.get("operation", [])}
     assert listed == routed()
     assert {r["type"] for r in rest["resource"]} == {
-        "Observation", "Patient", "Device", "Flag", "Task"}  # fmt: skip
+        "Observation", "Patient", "Device", "Flag", "Task", "Group"}  # fmt: skip
 
 
 def test_search_params_are_those_the_parsers_accept(statement: dict) -> None:
