@@ -149,10 +149,9 @@ def _observation_codes(queries: list[str], tz: tzinfo | str) -> frozenset[str]:
             q = parse_observation_search(pairs, tz=tz)
         except FhirError as exc:
             raise _bad("_typeFilter", exc.diagnostics) from None
-        codes = q.loinc_codes
-        if codes is None:  # a filter without a condition lets everything through
+        if q.types is None:  # a filter without a condition lets everything through
             return frozenset(t.loinc for t in TYPES.values())
-        allowed |= codes
+        allowed |= {TYPES[name].loinc for name in q.types}  # the stored `code` column
     return frozenset(allowed)
 
 
