@@ -10,6 +10,11 @@
 
 Only the client (the token's subject and role) that kicked a job off may poll, fetch or
 delete it; anyone else gets 404, as for a job that does not exist.
+
+Research extracts (admin only): `POST /api/v1/research-extracts` with `{"care_unit",
+"from", "to", "dates", "format"}` writes one (egenmon.export.research) and answers 201
+with its manifest and file URLs, `GET /api/v1/research-extracts/{id}/{name}`; the files
+expire like export files.
 """
 
 from __future__ import annotations
@@ -21,17 +26,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from egenmon.auth import authenticate
-from egenmon.deps import get_runtime
-from egenmon.domain.principals import AuthError, Principal
+from egenmon.deps import PrincipalDep, get_runtime
+from egenmon.domain.principals import AuthError, Principal, roles_allowed
 from egenmon.export.bulk import NDJSON, allowed_types, manifest, parse_export
 from egenmon.export.jobs import ExportService, export_dir, job_dir
+from egenmon.export.research import write_extract
 from egenmon.fhir.api import _base, _prefer, fhir_response, fhir_route
 from egenmon.fhir.outcome import FhirError, not_found, operation_outcome
 from egenmon.store import exports
@@ -253,3 +260,104 @@ router.add_api_route("/fhir/Group/{id}/$export", fhir_route(kickoff_group), meth
 router.add_api_route("/fhir/$export-status/{job}", fhir_route(status), methods=["GET"])
 router.add_api_route("/fhir/$export-status/{job}", fhir_route(delete), methods=["DELETE"])
 router.add_api_route("/fhir/$export-file/{job}/{name}", file_route(download), methods=["GET"])
+
+
+# --- research extracts (admin) ----------------------------------------------------------
+
+
+class ResearchIn(BaseModel):
+    """A research extract: the care unit (id or HSA-id), the period, how dates are
+    treated and the file format."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    care_unit: str = Field(min_length=1, max_length=100)
+    low: AwareDatetime = Field(alias="from")
+    high: AwareDatetime = Field(alias="to")
+    dates: Literal["shift", "truncate-day", "keep"] = "shift"
+    format: Literal["ndjson", "parquet"] = "ndjson"
+
+
+def _json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def create_research_extract(
+    request: Request, body: ResearchIn, principal: PrincipalDep
+) -> Any:
+    """Write a pseudonymised extract (see egenmon.export.research); its files are
+    fetched from the URLs in the answer and expire like bulk export files."""
+    roles_allowed(principal, ("admin",))
+    runtime = get_runtime(request)
+    job_id = uuid.uuid4()
+    folder = job_dir(export_dir(runtime.settings), job_id)
+    try:
+        manifest = await asyncio.to_thread(
+            write_extract,
+            runtime.settings.require_database(),
+            body.care_unit,
+            body.low,
+            body.high,
+            folder,
+            dates=body.dates,
+            fmt=body.format,
+        )
+    except ValueError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        return _json_error(400, str(exc))
+    names = [*(f["name"] for f in manifest["files"]), "manifest.json"]
+    output = [{"type": "research", "name": n, "count": 0} for n in names]
+    async with runtime.pool.connection() as conn:
+        await exports.record_research(
+            conn,
+            job_id,
+            client=principal.subject,
+            role=principal.role,
+            unit=None,
+            output=output,
+            request=str(request.url.path),
+            keep_hours=runtime.settings.export_keep_hours,
+        )
+    await log_access(
+        runtime.pool,
+        principal,
+        "research-extract",
+        "research",
+        (),
+        {"job": str(job_id), "care_unit": body.care_unit, "patients": manifest["patients"]},
+    )
+    base = f"/api/v1/research-extracts/{job_id}"
+    return JSONResponse(
+        {"id": str(job_id), "files": [f"{base}/{n}" for n in names], "manifest": manifest},
+        status_code=201,
+    )
+
+
+async def research_file(request: Request, job: str, name: str, principal: PrincipalDep) -> Any:
+    roles_allowed(principal, ("admin",))
+    runtime = get_runtime(request)
+    job_id = _group_id(job)
+    row = None
+    if job_id is not None:
+        async with runtime.pool.connection() as conn:
+            row = await exports.get_job(conn, job_id)
+    if (
+        row is None
+        or row["level"] != "research"
+        or row["client"] != principal.subject
+        or name not in {f["name"] for f in row["output"]}
+    ):
+        return _json_error(404, "no such research extract file for this client")
+    path = job_dir(export_dir(runtime.settings), row["id"]) / name
+    if not path.is_file():
+        return _json_error(410, "the file has been removed")
+    media = "application/json" if name.endswith(".json") else "application/octet-stream"
+    if name.endswith(".ndjson"):
+        media = "application/x-ndjson"
+    return FileResponse(path, media_type=media)
+
+
+router.add_api_route(
+    "/api/v1/research-extracts", create_research_extract, methods=["POST"], status_code=201
+)
+router.add_api_route("/api/v1/research-extracts/{job}/{name}", research_file, methods=["GET"])

@@ -78,6 +78,26 @@ async def cancel_job(conn: Conn, job_id: uuid.UUID) -> None:
     )
 
 
+async def record_research(
+    conn: Conn,
+    job_id: uuid.UUID,
+    *,
+    client: str,
+    role: str,
+    unit: uuid.UUID | None,
+    output: list[dict[str, Any]],
+    request: str,
+    keep_hours: float,
+) -> None:
+    """A research extract written through the admin API, kept like an export's files."""
+    await conn.execute(
+        "INSERT INTO export_jobs (id, client, role, level, unit_filter, types, request, status,"
+        " output, finished_at, expires_at) VALUES (%s, %s, %s, 'research', %s, '{research}',"
+        " %s, 'completed', %s, now(), now() + make_interval(secs => %s))",
+        (job_id, client, role, unit, request, Jsonb(output), keep_hours * 3600),
+    )
+
+
 # --- Group: a care unit's monitored patients ------------------------------------------
 
 _GROUP_SELECT = (

@@ -303,3 +303,33 @@ def test_the_capability_statement_declares_bulk_export(bulk: FhirServer) -> None
     assert [o["name"] for o in rest["operation"]] == ["export"]
     ops = {r["type"]: [o["name"] for o in r.get("operation", [])] for r in rest["resource"]}
     assert "export" in ops["Patient"] and "export" in ops["Group"]
+
+
+def test_the_admin_api_writes_a_research_extract(bulk: FhirServer) -> None:
+    data = unit_with_data(bulk)
+    hsa = bulk.conn.execute("SELECT hsa_id FROM care_units WHERE id = %s", (data["unit"],))
+    body = {
+        "care_unit": hsa.fetchone()[0],  # type: ignore[index]
+        "from": "2026-10-01T00:00:00+02:00",
+        "to": "2027-01-01T00:00:00+01:00",
+        "format": "parquet",
+    }
+    api = bulk.root + "/api/v1/research-extracts"
+    admin = {"Authorization": f"Bearer {bulk.token('admin', subject='admin-research')}"}
+    integrator = {"Authorization": f"Bearer {bulk.token()}"}
+    assert httpx.post(api, json=body, headers=integrator).status_code == 403
+    for bad in ({**body, "from": "2026-10-01T00:00:00"}, {**body, "dates": "fuzz"}, {}):
+        r = httpx.post(api, json=bad, headers=admin)
+        assert r.status_code in (400, 422), r.text
+    r = httpx.post(api, json=body, headers=admin, timeout=30)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["manifest"]["status"].startswith("pseudonymised, not anonymous")
+    assert {f["rows"] for f in made["manifest"]["files"]} == {10, 2}
+    for url in made["files"]:
+        got = httpx.get(bulk.root + url, headers=admin)
+        assert got.status_code == 200
+        for secret in [*data["pnrs"], *map(str, data["patients"]), *data["devices"]]:
+            assert secret.encode() not in got.content
+        other = {"Authorization": f"Bearer {bulk.token('admin')}"}
+        assert httpx.get(bulk.root + url, headers=other).status_code == 404
