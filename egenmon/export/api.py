@@ -24,14 +24,14 @@ import functools
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from egenmon.auth import authenticate
 from egenmon.deps import PrincipalDep, get_runtime
@@ -276,6 +276,13 @@ class ResearchIn(BaseModel):
     high: AwareDatetime = Field(alias="to")
     dates: Literal["shift", "truncate-day", "keep"] = "shift"
     format: Literal["ndjson", "parquet"] = "ndjson"
+
+    @field_validator("low", "high")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        if not 1900 <= value.year <= 9000:  # shifts and UTC conversion stay in range
+            raise ValueError("must be a time between the years 1900 and 9000")
+        return value
 
 
 def _json_error(status: int, message: str) -> JSONResponse:

@@ -66,7 +66,10 @@ def _instant(text: str) -> datetime:
         raise _bad("_since", f"not a FHIR instant: {value[:40]!r}") from None
     if parsed.tzinfo is None or "T" not in value:
         raise _bad("_since", "must be an instant with a time and a time zone (FHIR instant)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, say
+        raise _bad("_since", "out of range") from None
 
 
 def _split(values: Iterable[str]) -> list[str]:

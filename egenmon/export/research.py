@@ -244,6 +244,8 @@ def write_extract(
         raise ValueError("--from and --to need a time zone offset")
     if low >= high:
         raise ValueError("--from must be before --to")
+    if not (1900 <= low.year and high.year <= 9000):
+        raise ValueError("--from and --to must lie between the years 1900 and 9000")
     p = Pseudonymiser(dates)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; an extract is written into an empty folder")

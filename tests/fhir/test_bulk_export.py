@@ -258,6 +258,7 @@ def test_a_clinician_exports_only_their_own_unit(bulk: FhirServer) -> None:
         ({"_type": "Encounter"}, ASYNC, "_type"),
         ({"_since": "yesterday"}, ASYNC, "_since"),
         ({"_since": "2026-01-01"}, ASYNC, "_since"),
+        ({"_since": "0001-01-01T00:30:00+01:00"}, ASYNC, "_since"),
         ({"_typeFilter": "Patient?name=x"}, ASYNC, "_typeFilter"),
         ({"_typeFilter": "Observation?patient=x"}, ASYNC, "_typeFilter"),
         ({"_typeFilter": "Observation?code=x", "_type": "Patient"}, ASYNC, "_typeFilter"),
