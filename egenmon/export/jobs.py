@@ -74,14 +74,6 @@ def _open_private(path: Path) -> BinaryIO:
     return os.fdopen(fd, "wb", buffering=1 << 20)
 
 
-def _flag(row: dict[str, Any]) -> dict[str, Any]:
-    return render_flag(row)
-
-
-def _task(row: dict[str, Any]) -> dict[str, Any]:
-    return render_task(row)
-
-
 def _sources(
     conn: Any, job: dict[str, Any]
 ) -> dict[str, tuple[Callable[[], Iterator[dict[str, Any]]], Callable[..., dict[str, Any]]]]:
@@ -96,8 +88,8 @@ def _sources(
             lambda: exports.stream_observations(conn, unit, codes, since, until),
             render_observation,
         ),
-        "Flag": (lambda: exports.stream_alerts(conn, unit, since), _flag),
-        "Task": (lambda: exports.stream_alerts(conn, unit, since), _task),
+        "Flag": (lambda: exports.stream_alerts(conn, unit, since), render_flag),
+        "Task": (lambda: exports.stream_alerts(conn, unit, since), render_task),
     }
 
 
