@@ -90,17 +90,27 @@ def _path_parameters(path: str, operation: dict[str, Any]) -> None:
     themselves declare none)."""
     params = operation.setdefault("parameters", [])
     declared = {p["name"] for p in params if p.get("in") == "path"}
-    for name in re.findall(r"{(\w+)}", path):
-        if name not in declared:
-            params.insert(
-                0, {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            )
+    params[:0] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", path)
+        if name not in declared
+    ]
 
 
 def _fhir_details(path: str, method: str) -> dict[str, Any]:
     """Parameters and body of a FHIR operation, from the capability table."""
     if path.endswith("/$export"):  # Bulk Data kick-off (egenmon.export.api)
-        return {"parameters": copy.deepcopy(_EXPORT)}
+        accepted = {
+            "description": "Accepted: poll the status URL in Content-Location",
+            "headers": {"Content-Location": {"schema": {"type": "string"}}},
+            "content": {_FHIR: {"schema": _OUTCOME}},
+        }
+        busy = {
+            "description": "An export of this client runs already, or the server is busy",
+            "content": {_FHIR: {"schema": _OUTCOME}},
+        }
+        responses = {"202": accepted, "429": busy}
+        return {"parameters": copy.deepcopy(_EXPORT), "responses": responses}
     parts = path.removeprefix("/fhir").strip("/").split("/")
     spec = next((s for s in RESOURCES if parts and s.type == parts[0]), None)
     out: dict[str, Any] = {}
