@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict[str, Any]
                     break
                 if s.status_code != 202:
                     raise RuntimeError(f"status answered {s.status_code}: {s.text[:300]}")
-                time.sleep(0.5)
+                time.sleep(0.2)
             seconds = time.perf_counter() - started
             peak_kb = _rss_kb(proc.pid, "VmHWM")
             download_started = time.perf_counter()
