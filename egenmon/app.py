@@ -20,6 +20,8 @@ from egenmon.alerts import api as alerts_api
 from egenmon.alerts.outbox import OutboxSender
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
+from egenmon.export import api as export_api
+from egenmon.export.jobs import ExportService
 from egenmon.fhir import api as fhir_api
 from egenmon.fhir.http import FhirHttp
 from egenmon.ingest import formats_http as ingest_formats
@@ -90,6 +92,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
                 if token_keys is not None and token_keys is not signin_provider:
                     await start(token_keys)
                 runtime.token_keys = token_keys
+                runtime.exports = await start(ExportService(settings))
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             if roles.scheduler:
@@ -119,6 +122,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         health.router,
         ingest_http.router,
         subscription_api.router,  # before the FHIR router's catch-all
+        export_api.router,  # before the FHIR router, whose catch-all would take its paths
         fhir_api.router,
         alerts_api.router,
         web.router,

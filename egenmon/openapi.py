@@ -11,6 +11,7 @@ Clients and fuzzers (schemathesis in the suite) then reach every operation.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -78,8 +79,38 @@ def _search_parameters(names: list[str]) -> list[dict[str, Any]]:
     return _query([*names, "_count", "_summary", "_total", "_cursor"])
 
 
+_EXPORT = [
+    *_query(["_type", "_since", "_typeFilter", "_outputFormat"]),
+    {"name": "Prefer", "in": "header", "required": True, "schema": {"const": "respond-async"}},
+]
+
+
+def _path_parameters(path: str, operation: dict[str, Any]) -> None:
+    """Every {name} of the path as a path parameter (handlers that read the request
+    themselves declare none)."""
+    params = operation.setdefault("parameters", [])
+    declared = {p["name"] for p in params if p.get("in") == "path"}
+    params[:0] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", path)
+        if name not in declared
+    ]
+
+
 def _fhir_details(path: str, method: str) -> dict[str, Any]:
     """Parameters and body of a FHIR operation, from the capability table."""
+    if path.endswith("/$export"):  # Bulk Data kick-off (egenmon.export.api)
+        accepted = {
+            "description": "Accepted: poll the status URL in Content-Location",
+            "headers": {"Content-Location": {"schema": {"type": "string"}}},
+            "content": {_FHIR: {"schema": _OUTCOME}},
+        }
+        busy = {
+            "description": "An export of this client runs already, or the server is busy",
+            "content": {_FHIR: {"schema": _OUTCOME}},
+        }
+        responses = {"202": accepted, "429": busy}
+        return {"parameters": copy.deepcopy(_EXPORT), "responses": responses}
     parts = path.removeprefix("/fhir").strip("/").split("/")
     spec = next((s for s in RESOURCES if parts and s.type == parts[0]), None)
     out: dict[str, Any] = {}
@@ -152,6 +183,7 @@ def document(app: FastAPI) -> dict[str, Any]:
             if path.startswith("/fhir"):
                 for key, value in _fhir_details(path, method).items():
                     operation[key] = value
+            _path_parameters(path, operation)
             if path not in _OPEN:
                 operation["security"] = [{"bearer": []}]
             _errors(path, method, operation)

@@ -64,3 +64,4 @@ class Runtime:
     identity: Service | None = None
     # the keys Bearer tokens of EGENMON_AUTH_ISSUER are checked with (a JWKS URI), when set
     token_keys: TokenKeys | None = None
+    exports: Service | None = None  # egenmon.export.jobs.ExportService, with HTTP

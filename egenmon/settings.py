@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     local_accounts: bool = True
     # The provider's keys for Bearer tokens (default: its discovery document's jwks_uri).
     auth_jwks_uri: str | None = None
+    # Bulk $export: where the NDJSON files are written (directories 0700, files 0600),
+    # how many jobs may run at once (one per client), how long finished files are kept.
+    export_dir: str = Field(default=".egenmon/exports", min_length=1)
+    export_max_jobs: int = Field(default=2, ge=1, le=32)
+    export_keep_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     @field_validator("database_url")
     @classmethod

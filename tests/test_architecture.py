@@ -40,6 +40,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("egenmon.ingest",),
     ("egenmon.fhir",),
     ("egenmon.alerts",),
+    ("egenmon.export",),  # Bulk Data $export and research extracts
     ("egenmon.web",),
 ]
 EDGES = (
@@ -67,6 +68,7 @@ KNOWN_SQL_OUTSIDE_STORE: dict[str, str] = {}
 # cluster of `egenmon dev`, the suite and the benchmarks makes its roles and databases.
 TOOLING_WITH_SQL = {
     "egenmon.bench.alerts_scan": "bulk set-up of the scanned data",
+    "egenmon.bench.export": "the exported care unit's id, after the bulk set-up",
     "egenmon.bench.fhir_search": "bulk set-up by COPY; the server's settings",
     "egenmon.bench.ingest_http": "the plain-COPY ceiling; counting what arrived",
     "egenmon.bench.ingest_mqtt": "counting what arrived",

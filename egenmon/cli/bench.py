@@ -7,6 +7,7 @@ import json
 from types import ModuleType
 
 from egenmon.bench import alerts_scan, fhir_search, ingest_http, ingest_mqtt
+from egenmon.bench import export as export_bench
 from egenmon.cli.common import CommandError
 from egenmon.settings import Settings
 
@@ -15,6 +16,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "ingest-mqtt": ingest_mqtt,
     "fhir-search": fhir_search,
     "alerts-scan": alerts_scan,
+    "export": export_bench,
 }
 
 

@@ -12,13 +12,15 @@ import egenmon.cli.clients as clients
 from egenmon.cli import alerts, bench, dev, devices, ingest, serve, simulate, store, tokens, web
 from egenmon.cli import phd as gateways
 from egenmon.cli import templates as tpl
+from egenmon.cli import export as export_topic
 from egenmon.cli.common import EXIT_USAGE, CommandError, settings_for
 from egenmon.settings import Settings, SettingsError
 
 # In the order `egenmon --help` lists them.
 TOPICS = (
-    store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, tpl, gateways, clients
-)
+    store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, tpl, gateways, clients,
+    export_topic,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from egenmon.auth import authenticate, bearer
 from egenmon.deps import get_runtime
 from egenmon.domain.principals import AuthError
-from egenmon.fhir import ingest, reads
+from egenmon.fhir import groups, ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.http import not_modified, validator_headers, validators
 from egenmon.fhir.outcome import FhirError, bad_request, not_found, operation_outcome
@@ -218,6 +218,7 @@ _READ: dict[str, Any] = {
     "Flag": lambda ctx, ident: reads.read_alert(ctx, "Flag", ident),
     "Task": lambda ctx, ident: reads.read_alert(ctx, "Task", ident),
     "AuditEvent": reads.read_audit_event,
+    "Group": groups.read_group,
 }
 _SEARCH: dict[str, Any] = {
     "Observation": reads.search_observations,
@@ -226,6 +227,7 @@ _SEARCH: dict[str, Any] = {
     "Flag": lambda ctx, params: reads.search_alerts(ctx, "Flag", params),
     "Task": lambda ctx, params: reads.search_alerts(ctx, "Task", params),
     "AuditEvent": reads.search_audit_events,
+    "Group": groups.search_groups,
 }
 
 

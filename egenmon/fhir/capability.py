@@ -15,11 +15,13 @@ from egenmon.fhir.render import VITAL_SIGNS_PROFILES
 from egenmon.settings import DEFAULT_TIMEZONE
 
 __all__ = [
+    "BULK_OPERATIONS",
     "FHIR_VERSION",
     "FORMATS",
     "RESOURCES",
     "ROUTED_ELSEWHERE",
     "SYSTEM_INTERACTIONS",
+    "SYSTEM_OPERATIONS",
     "Operation",
     "ResourceSpec",
     "SearchParam",
@@ -250,6 +252,26 @@ RESOURCES += (
     ),
 )
 
+# Group: a care unit's monitored patients, for Bulk Data export (egenmon.fhir.groups).
+RESOURCES += (
+    ResourceSpec(
+        type="Group",
+        interactions=("read", "search-type"),
+        documentation=(
+            "A care unit's monitored patients (the id is the care unit's id): the group "
+            "a Bulk Data export names. Members are not listed; quantity says how many."
+        ),
+        search_params=(
+            SearchParam(
+                "identifier",
+                "token",
+                "The care unit's HSA-id (urn:oid:1.2.752.29.4.19|<HSA-id> or the bare id).",
+                _SP + "Group-identifier",
+            ),
+        ),
+    ),
+)
+
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
 
 # Served by a router of their own (egenmon.fhir.subscription_api), listed all the same.
@@ -301,6 +323,20 @@ ROUTED_ELSEWHERE: tuple[ResourceSpec, ...] = (
         ),  # fmt: skip
     ),
 )
+# Bulk Data Access (HL7 FHIR Bulk Data IG v2), served by egenmon.export.api (kick-off,
+# status, files, delete), declared here beside the rest.
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+_BULK_DOC = (
+    "Bulk Data export (Prefer: respond-async): 202 with Content-Location to poll; "
+    "_type (Patient, Device, Observation, Flag, Task), _since, _typeFilter for "
+    "Observation by code or category; NDJSON files behind the same token."
+)
+BULK_OPERATIONS: dict[str, tuple[Operation, ...]] = {
+    "Patient": (Operation("export", _BULK + "patient-export", _BULK_DOC),),
+    "Group": (Operation("export", _BULK + "group-export", _BULK_DOC),),
+}
+SYSTEM_OPERATIONS: tuple[Operation, ...] = (Operation("export", _BULK + "export", _BULK_DOC),)
+BULK_DATA_CAPABILITY = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 
 SYSTEM_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("batch", "A batch Bundle of Observation creates; each entry answered on its own."),
@@ -370,10 +406,11 @@ def capability_statement(
                 }
                 for p in spec.search_params
             ]
-        if spec.operations:
+        operations = (*spec.operations, *BULK_OPERATIONS.get(spec.type, ()))
+        if operations:
             entry["operation"] = [
                 {"name": op.name, "definition": op.definition, "documentation": op.documentation}
-                for op in spec.operations
+                for op in operations
             ]
         resources.append(entry)
     return {
@@ -382,6 +419,7 @@ def capability_statement(
         "date": date,
         "publisher": "egenmon",
         "kind": "instance",
+        "instantiates": [BULK_DATA_CAPABILITY],
         "software": {"name": "egenmon", "version": "0.1.0"},
         "implementation": {"description": "egenmon FHIR R4 API", "url": base},
         "fhirVersion": FHIR_VERSION,
@@ -429,6 +467,10 @@ def capability_statement(
                 "resource": resources,
                 "interaction": [
                     {"code": code, "documentation": doc} for code, doc in SYSTEM_INTERACTIONS
+                ],
+                "operation": [
+                    {"name": o.name, "definition": o.definition, "documentation": o.documentation}
+                    for o in SYSTEM_OPERATIONS
                 ],
             }
         ],

@@ -227,3 +227,27 @@ async def patient_extract(
         (patient_id, before_id, before_id, limit),
     )
     return await cur.fetchall()  # type: ignore[return-value]
+def record_access_each(
+    conn: psycopg.Connection[Any],
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    resource: str,
+    patient_ids: Iterable[uuid.UUID],
+    care_unit_id: uuid.UUID | None = None,
+    detail: Any = None,
+) -> int:
+    """One access-log entry per patient (a bulk export names each patient on a line of
+    their own, so a patient's extract of the log finds it); returns how many."""
+    rows = [
+        (actor, role, care_unit_id, action, resource, [pid], Jsonb(scrub(detail)))
+        for pid in sorted(set(patient_ids))
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO access_log (actor, role, care_unit_id, action, resource, patient_ids,"
+            " detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+    return len(rows)

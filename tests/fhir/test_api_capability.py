@@ -9,6 +9,8 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhirtest import FhirServer
 
 from egenmon.fhir import search, subscription_api
+from egenmon.export.api import router as export_router
+from egenmon.fhir import groups, search
 from egenmon.fhir.api import router
 from egenmon.fhir.subscriptions import TOPICS
 
@@ -37,6 +39,7 @@ PARSER_PARAMS = {
     "AuditEvent": search._AUDIT_PARAMS,
     "Subscription": {"status", "url", "_count"},
     "Basic": {"code"},
+    "Group": groups.GROUP_PARAMS,
 }
 
 
@@ -52,11 +55,13 @@ def statement(fhir: FhirServer) -> dict:
 def routed() -> set[tuple[str, str]]:
     """(resource or "", interaction) for every route of the FHIR router."""
     found = set()
-    for route in (*router.routes, *subscription_api.router.routes):
+    for route in (*router.routes, *subscription_api.router.routes, *export_router.routes):
         path, methods = route.path, route.methods  # type: ignore[attr-defined]
         parts = path.strip("/").split("/")
         if path in ("/fhir", "/fhir/") and "POST" in methods:
             found |= {("", "batch"), ("", "transaction")}
+        elif len(parts) == 2 and parts[1].startswith("$"):
+            found.add(("", parts[1]))  # a system operation ($export)
         elif len(parts) == 2 and parts[1] not in ("metadata", "{rest:path}"):
             found.add((parts[1], "search-type" if "GET" in methods else "create"))
         elif len(parts) == 3 and parts[2] == "{id}":
@@ -81,10 +86,11 @@ def test_it_lists_exactly_the_routed_interactions(statement: dict) -> None:
     listed |= {(r["type"], "$" + op["name"]) for r in rest["resource"]
                for op in r.get("operation", [])}  # fmt: skip
     listed |= {("", i["code"]) for i in rest["interaction"]}
+    listed |= {("", "$" + op["name"]) for op in rest.get("operation", [])}
     assert listed == routed()
     assert {r["type"] for r in rest["resource"]} == {
         "Observation", "Patient", "Device", "Flag", "Task", "AuditEvent", "Subscription",
-        "Basic"}  # fmt: skip
+        "Basic", "Group"}  # fmt: skip
 
 
 def test_search_params_are_those_the_parsers_accept(statement: dict) -> None:

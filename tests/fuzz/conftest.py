@@ -11,6 +11,7 @@ import collections
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ def fuzz_server(
         EGENMON_ENVIRONMENT="test",
         EGENMON_AUTH_SECRET=TEST_SECRET,
         EGENMON_LOG_LEVEL="WARNING",
+        EGENMON_EXPORT_DIR=tempfile.mkdtemp(prefix="egenmon-fuzz-exports-"),
     )
     port = free_port()
     proc = subprocess.Popen(

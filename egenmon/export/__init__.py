@@ -1,0 +1,1 @@
+"""Integrators take data out: FHIR Bulk Data $export and pseudonymised research extracts."""
