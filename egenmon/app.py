@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from egenmon import health, openapi
 from egenmon.alerts import api as alerts_api
+from egenmon.alerts import stream as alerts_stream
+from egenmon.alerts.instant import RuleFeed, RuleWorker
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.fhir import api as fhir_api
@@ -77,6 +79,14 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
                 runtime.sessions = await start(Sessions(runtime))
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
+            # Instant rules: the writer's commits feed the worker owning each patient's shard.
+            feed = await start(RuleFeed(settings.require_database()))
+            pipeline.writer.committed.append(feed.committed)
+            if roles.scheduler:
+                runtime.rules = await start(RuleWorker(runtime, feed))
+            if roles.http:
+                events = alerts_stream.AlertEvents(settings.require_database())
+                runtime.alert_events = await start(events)
             if roles.scheduler:
                 runtime.scheduler = await start(Scheduler(runtime))
             log.info("egenmon started (%s)", ", ".join(s.name for s in started))
@@ -103,6 +113,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         health.router,
         ingest_http.router,
         fhir_api.router,
+        alerts_stream.router,
         alerts_api.router,
         web.router,
     ):

@@ -53,3 +53,5 @@ class Runtime:
     sessions: SessionResolver | None = None  # egenmon.web.sessions.Sessions, with HTTP
     mqtt: BrokerLink | None = None  # egenmon.ingest.mqtt.MqttConsumer, with MQTT
     scheduler: Service | None = None  # egenmon.alerts.scheduler.Scheduler
+    rules: Service | None = None  # egenmon.alerts.instant.RuleWorker, with the scheduler
+    alert_events: Service | None = None  # egenmon.alerts.stream.AlertEvents, with HTTP

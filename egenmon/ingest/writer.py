@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -94,6 +94,9 @@ class BatchWriter:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._direct_after = 0.0  # time.monotonic() from which a straight COPY is tried
+        # Called with the rows each batch stored, right after its commit (the instant
+        # rules, egenmon.alerts.instant.RuleFeed); each must be quick and must not raise.
+        self.committed: list[Callable[[Sequence[tuple]], None]] = []
 
     async def start(self) -> None:
         self._stopping = False
@@ -235,6 +238,7 @@ class BatchWriter:
         metrics.BATCH_ROWS.observe(len(rows_out))
         if len(rows_out) > SMALL_BATCH and time.monotonic() >= self._direct_after:
             if await self._copy_direct(conn, rows_out):
+                self._tell(rows_out)
                 return [
                     WriteResult(len(mine), dups)
                     for mine, dups in zip(owners, dup_in_batch, strict=True)
@@ -251,6 +255,12 @@ class BatchWriter:
                     raise
         results = []
         all_inserted = len(inserted) == len(rows_out)
+        if inserted:
+            self._tell(
+                rows_out
+                if all_inserted
+                else [r for r in rows_out if (r[_DEDUP], r[_TIME]) in inserted]
+            )
         for owned, dups in zip(owners, dup_in_batch, strict=True):
             ok = (
                 len(owned)
@@ -259,6 +269,13 @@ class BatchWriter:
             )
             results.append(WriteResult(ok, dups + len(owned) - ok))
         return results
+
+    def _tell(self, rows: Sequence[tuple]) -> None:
+        for listener in self.committed:
+            try:
+                listener(rows)
+            except Exception:  # the rows are stored; the scan judges what this missed
+                log.exception("a commit listener failed")
 
     async def _copy_direct(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> bool:
         """COPY straight into the hypertable; False if a row was there already."""

@@ -229,6 +229,7 @@ def reconcile(
     gaps: Mapping[str, dt.timedelta] | None = None,
     *,
     received_until: dt.datetime | None = None,
+    partial: bool = False,
 ) -> dict[str, list[dict]]:
     """Bring the alerts in line with a whole cycle's findings, in one transaction.
 
@@ -239,6 +240,10 @@ def reconcile(
     "escalated", "cleared"}: alert rows. Serialised by an advisory lock, so concurrent
     cycles see each other's alerts; the partial unique index makes a second open alert
     per key impossible regardless.
+
+    partial: the findings of some patients and rules only (the rules evaluated as readings
+    commit): they open and update alerts, but nothing is marked cleared for want of a
+    finding; that stays the whole scan's word.
     """
     gap_s = {rule: g.total_seconds() for rule, g in (gaps or {}).items()}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -256,9 +261,10 @@ def reconcile(
         cur.execute("ANALYZE alert_findings")
         changed = cur.execute(_UPDATE_OPEN, {"now": now}).fetchall()
         opened = cur.execute(_INSERT_NEW, {"now": now, "gaps": Jsonb(gap_s)}).fetchall()
-        cleared = cur.execute(_MARK_CLEARED, {"now": now}).fetchall()
-        cur.execute(_EPISODE_GONE, {"now": now})
-        cur.execute(_EPISODE_GOES_ON)
+        cleared = [] if partial else cur.execute(_MARK_CLEARED, {"now": now}).fetchall()
+        if not partial:
+            cur.execute(_EPISODE_GONE, {"now": now})
+            cur.execute(_EPISODE_GOES_ON)
         if received_until is not None:
             cur.execute(_MARK_READ, (received_until,))
         previous = {

@@ -352,6 +352,61 @@ def latest_values(
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
+# --- rules evaluated as readings commit ---------------------------------------------------
+
+
+def instant_rows(
+    conn: psycopg.Connection,
+    windows: Sequence[tuple[uuid.UUID, dt.datetime, dt.datetime]],
+    codes: Sequence[str],
+    lookback: dt.timedelta,
+) -> list[tuple]:
+    """Rows as `stream_window` gives them (new: true inside the window) for each
+    (patient, lo, hi): every reading of `codes` measured from lo to hi, and the newest of
+    each code measured in the `lookback` before lo (what the instant rules read at a time
+    in the window). Ordered by patient and time; one query, index lookups only."""
+    if not windows:
+        return []
+    return conn.execute(
+        "WITH w AS (SELECT * FROM unnest(%(p)s::uuid[], %(lo)s::timestamptz[],"
+        "   %(hi)s::timestamptz[]) AS w(patient_id, lo, hi)),"
+        " c AS (SELECT unnest(%(codes)s::text[]) AS code)"
+        " SELECT r.patient_id::text, r.time, r.type, r.value, r.value2, r.on_oxygen,"
+        "  r.dedup_key, true"
+        " FROM w CROSS JOIN c JOIN readings r ON r.patient_id = w.patient_id"
+        "  AND r.code = c.code AND r.time >= w.lo AND r.time <= w.hi"
+        " UNION ALL"
+        " SELECT w.patient_id::text, x.time, x.type, x.value, x.value2, x.on_oxygen,"
+        "  x.dedup_key, false"
+        " FROM w CROSS JOIN c CROSS JOIN LATERAL (SELECT r.time, r.type, r.value, r.value2,"
+        "  r.on_oxygen, r.dedup_key FROM readings r WHERE r.patient_id = w.patient_id"
+        "  AND r.code = c.code AND r.time < w.lo AND r.time >= w.lo - %(lookback)s"
+        "  ORDER BY r.time DESC LIMIT 1) x"
+        " ORDER BY 1, 2",
+        {
+            "p": [w[0] for w in windows],
+            "lo": [w[1] for w in windows],
+            "hi": [w[2] for w in windows],
+            "codes": list(codes),
+            "lookback": lookback,
+        },
+    ).fetchall()
+
+
+def received_in_shards(
+    conn: psycopg.Connection, since: dt.datetime, shards: Sequence[int]
+) -> list[tuple[uuid.UUID, dt.datetime, dt.datetime]]:
+    """(patient, earliest, latest measurement time) of the readings received after
+    `since` for the patients of `shards` (a worker taking shards over catches up)."""
+    if not shards:
+        return []
+    return conn.execute(
+        "SELECT patient_id, min(time), max(time) FROM readings"
+        " WHERE received_at > %s AND rule_shard(patient_id) = ANY(%s) GROUP BY patient_id",
+        (since, list(shards)),
+    ).fetchall()
+
+
 _OBS_COLS = (
     "r.time, r.patient_id, r.device_id, r.type, r.mdc, r.value, r.value2, r.value3, r.unit,"
     " r.on_oxygen, r.note, r.dedup_key, r.received_at, r.extra"
