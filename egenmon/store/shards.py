@@ -53,7 +53,7 @@ async def claim(
         "UPDATE rule_shards s SET owner = %(node)s, expires_at = now() + %(ttl)s,"
         " claimed_at = now()"
         " WHERE s.shard IN (SELECT shard FROM rule_shards"
-        "   WHERE owner IS NULL OR expires_at < now()"
+        "   WHERE owner IS NULL OR expires_at IS NULL OR expires_at < now()"
         "   ORDER BY shard LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
         " RETURNING s.shard",
         {"node": node, "ttl": ttl, "limit": limit},
@@ -64,7 +64,7 @@ async def claim(
 async def release(conn: psycopg.AsyncConnection, node: str, shards: Sequence[int]) -> None:
     """Give shards up (for another worker to claim at once)."""
     await conn.execute(
-        "UPDATE rule_shards SET owner = NULL, expires_at = '-infinity'"
+        "UPDATE rule_shards SET owner = NULL, expires_at = NULL"
         " WHERE owner = %s AND shard = ANY(%s)",
         (node, list(shards)),
     )
@@ -73,12 +73,12 @@ async def release(conn: psycopg.AsyncConnection, node: str, shards: Sequence[int
 async def leave(conn: psycopg.AsyncConnection, node: str) -> None:
     """A worker stopping: every shard it holds is free, and it is no longer alive."""
     await conn.execute(
-        "UPDATE rule_shards SET owner = NULL, expires_at = '-infinity' WHERE owner = %s", (node,)
+        "UPDATE rule_shards SET owner = NULL, expires_at = NULL WHERE owner = %s", (node,)
     )
     await conn.execute("DELETE FROM rule_workers WHERE node = %s", (node,))
 
 
-def owners(conn: psycopg.Connection) -> dict[int, tuple[str | None, dt.datetime]]:
+def owners(conn: psycopg.Connection) -> dict[int, tuple[str | None, dt.datetime | None]]:
     """shard → (owner, lease expiry): for status and tests."""
     rows = conn.execute("SELECT shard, owner, expires_at FROM rule_shards ORDER BY shard")
     return {r[0]: (r[1], r[2]) for r in rows.fetchall()}

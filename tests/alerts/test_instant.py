@@ -113,10 +113,11 @@ def slow_scan(monkeypatch):
 
 
 def test_critical_reading_opens_its_alert_on_commit_judged_when_measured_and_streamed(
-    env, slow_scan, serve, database_url, cli, care_unit, device
+    env, slow_scan, serve, database_url, cli, care_unit, device, settings
 ):
     base, _ = serve("--no-mqtt")
     wait_for(lambda: cycles(database_url), 10, "the start-up scan")
+    _stream_refuses_strangers_and_other_care_units(base, care_unit, settings)
     clinician = sign_in(base, cli, care_unit)
     stream = Stream(clinician)
     wait_for(lambda: stream.named("ready"), 10, "the stream to open")
@@ -159,15 +160,11 @@ def test_critical_reading_opens_its_alert_on_commit_judged_when_measured_and_str
     clinician.close()
 
 
-def test_stream_refuses_strangers_and_other_care_units(
-    env, serve, database_url, care_unit, settings
-):
-    base, _ = serve("--no-mqtt", "--no-scheduler")
+def _stream_refuses_strangers_and_other_care_units(base: str, care_unit: str, settings) -> None:
     assert httpx.get(base + "/api/v1/alerts/stream").status_code == 401
-    other = uuid.uuid4()
     token = issue_token(settings, role="clinician", care_unit_id=uuid.UUID(care_unit))
     r = httpx.get(
-        base + f"/api/v1/alerts/stream?care_unit={other}",
+        base + f"/api/v1/alerts/stream?care_unit={uuid.uuid4()}",
         headers={"Authorization": "Bearer " + token},
     )
     assert r.status_code == 403

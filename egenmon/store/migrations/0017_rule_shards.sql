@@ -7,7 +7,7 @@
 CREATE TABLE rule_shards (
     shard      integer PRIMARY KEY CHECK (shard >= 0 AND shard < 64),
     owner      text,
-    expires_at timestamptz NOT NULL DEFAULT '-infinity',
+    expires_at timestamptz,  -- NULL: free
     claimed_at timestamptz
 );
 INSERT INTO rule_shards (shard) SELECT generate_series(0, 63);
