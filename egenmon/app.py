@@ -80,9 +80,10 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
             # Instant rules: the writer's commits feed the worker owning each patient's shard.
-            feed = await start(RuleFeed(settings.require_database()))
-            pipeline.writer.committed.append(feed.committed)
-            if roles.scheduler:
+            if settings.instant_rules:
+                feed = await start(RuleFeed(settings.require_database()))
+                pipeline.writer.committed.append(feed.committed)
+            if roles.scheduler and settings.instant_rules:
                 runtime.rules = await start(RuleWorker(runtime, feed))
             if roles.http:
                 events = alerts_stream.AlertEvents(settings.require_database())

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=60.0, gt=0, le=3600)
     retention_days: int = Field(default=3650, ge=1)
     webhook_secret: str | None = None
+    # Threshold and NEWS2 judged as readings commit (off: the scan alone, as before).
+    instant_rules: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import math
 import os
 import socket
 import time
@@ -35,8 +34,8 @@ import psycopg
 
 from egenmon import metrics
 from egenmon.alerts import engine, lifecycle, notify
-from egenmon.alerts.plans import QUANTITIES
-from egenmon.alerts.rules import Finding, evaluate_at, merge_findings
+from egenmon.alerts.plans import QUANTITIES, Plan
+from egenmon.alerts.rules import Finding, Reading, check_news2, check_threshold, merge_findings
 from egenmon.alerts.rules.findings import CLOCK_SKEW
 from egenmon.alerts.rules.news2 import FRESHNESS
 from egenmon.alerts.rules.threshold import THRESHOLD_WINDOW
@@ -54,7 +53,11 @@ log = logging.getLogger("egenmon.alerts.instant")
 INSTANT_RULES = frozenset({"threshold", "news2"})
 INSTANT_TYPES = frozenset(t for t, _ in QUANTITIES.values()) | engine.NEWS2_TYPES
 INSTANT_CODES = sorted({TYPES[t].loinc for t in INSTANT_TYPES})
+# Before a round's window only NEWS2 reads other readings: threshold judges the newest
+# reading of a new reading's type, which is in the window.
+CONTEXT_CODES = sorted({TYPES[t].loinc for t in engine.NEWS2_TYPES})
 LOOKBACK = max(THRESHOLD_WINDOW, FRESHNESS)
+ACTOR = "rules"  # alert events of this path name it (the scan's name "scheduler")
 # A patient with more new measurement times than this in one round (a week's upload) is
 # judged at the newest ones here; the scan judges every one of them as its anchors.
 MAX_ANCHORS = 200
@@ -89,6 +92,9 @@ def add_window(into: dict[uuid.UUID, list[dt.datetime]], pid: uuid.UUID, lo: Any
 # --- the NOTIFY payload: "r1" then ";<patient hex>:<lo ms>:<hi ms>" per patient ------------
 
 PAYLOAD_LIMIT = 7900  # NOTIFY takes at most 8000 bytes
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+# times go as whole milliseconds since _EPOCH (integers: exact)
 
 
 def encode(windows: dict[uuid.UUID, list[dt.datetime]]) -> list[str]:
@@ -97,7 +103,7 @@ def encode(windows: dict[uuid.UUID, list[dt.datetime]]) -> list[str]:
     parts = ["r1"]
     size = 2
     for pid, (lo, hi) in windows.items():
-        part = f"{pid.hex}:{int(lo.timestamp() * 1000)}:{math.ceil(hi.timestamp() * 1000)}"
+        part = f"{pid.hex}:{(lo - _EPOCH) // _MS}:{-((_EPOCH - hi) // _MS)}"
         if size + 1 + len(part) > PAYLOAD_LIMIT:
             out.append(";".join(parts))
             parts, size = ["r1"], 2
@@ -128,8 +134,8 @@ def decode(payload: str) -> dict[uuid.UUID, Window]:
             continue
         if not (0 <= lo_ms <= hi_ms <= _EPOCH_MS_MAX):
             continue
-        lo = dt.datetime.fromtimestamp(lo_ms / 1000, dt.UTC)
-        hi = dt.datetime.fromtimestamp(hi_ms / 1000, dt.UTC)
+        lo = _EPOCH + lo_ms * _MS
+        hi = _EPOCH + hi_ms * _MS
         old = out.get(pid)
         out[pid] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
     return out
@@ -153,25 +159,59 @@ class Round:
 
 def findings_for(
     stored: list[tuple],
-    plan: Any,
+    plan: Plan,
     lo: dt.datetime,
     hi: dt.datetime,
-    tz: dt.tzinfo,
 ) -> tuple[list[Finding], int]:
     """The instant findings of one patient at each measurement time in [lo, hi] (pure):
-    (findings with observation ids, how many times were evaluated)."""
+    (findings with observation ids, how many times were evaluated).
+
+    `stored`: rows as `readings.instant_rows` gives them, oldest first. Threshold and
+    NEWS2 at a time `at` read only the newest reading of each type measured up to
+    `at` + CLOCK_SKEW (within their windows), exactly as `evaluate_at` does in the scan;
+    so one sweep keeps those newest readings, and of consecutive times that see the same
+    ones only the first (the widest windows: the worst finding) and the last (the
+    freshest ages) are evaluated. A live stream's round is one or two evaluations however
+    many readings it brought.
+    """
     anchors: dict[dt.datetime, set[str]] = defaultdict(set)
     for r in stored:
         if r[7] and lo <= r[1] <= hi:
             anchors[r[1]].add(r[2])
     times = sorted(anchors)[-MAX_ANCHORS:]
-    readings = engine._every(stored)
-    pairs: list[tuple[Finding, dt.datetime]] = []
+    newest: dict[str, list[int]] = {}  # type → indexes of its newest rows (ties kept)
+    i = 0
+    groups: list[tuple[tuple[int, ...], list[dt.datetime], set[str]]] = []
     for at in times:
-        for f in evaluate_at(readings, plan, at, anchors[at], tz=tz):
-            if f.rule in INSTANT_RULES:
-                pairs.append((f, at))
-    return [engine._with_ids(f, stored) for f in merge_findings(pairs)], len(times)
+        until = at + CLOCK_SKEW
+        moved = False
+        while i < len(stored) and stored[i][1] <= until:
+            kept = newest.get(stored[i][2])
+            if kept is None or stored[kept[0]][1] < stored[i][1]:
+                newest[stored[i][2]] = [i]
+            else:
+                kept.append(i)
+            i += 1
+            moved = True
+        if groups and not moved:  # the same newest readings as the time before
+            groups[-1][1].append(at)
+            groups[-1][2].update(anchors[at])
+        else:
+            seen = tuple(ix for indexes in newest.values() for ix in indexes)
+            groups.append((seen, [at], set(anchors[at])))
+    pairs: list[tuple[Finding, dt.datetime]] = []
+    evaluated = 0
+    for seen, ats, kinds in groups:
+        readings = [Reading(engine._stand_in(ix), stored[ix][1], *stored[ix][2:6]) for ix in seen]
+        for at in {ats[0], ats[-1]}:
+            evaluated += 1
+            found = [
+                f for f in check_threshold(readings, plan, at) if f.details.get("type") in kinds
+            ]
+            if kinds & engine.NEWS2_TYPES:
+                found += check_news2(readings, plan, at)
+            pairs += [(f, at) for f in found]
+    return [engine._with_ids(f, stored) for f in merge_findings(pairs)], evaluated
 
 
 def evaluate(
@@ -202,7 +242,11 @@ def _evaluate_chunk(
     plans = {pid: doc for pid, doc, _, _ in plans_store.plans_for(conn, ids)}
     spans = {str(pid): (w[0], w[1]) for pid, w in items}
     rows = readings_store.instant_rows(
-        conn, [(pid, w[0], w[1] + CLOCK_SKEW) for pid, w in items], INSTANT_CODES, LOOKBACK
+        conn,
+        [(pid, w[0], w[1] + CLOCK_SKEW) for pid, w in items],
+        INSTANT_CODES,
+        LOOKBACK,
+        CONTEXT_CODES,
     )
     grouped: dict[str, list[tuple]] = defaultdict(list)
     for row in rows:
@@ -214,7 +258,7 @@ def _evaluate_chunk(
         plan = cache.plan(doc) if doc is not None else cache.general
         lo, hi = spans[pid]
         try:
-            fs, n = findings_for(stored, plan, lo, hi, tz)
+            fs, n = findings_for(stored, plan, lo, hi)
         except Exception as e:  # noqa: BLE001  one patient's bad data must not hide the rest
             result.errors += 1
             log.error("instant rules failed for patient %s: %s", pid, type(e).__name__)
@@ -229,7 +273,7 @@ def _evaluate_chunk(
     past = {(pid, f.key) for pid, f in found}
     rows_ = engine.finding_rows(found, now, tz, past)
     changes = alerts_store.reconcile(
-        conn, rows_, now, notify.payload, lifecycle.EPISODE_GAPS, partial=True
+        conn, rows_, now, notify.payload, lifecycle.EPISODE_GAPS, partial=True, actor=ACTOR
     )
     result.opened += changes["opened"]
     result.escalated += changes["escalated"]

@@ -6,7 +6,7 @@ import argparse
 import json
 from types import ModuleType
 
-from egenmon.bench import alerts_scan, fhir_search, ingest_http, ingest_mqtt
+from egenmon.bench import alert_latency, alerts_scan, fhir_search, ingest_http, ingest_mqtt
 from egenmon.cli.common import CommandError
 from egenmon.settings import Settings
 
@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "ingest-mqtt": ingest_mqtt,
     "fhir-search": fhir_search,
     "alerts-scan": alerts_scan,
+    "alert-latency": alert_latency,
 }
 
 

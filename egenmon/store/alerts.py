@@ -230,6 +230,7 @@ def reconcile(
     *,
     received_until: dt.datetime | None = None,
     partial: bool = False,
+    actor: str = "scheduler",
 ) -> dict[str, list[dict]]:
     """Bring the alerts in line with a whole cycle's findings, in one transaction.
 
@@ -243,7 +244,7 @@ def reconcile(
 
     partial: the findings of some patients and rules only (the rules evaluated as readings
     commit): they open and update alerts, but nothing is marked cleared for want of a
-    finding; that stays the whole scan's word.
+    finding; that stays the whole scan's word. actor: who the events name.
     """
     gap_s = {rule: g.total_seconds() for rule, g in (gaps or {}).items()}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -290,9 +291,7 @@ def reconcile(
                     detail = {"from": r["old_severity"]}
                 elif event == "opened":
                     detail = _why_opened(r, previous.get(r["previous_id"]), now)
-                events.append(
-                    (r["id"], event, "scheduler", r["severity"], r["status"], None, detail)
-                )
+                events.append((r["id"], event, actor, r["severity"], r["status"], None, detail))
                 if event in ("opened", "escalated"):
                     notify.append((r["id"], event, payload(event, r)))
         if events:
