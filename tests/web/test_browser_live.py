@@ -22,7 +22,7 @@ def slow_scan(monkeypatch):
 
 def test_a_new_alert_appears_in_the_open_worklist_by_server_sent_events(
     slow_scan,
-    browser,
+    browser,  # noqa: F811  the fixture imported above
     serve,
     make_user,
     care_unit,
