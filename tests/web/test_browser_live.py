@@ -26,7 +26,7 @@ def test_a_new_alert_appears_in_the_open_worklist_by_server_sent_events(
     serve,
     make_user,
     care_unit,
-    device,  # noqa: F811
+    device,
 ):
     make_user("berit", care_unit, name="Berit Sjuksköterska")
     base, _ = serve("--no-mqtt")
