@@ -391,6 +391,7 @@ class RuleWorker:
         self.feed = feed
         self._pending: dict[uuid.UUID, list[dt.datetime]] = {}
         self._wake = asyncio.Event()
+        self._deliver = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._lease_conn: psycopg.AsyncConnection | None = None
         self._listen_conn: psycopg.AsyncConnection | None = None
@@ -409,6 +410,7 @@ class RuleWorker:
             asyncio.create_task(self._leases(), name="rule-leases"),
             asyncio.create_task(self._listen(), name="rule-listen"),
             asyncio.create_task(self._evaluate(), name="rule-evaluate"),
+            asyncio.create_task(self._deliveries(), name="rule-deliveries"),
         ]
         # The first leases before serving, so a single process owns every shard at once.
         with contextlib.suppress(TimeoutError):
@@ -545,14 +547,22 @@ class RuleWorker:
                 time.perf_counter() - started,
             )
             if result.opened or result.escalated:
-                try:
-                    await notify.deliver_due(
-                        self.runtime.pool,
-                        default_secret=self.runtime.settings.webhook_secret,
-                        base_backoff_s=self.runtime.settings.scheduler_interval_s,
-                    )
-                except (psycopg.Error, OSError) as e:  # the scheduler delivers them later
-                    log.warning("webhook delivery after instant rules failed: %s", type(e).__name__)
+                self._deliver.set()
+
+    async def _deliveries(self) -> None:
+        """Webhooks of what the rounds opened, beside them (a slow receiver must not hold
+        the next round back)."""
+        while True:
+            await self._deliver.wait()
+            self._deliver.clear()
+            try:
+                await notify.deliver_due(
+                    self.runtime.pool,
+                    default_secret=self.runtime.settings.webhook_secret,
+                    base_backoff_s=self.runtime.settings.scheduler_interval_s,
+                )
+            except (psycopg.Error, OSError) as e:  # the scheduler delivers them later
+                log.warning("webhook delivery after instant rules failed: %s", type(e).__name__)
 
     def _run(self, batch: dict[uuid.UUID, list[dt.datetime]]) -> Round:
         if self._eval_conn is None or self._eval_conn.closed:

@@ -24,14 +24,18 @@ import asyncio
 import contextlib
 import datetime as dt
 import http.server
+import multiprocessing
 import os
+import queue as queue_module
 import random
 import secrets
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import psycopg
@@ -67,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to send")
     parser.add_argument("--batch", type=int, default=100, help="readings per message")
     parser.add_argument("--devices", type=int, default=1000, help="devices (one patient each)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP connections")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP connections")
     parser.add_argument(
         "--criticals-per-s", type=float, default=10.0, help="critical readings a second"
     )
@@ -104,39 +108,59 @@ def run(args: argparse.Namespace, settings: Settings) -> Iterator[dict]:
 
 
 class Receiver:
-    def __init__(self, url: str) -> None:
+    """The webhook receiver: a process of its own (this one's GIL is busy sending), which
+    reports (patient, key, CLOCK_MONOTONIC time) of each first delivery."""
+
+    def __init__(self, url: str, queue: Any) -> None:
         self.url = url
-        self.first: dict[tuple[str, str], float] = {}  # (patient, key) → monotonic time
-        self.lock = threading.Lock()
+        self.queue = queue
+        self.first: dict[tuple[str, str], float] = {}
+
+    def drain(self) -> None:
+        while True:
+            try:
+                pid, key, at = self.queue.get_nowait()
+            except queue_module.Empty:
+                return
+            self.first.setdefault((pid, key), at)
 
 
-@contextlib.contextmanager
-def _receiver() -> Iterator[Receiver]:
-    port = free_port()
-    receiver = Receiver(f"http://127.0.0.1:{port}/hook")
-
+def _receive(port: int, out: Any) -> None:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             at = time.monotonic()
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 alert = orjson.loads(body)["alert"]
-                with receiver.lock:
-                    receiver.first.setdefault((alert["patient_id"], alert["key"]), at)
+                out.put((alert["patient_id"], alert["key"], at))
             self.send_response(204)
             self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+@contextlib.contextmanager
+def _receiver() -> Iterator[Receiver]:
+    port = free_port()
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_receive, args=(port, results), daemon=True)
+    proc.start()
     try:
-        yield receiver
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline or not proc.is_alive():
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.05)
+        yield Receiver(f"http://127.0.0.1:{port}/hook", results)
     finally:
-        server.shutdown()
-        server.server_close()
+        proc.terminate()
+        proc.join(5)
 
 
 @contextlib.contextmanager
@@ -157,7 +181,7 @@ def _serve(url: str, args: argparse.Namespace) -> Iterator[tuple[str, subprocess
         [sys.executable, "-m", "egenmon", "serve", "--no-mqtt", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_ready(port, proc)
@@ -198,10 +222,8 @@ def _bench(
         grace = GRACE_S + (2 * args.scan_interval if args.scan_only else 0.0)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            with receiver.lock:
-                delivered = sum(
-                    1 for p in sent["commits"] if (p, "threshold:spo2") in receiver.first
-                )
+            receiver.drain()
+            delivered = sum(1 for p in sent["commits"] if (p, "threshold:spo2") in receiver.first)
             if all(p in seen for p in sent["commits"]) and delivered == len(sent["commits"]):
                 break
             time.sleep(0.1)
@@ -211,8 +233,8 @@ def _bench(
     cpu = _cpu_seconds(serve.pid) - cpu_before
     commits: dict[str, float] = sent["commits"]
     opened = sorted(max(0.0, seen[p] - t) for p, t in commits.items() if p in seen)
-    with receiver.lock:
-        delivered_at = {p: receiver.first.get((p, "threshold:spo2")) for p in commits}
+    receiver.drain()
+    delivered_at = {p: receiver.first.get((p, "threshold:spo2")) for p in commits}
     delivery = sorted(max(0.0, d - commits[p]) for p, d in delivered_at.items() if d is not None)
     ids = [d.id for d in devices]
     with psycopg.connect(url, autocommit=True) as conn:
@@ -326,13 +348,25 @@ async def _send(port: int, devices: list[Device], args: argparse.Namespace) -> d
             conn.close()
 
     tasks = [asyncio.create_task(client()) for _ in range(args.clients)]
+    judged: set[str] = set()
+    rotation = 0
     t0 = time.monotonic() + 0.05
     for k in range(messages):
         delay = t0 + k * every - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         critical = k % critical_every == critical_every // 2 and bool(fresh)
-        device = fresh.pop() if critical else devices[k % len(devices)]
+        if critical:
+            device = fresh.pop()
+            judged.add(device.id)
+        else:
+            # Not a patient with a critical reading: their next normal SpO2 (a re-measure)
+            # would be the newest before the rules judged the critical one.
+            device = devices[rotation % len(devices)]
+            while device.id in judged and len(judged) < len(devices):
+                rotation += 1
+                device = devices[rotation % len(devices)]
+            rotation += 1
         queue.put_nowait((k, device, critical))
     for _ in tasks:
         queue.put_nowait(None)
