@@ -585,7 +585,13 @@ class RuleWorker:
                         self.take(mine)
             except (psycopg.Error, OSError) as e:
                 log.warning("rule notifications lost their connection: %s", type(e).__name__)
-                await asyncio.sleep(1.0)
+            finally:
+                if self._listen_conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self._listen_conn.close()
+            # What was notified meanwhile is lost here; the scan (and a takeover's catch-up)
+            # judges it.
+            await asyncio.sleep(1.0)
 
     # --- evaluation -----------------------------------------------------------------------
 

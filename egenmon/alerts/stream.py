@@ -160,7 +160,9 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-@router.get("/alerts/stream", response_model=None)
+# Not in the OpenAPI document: an event stream is no request-response operation (and a
+# client generated from the document, or a fuzzer, would wait on it for minutes).
+@router.get("/alerts/stream", response_model=None, include_in_schema=False)
 async def stream(request: Request, care_unit: str | None = None) -> Any:
     """Server-sent events of alert changes in the caller's care unit (`alerts` events)."""
     # The stream is the page's own doing: it must not keep an idle UI session alive.
