@@ -40,7 +40,6 @@ from typing import Any
 import orjson
 import psycopg
 
-from egenmon.bench import one
 from egenmon.bench.ingest_http import (
     Device,
     _Conn,
@@ -51,11 +50,14 @@ from egenmon.bench.ingest_http import (
 )
 from egenmon.dev.cluster import free_port, throwaway_database
 from egenmon.settings import Settings
+from egenmon.store import alerts as alerts_store
+from egenmon.store import readings as readings_store
 from egenmon.store import webhooks
 from egenmon.store.migrate import migrate
 
 DB_NAME = "egenmon_bench"
 POLL_S = 0.02
+KEY = "threshold:spo2"  # the alert a critical reading (SpO2 85 %) opens
 GRACE_S = 15.0
 GOAL_P99_S = 2.0
 NORMAL = (
@@ -223,7 +225,7 @@ def _bench(
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             receiver.drain()
-            delivered = sum(1 for p in sent["commits"] if (p, "threshold:spo2") in receiver.first)
+            delivered = sum(1 for p in sent["commits"] if (p, KEY) in receiver.first)
             if all(p in seen for p in sent["commits"]) and delivered == len(sent["commits"]):
                 break
             time.sleep(0.1)
@@ -234,22 +236,12 @@ def _bench(
     commits: dict[str, float] = sent["commits"]
     opened = sorted(max(0.0, seen[p] - t) for p, t in commits.items() if p in seen)
     receiver.drain()
-    delivered_at = {p: receiver.first.get((p, "threshold:spo2")) for p in commits}
+    delivered_at = {p: receiver.first.get((p, KEY)) for p in commits}
     delivery = sorted(max(0.0, d - commits[p]) for p, d in delivered_at.items() if d is not None)
     ids = [d.id for d in devices]
     with psycopg.connect(url, autocommit=True) as conn:
-        stored = one(
-            conn.execute(
-                "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND received_at >= %s",
-                (ids, started_at),
-            )
-        )[0]
-        by_actor: dict[str, int] = dict(
-            conn.execute(
-                "SELECT e.actor, count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
-                " WHERE e.event = 'opened' AND a.key = 'threshold:spo2' GROUP BY e.actor"
-            ).fetchall()
-        )
+        stored = readings_store.count_received(conn, ids, started_at)
+        by_actor = alerts_store.openers(conn, KEY)
     return {
         "rate": args.rate,
         "p50_s": _pct(opened, 0.50),
@@ -286,13 +278,9 @@ def _poll(url: str, since: dt.datetime, seen: dict[str, float], stop: threading.
     """Record when each threshold:spo2 alert is first visible (every POLL_S)."""
     with psycopg.connect(url, autocommit=True) as conn:
         while not stop.is_set():
-            rows = conn.execute(
-                "SELECT patient_id::text FROM alerts WHERE key = 'threshold:spo2'"
-                " AND opened_at >= %s",
-                (since,),
-            ).fetchall()
+            rows = alerts_store.opened_since(conn, KEY, since)
             at = time.monotonic()
-            for (pid,) in rows:
+            for pid in rows:
                 seen.setdefault(pid, at)
             stop.wait(POLL_S)
 

@@ -327,6 +327,27 @@ def _why_opened(row: dict, prev: dict | None, now: dt.datetime) -> dict:
     return detail
 
 
+# --- for the alert-latency benchmark ---------------------------------------------------------
+
+
+def opened_since(conn: psycopg.Connection, key: str, since: dt.datetime) -> list[str]:
+    """The patients (id text) with an alert of `key` opened since `since`."""
+    rows = conn.execute(
+        "SELECT patient_id::text FROM alerts WHERE key = %s AND opened_at >= %s", (key, since)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def openers(conn: psycopg.Connection, key: str) -> dict[str, int]:
+    """Alerts of `key` by who opened them (the actor of their `opened` event)."""
+    rows = conn.execute(
+        "SELECT e.actor, count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
+        " WHERE e.event = 'opened' AND a.key = %s GROUP BY e.actor",
+        (key,),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
 # --- alerts for the API ---------------------------------------------------------------------
 
 _ALERT_COLUMNS = "a.*, p.care_unit_id"

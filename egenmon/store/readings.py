@@ -398,6 +398,15 @@ def instant_rows(
     return rows
 
 
+def count_received(conn: psycopg.Connection, device_ids: list[str], since: dt.datetime) -> int:
+    """Readings of these devices received since `since` (benchmarks: sent == stored)."""
+    row = conn.execute(
+        "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND received_at >= %s",
+        (device_ids, since),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def received_in_shards(
     conn: psycopg.Connection, since: dt.datetime, shards: Sequence[int]
 ) -> list[tuple[uuid.UUID, dt.datetime, dt.datetime]]:
