@@ -471,6 +471,10 @@ class RuleWorker:
         self._eval_conn: psycopg.Connection | None = None
         self._leased = asyncio.Event()
 
+    def send_webhooks(self) -> None:
+        """Have the courier send the due webhook deliveries now."""
+        self._courier.wake()
+
     def take(self, windows: Iterable[tuple[uuid.UUID, Any]]) -> None:
         for pid, (lo, hi) in windows:
             add_window(self._pending, pid, lo, hi)

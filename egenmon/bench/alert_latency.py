@@ -141,7 +141,12 @@ def _receive(port: int, out: Any) -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    class Server(http.server.ThreadingHTTPServer):
+        # The default backlog of 5 refused connections in bursts (the platform then
+        # retries after its backoff, a minute): a receiver this bench measures must not.
+        request_queue_size = 256
+
+    Server(("127.0.0.1", port), Handler).serve_forever()
 
 
 @contextlib.contextmanager
