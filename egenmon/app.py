@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from egenmon import health, openapi
 from egenmon.alerts import api as alerts_api
 from egenmon.alerts.outbox import OutboxSender
+from egenmon.alerts import stream as alerts_stream
+from egenmon.alerts.instant import RuleFeed, RuleWorker
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.export import api as export_api
@@ -95,6 +97,15 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
                 runtime.exports = await start(ExportService(settings))
             if roles.mqtt and settings.mqtt is not None:
                 runtime.mqtt = await start(MqttConsumer(settings, pipeline, pool=pool))
+            # Instant rules: the writer's commits feed the worker owning each patient's shard.
+            if settings.instant_rules:
+                feed = await start(RuleFeed(settings.require_database()))
+                pipeline.writer.committed.append(feed.committed)
+            if roles.scheduler and settings.instant_rules:
+                runtime.rules = await start(RuleWorker(runtime, feed))
+            if roles.http:
+                events = alerts_stream.AlertEvents(settings.require_database())
+                runtime.alert_events = await start(events)
             if roles.scheduler:
                 runtime.scheduler = await start(Scheduler(runtime))
                 await start(OutboxSender(runtime))  # webhooks and FHIR Subscriptions
@@ -124,6 +135,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         subscription_api.router,  # before the FHIR router's catch-all
         export_api.router,  # before the FHIR router, whose catch-all would take its paths
         fhir_api.router,
+        alerts_stream.router,
         alerts_api.router,
         web.router,
         sso.router,

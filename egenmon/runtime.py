@@ -65,3 +65,5 @@ class Runtime:
     # the keys Bearer tokens of EGENMON_AUTH_ISSUER are checked with (a JWKS URI), when set
     token_keys: TokenKeys | None = None
     exports: Service | None = None  # egenmon.export.jobs.ExportService, with HTTP
+    rules: Service | None = None  # egenmon.alerts.instant.RuleWorker, with the scheduler
+    alert_events: Service | None = None  # egenmon.alerts.stream.AlertEvents, with HTTP

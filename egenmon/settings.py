@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     export_dir: str = Field(default=".egenmon/exports", min_length=1)
     export_max_jobs: int = Field(default=2, ge=1, le=32)
     export_keep_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    # Threshold and NEWS2 judged as readings commit (off: the scan alone, as before).
+    instant_rules: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -30,6 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from egenmon import metrics
 from egenmon.alerts import engine, notify
+from egenmon.alerts.instant import RuleWorker
 from egenmon.runtime import Runtime
 from egenmon.store import scheduler
 
@@ -170,6 +171,12 @@ class Scheduler:
     async def deliver(self) -> None:
         """Send the webhook deliveries that are due (leader only)."""
         if not await self.lead():
+            return
+        rules = self.runtime.rules
+        if isinstance(rules, RuleWorker):
+            # Its courier sends them, off this loop (issue 20): two senders here would
+            # share the due deliveries, and this one waits behind the ingest it serves.
+            rules.send_webhooks()
             return
         started = dt.datetime.now(dt.UTC)
         report = await notify.deliver_due(

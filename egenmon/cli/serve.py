@@ -10,6 +10,7 @@ import signal
 import uvicorn
 import uvloop
 
+from egenmon.alerts.stream import close_streams
 from egenmon.app import Roles, check_database, create_app
 from egenmon.cli.common import CommandError, command
 from egenmon.settings import Settings
@@ -52,12 +53,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             http="httptools",
             timeout_graceful_shutdown=10,
         )
-        uvicorn.Server(config).run()
+        Server(config).run()
     else:
         # The same loop as with HTTP (uvicorn's loop="uvloop"): a consumer-only process
         # runs what an all-roles process runs, and the benchmarks measure it.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run_without_http(app))
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the open event streams when told to stop (they would
+    otherwise hold the graceful shutdown for its whole timeout)."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        close_streams()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
 async def run_without_http(app) -> None:

@@ -98,6 +98,9 @@ class BatchWriter:
         self.on_commit: Callable[[psycopg.AsyncConnection, list[tuple]], Awaitable[None]] | None = (
             None
         )
+        # Called with the rows each batch stored, right after its commit (the instant
+        # rules, egenmon.alerts.instant.RuleFeed); each must be quick and must not raise.
+        self.committed: list[Callable[[Sequence[tuple]], None]] = []
 
     async def start(self) -> None:
         self._stopping = False
@@ -239,6 +242,7 @@ class BatchWriter:
         metrics.BATCH_ROWS.observe(len(rows_out))
         if len(rows_out) > SMALL_BATCH and time.monotonic() >= self._direct_after:
             if await self._copy_direct(conn, rows_out):
+                self._tell(rows_out)
                 if self.on_commit is not None:
                     await self.on_commit(conn, rows_out)
                 return [
@@ -257,13 +261,15 @@ class BatchWriter:
                     raise
         results = []
         all_inserted = len(inserted) == len(rows_out)
-        if self.on_commit is not None and inserted:
+        if inserted:
             stored = (
                 rows_out
                 if all_inserted
                 else [r for r in rows_out if (r[_DEDUP], r[_TIME]) in inserted]
             )
-            await self.on_commit(conn, stored)
+            self._tell(stored)
+            if self.on_commit is not None:
+                await self.on_commit(conn, stored)
         for owned, dups in zip(owners, dup_in_batch, strict=True):
             ok = (
                 len(owned)
@@ -272,6 +278,13 @@ class BatchWriter:
             )
             results.append(WriteResult(ok, dups + len(owned) - ok))
         return results
+
+    def _tell(self, rows: Sequence[tuple]) -> None:
+        for listener in self.committed:
+            try:
+                listener(rows)
+            except Exception:  # the rows are stored; the scan judges what this missed
+                log.exception("a commit listener failed")
 
     async def _copy_direct(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> bool:
         """COPY straight into the hypertable; False if a row was there already."""

@@ -229,6 +229,8 @@ def reconcile(
     gaps: Mapping[str, dt.timedelta] | None = None,
     *,
     received_until: dt.datetime | None = None,
+    partial: bool = False,
+    actor: str = "scheduler",
 ) -> dict[str, list[dict]]:
     """Bring the alerts in line with a whole cycle's findings, in one transaction.
 
@@ -239,6 +241,10 @@ def reconcile(
     "escalated", "cleared"}: alert rows. Serialised by an advisory lock, so concurrent
     cycles see each other's alerts; the partial unique index makes a second open alert
     per key impossible regardless.
+
+    partial: the findings of some patients and rules only (the rules evaluated as readings
+    commit): they open and update alerts, but nothing is marked cleared for want of a
+    finding; that stays the whole scan's word. actor: who the events name.
     """
     gap_s = {rule: g.total_seconds() for rule, g in (gaps or {}).items()}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -256,9 +262,10 @@ def reconcile(
         cur.execute("ANALYZE alert_findings")
         changed = cur.execute(_UPDATE_OPEN, {"now": now}).fetchall()
         opened = cur.execute(_INSERT_NEW, {"now": now, "gaps": Jsonb(gap_s)}).fetchall()
-        cleared = cur.execute(_MARK_CLEARED, {"now": now}).fetchall()
-        cur.execute(_EPISODE_GONE, {"now": now})
-        cur.execute(_EPISODE_GOES_ON)
+        cleared = [] if partial else cur.execute(_MARK_CLEARED, {"now": now}).fetchall()
+        if not partial:
+            cur.execute(_EPISODE_GONE, {"now": now})
+            cur.execute(_EPISODE_GOES_ON)
         if received_until is not None:
             cur.execute(_MARK_READ, (received_until,))
         previous = {
@@ -284,9 +291,7 @@ def reconcile(
                     detail = {"from": r["old_severity"]}
                 elif event == "opened":
                     detail = _why_opened(r, previous.get(r["previous_id"]), now)
-                events.append(
-                    (r["id"], event, "scheduler", r["severity"], r["status"], None, detail)
-                )
+                events.append((r["id"], event, actor, r["severity"], r["status"], None, detail))
                 if event in ("opened", "escalated"):
                     notify.append((r["id"], event, payload(event, r)))
         if events:
@@ -320,6 +325,27 @@ def _why_opened(row: dict, prev: dict | None, now: dt.datetime) -> dict:
         detail["within_limits_since"] = normal.astimezone(dt.UTC).isoformat()
         detail["within_limits_hours"] = round((now - normal).total_seconds() / 3600, 2)
     return detail
+
+
+# --- for the alert-latency benchmark ---------------------------------------------------------
+
+
+def opened_since(conn: psycopg.Connection, key: str, since: dt.datetime) -> list[str]:
+    """The patients (id text) with an alert of `key` opened since `since`."""
+    rows = conn.execute(
+        "SELECT patient_id::text FROM alerts WHERE key = %s AND opened_at >= %s", (key, since)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def openers(conn: psycopg.Connection, key: str) -> dict[str, int]:
+    """Alerts of `key` by who opened them (the actor of their `opened` event)."""
+    rows = conn.execute(
+        "SELECT e.actor, count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
+        " WHERE e.event = 'opened' AND a.key = %s GROUP BY e.actor",
+        (key,),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
 
 
 # --- alerts for the API ---------------------------------------------------------------------

@@ -85,6 +85,17 @@ def get_plan(conn: psycopg.Connection, patient_id: uuid.UUID) -> dict | None:
         return cur.execute(_GET_PLAN, (patient_id,)).fetchone()
 
 
+def plans_for(
+    conn: psycopg.Connection, patient_ids: list[uuid.UUID]
+) -> list[tuple[str, str, str, dt.datetime]]:
+    """As `load_plans`, for the patients named."""
+    return conn.execute(
+        "SELECT patient_id::text, plan::text, set_by, set_at FROM monitoring_plans"
+        " WHERE patient_id = ANY(%s)",
+        (patient_ids,),
+    ).fetchall()
+
+
 def load_plans(
     conn: psycopg.Connection, lo: uuid.UUID | None = None, hi: uuid.UUID | None = None
 ) -> list[tuple[str, str, str, dt.datetime]]:

@@ -352,6 +352,75 @@ def latest_values(
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
+# --- rules evaluated as readings commit ---------------------------------------------------
+
+
+def instant_rows(
+    conn: psycopg.Connection,
+    windows: Sequence[tuple[uuid.UUID, dt.datetime, dt.datetime]],
+    codes: Sequence[str],
+    lookback: dt.timedelta,
+    context_codes: Sequence[str] | None = None,
+) -> list[tuple]:
+    """Rows as `stream_window` gives them (new: true inside the window) for each
+    (patient, lo, hi): every reading of `codes` measured from lo to hi, and the newest of
+    each code measured in the `lookback` before lo (of `context_codes` only, when given:
+    what the instant rules read at a time in the window). Ordered by patient and time;
+    one query, index lookups only (the laterals keep the planner from scanning whole
+    chunks)."""
+    if not windows:
+        return []
+    rows = conn.execute(
+        "SELECT w.patient_id::text, x.* FROM unnest(%(p)s::uuid[], %(lo)s::timestamptz[],"
+        "  %(hi)s::timestamptz[]) AS w(patient_id, lo, hi)"
+        " CROSS JOIN unnest(%(codes)s::text[]) AS c(code)"
+        " CROSS JOIN LATERAL ("
+        "  (SELECT r.time, r.type, r.value, r.value2, r.on_oxygen, r.dedup_key, true"
+        "   FROM readings r WHERE r.patient_id = w.patient_id AND r.code = c.code"
+        "   AND r.time >= w.lo AND r.time <= w.hi)"
+        "  UNION ALL"
+        "  (SELECT r.time, r.type, r.value, r.value2, r.on_oxygen, r.dedup_key, false"
+        "   FROM readings r WHERE r.patient_id = w.patient_id AND r.code = c.code"
+        "   AND r.time < w.lo AND r.time >= w.lo - %(lookback)s AND c.code = ANY(%(context)s)"
+        "   ORDER BY r.time DESC LIMIT 1)"
+        " ) x",
+        {
+            "p": [w[0] for w in windows],
+            "lo": [w[1] for w in windows],
+            "hi": [w[2] for w in windows],
+            "codes": list(codes),
+            "lookback": lookback,
+            "context": list(codes if context_codes is None else context_codes),
+        },
+    ).fetchall()
+    # Sorted here: a sort in the server spilled to disk for a few thousand patients.
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return rows
+
+
+def count_received(conn: psycopg.Connection, device_ids: list[str], since: dt.datetime) -> int:
+    """Readings of these devices received since `since` (benchmarks: sent == stored)."""
+    row = conn.execute(
+        "SELECT count(*) FROM readings WHERE device_id = ANY(%s) AND received_at >= %s",
+        (device_ids, since),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def received_in_shards(
+    conn: psycopg.Connection, since: dt.datetime, shards: Sequence[int]
+) -> list[tuple[uuid.UUID, dt.datetime, dt.datetime]]:
+    """(patient, earliest, latest measurement time) of the readings received after
+    `since` for the patients of `shards` (a worker taking shards over catches up)."""
+    if not shards:
+        return []
+    return conn.execute(
+        "SELECT patient_id, min(time), max(time) FROM readings"
+        " WHERE received_at > %s AND rule_shard(patient_id) = ANY(%s) GROUP BY patient_id",
+        (since, list(shards)),
+    ).fetchall()
+
+
 _OBS_COLS = (
     "r.time, r.patient_id, r.device_id, r.type, r.mdc, r.value, r.value2, r.value3, r.unit,"
     " r.on_oxygen, r.note, r.dedup_key, r.received_at, r.extra"

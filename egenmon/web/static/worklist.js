@@ -1,13 +1,22 @@
-// The worklist keeps itself current: it polls its live part and swaps it in when the
-// server says it changed (ETag), but never while the clinician is writing a note or has
-// an action form open. Polls are marked so they do not keep an idle session alive.
+// The worklist keeps itself current: the server tells it when an alert of its care unit
+// changed (server-sent events from /api/v1/alerts/stream); it then fetches its live part
+// and swaps it in when the server says it changed (ETag), but never while the clinician
+// is writing a note or has an action form open. Without the event stream (not supported,
+// or the connection lost) it polls every 15 s, as before, and tries the stream again.
+// Its requests are marked so they do not keep an idle session alive (the stream is too).
 (function () {
   "use strict";
   var live = document.getElementById("worklist-live");
   if (!live || !window.fetch) { return; }
-  var INTERVAL_MS = 15000;
+  var POLL_MS = 15000;        // without events
+  var SAFETY_MS = 120000;     // with events: a slow poll all the same
+  var RETRY_STREAM_MS = 60000;
+  var BUSY_RETRY_MS = 2000;
   var announce = document.getElementById("worklist-announce");
   var timer = null;
+  var source = null;
+  var streaming = false;
+  var pending = null;
 
   function busy() {
     if (live.querySelector("details[open]")) { return true; }
@@ -24,13 +33,14 @@
     });
   }
 
-  function schedule() {
+  function schedule(ms) {
     clearTimeout(timer);
-    timer = setTimeout(poll, INTERVAL_MS);
+    timer = setTimeout(poll, ms || (streaming ? SAFETY_MS : POLL_MS));
   }
 
   function poll() {
-    if (document.hidden || busy()) { schedule(); return; }
+    if (document.hidden) { schedule(); return; }
+    if (busy()) { schedule(streaming ? BUSY_RETRY_MS : POLL_MS); return; }
     fetch(live.getAttribute("data-src"), {
       credentials: "same-origin",
       cache: "no-store",
@@ -50,11 +60,44 @@
       });
     }).catch(function () {
       // Offline or restarting: keep the list as it is and try again later.
-    }).then(schedule);
+    }).then(function () { schedule(); });
+  }
+
+  // Several changes close together make one fetch.
+  function changed() {
+    if (pending) { return; }
+    pending = setTimeout(function () { pending = null; poll(); }, 250);
+  }
+
+  function openStream() {
+    if (!window.EventSource) { return; }
+    source = new EventSource("/api/v1/alerts/stream");
+    source.addEventListener("ready", function () {
+      streaming = true;
+      live.setAttribute("data-live", "events");
+      changed();  // whatever changed while the stream was away
+    });
+    source.addEventListener("alerts", changed);
+    source.onerror = function () {
+      // Until the stream is back ("ready"), poll. EventSource reconnects by itself while
+      // it can (the server ends a stream every few minutes); a refusal closes it: then
+      // try the stream again later.
+      if (streaming) {
+        streaming = false;
+        live.setAttribute("data-live", "poll");
+        schedule(POLL_MS);
+      }
+      if (source && source.readyState === EventSource.CLOSED) {
+        source = null;
+        setTimeout(openStream, RETRY_STREAM_MS);
+      }
+    };
   }
 
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) { poll(); }
   });
-  schedule();
+  live.setAttribute("data-live", "poll");
+  openStream();
+  schedule(POLL_MS);
 })();
