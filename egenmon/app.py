@@ -29,6 +29,7 @@ from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
 from egenmon.store.migrate import has_schema
+from egenmon.web import me as patient_api
 from egenmon.web import routes as web
 from egenmon.web.sessions import Sessions
 
@@ -106,6 +107,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         fhir_api.router,
         alerts_api.router,
         web.router,
+        patient_api.router,
     ):
         app.include_router(router)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
