@@ -4,13 +4,13 @@
 The plan says how often a type is expected (`Plan.expected`, from the protocol in
 clinical.md); the routine says when in the day:
 
-- twice daily (a window of 12 hours or less, ESH home blood pressure): a morning and an
-  evening measurement;
+- twice daily (a window of 18 hours or less, 1.5 times the interval as clinical.md's
+  missing data rule sets it; ESH home blood pressure): a morning and an evening one;
 - daily body weight (heart failure): in the morning, after the toilet and before
   breakfast; a daily blood pressure in the morning too;
 - any other daily measurement: once during the day;
-- less often than daily: a day task only when the last reading is older than the window
-  less a day (so it is done before the window runs out).
+- less often than daily: a day task, done while the last reading is within the interval
+  (the window / 1.5) less half a day.
 
 Each task is `done` (a reading in its part of today), `overdue` (not done and past its
 due time) or `not_yet_due`. Texts come as message keys with Swedish and English words.
@@ -70,7 +70,8 @@ STATUS_TEXTS: dict[str, tuple[str, str]] = {
     "not_yet_due": ("Inte dags än", "Not yet due"),
 }
 
-_TWICE_DAILY = timedelta(hours=12)
+# The plan's windows are 1.5 times the interval (clinical.md, missing data).
+_TWICE_DAILY = timedelta(hours=18)
 _DAILY = timedelta(hours=36)
 _MORNING_TYPES = frozenset({"body_weight", "blood_pressure"})
 
@@ -141,8 +142,9 @@ def today(
             counts_from, starts, due, until = SLOTS[slot]
             lo, hi = at(counts_from), at(until)
             if window > _DAILY:
-                # Less often than daily: done while the last reading is recent enough.
-                lo = min(lo, local_now - (window - timedelta(days=1)))
+                # Less often than daily: done while the last reading is within the interval
+                # (less half a day, so the routine's hour may drift).
+                lo = min(lo, local_now - (window / 1.5 - timedelta(hours=12)))
             done = [t for t in times if lo <= t < hi and t <= local_now + timedelta(minutes=5)]
             done_at = done[-1] if done else None
             if done_at is not None:
