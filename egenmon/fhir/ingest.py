@@ -200,6 +200,12 @@ async def _prepare(
     if device_id is None:
         entry.row = _entered_row(ctx.principal, posted, message_id, now)
         return
+    if ctx.principal.role in _ENTERED_BY:
+        # Least privilege: patients and clinicians enter readings by hand; a device's
+        # readings come from the device itself or an integrator.
+        raise AuthError(
+            403, "a patient or clinician posts readings without a device (they are entered)"
+        )
     if device_id not in bindings_cache:
         bindings_cache[device_id] = await ctx.pipeline.bindings(device_id)
     message = ReadingMessage(readings=[posted.reading], message_id=message_id)
