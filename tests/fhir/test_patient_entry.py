@@ -300,3 +300,16 @@ def test_a_patient_never_touches_another_patients_data(
     with api(fhir) as anonymous:
         assert anonymous.get("/me/observations").status_code == 401
         assert anonymous.post("/me/readings", json={"readings": []}).status_code == 401
+
+
+def test_guessing_pairing_codes_is_paused_per_address(fhir: FhirServer) -> None:
+    """Last in the module: it pauses this address's pairing for 15 minutes."""
+    with api(fhir) as anonymous:
+        answers = [
+            anonymous.post("/devices/pair", json={"code": f"ZZZZ-ZZZZ-ZZ{i:02d}"}).status_code
+            for i in range(12)
+        ]
+    # Ten wrong codes (the pairing test's three included) pause the address.
+    assert answers[0] == 404
+    assert set(answers) == {404, 429}
+    assert answers[-1] == 429 and answers.index(429) <= 10
