@@ -39,6 +39,7 @@ from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
 from egenmon.store.migrate import has_schema
 from egenmon.web import oauth, patient_app, sso
+from egenmon.web import me as patient_api
 from egenmon.web import routes as web
 from egenmon.web.cors import SmartCors
 from egenmon.web.sessions import Sessions
@@ -142,6 +143,7 @@ def create_app(settings: Settings, roles: Roles = Roles()) -> FastAPI:
         patient_app.router,
         patient_app.api,
         oauth.router,
+        patient_api.router,
     ):
         app.include_router(router)
     app.include_router(ingest_formats.router)  # Open mHealth and Bluetooth (issue 17)

@@ -44,7 +44,7 @@ _REASONS = {
 }
 _FHIR_ERRORS = (400, 401, 403, 404, 405, 406, 413, 415, 422, 503)
 _API_ERRORS = (400, 401, 403, 404, 413, 422, 503)
-_OPEN = ("/healthz", "/readyz", "/metrics", "/fhir/metadata")
+_OPEN = ("/healthz", "/readyz", "/metrics", "/fhir/metadata", "/api/v1/devices/pair")
 _FORM = {
     "application/x-www-form-urlencoded": {
         "schema": {"type": "object", "additionalProperties": {"type": "string"}}

@@ -303,6 +303,10 @@ class PlanIn(BaseModel):
     expected: dict[str, float | None] | None = Field(
         default=None, description="hours per measurement type (null removes it)"
     )
+    instructions: dict[str, str] = Field(
+        default_factory=dict,
+        description="what to do if: measurement type → the patient's instruction",
+    )
 
 
 async def _patient_access(
@@ -380,6 +384,7 @@ async def put_plan(request: Request, patient: str, body: PlanIn, principal: Prin
             spo2_target=body.spo2_target,
             expected_hours=body.expected,
             news2_freshness_hours=body.news2_freshness_hours,
+            instructions=body.instructions,
         )
     except monitoring.PlanError as e:
         return _error(400, str(e))

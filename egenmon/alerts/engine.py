@@ -59,6 +59,7 @@ from egenmon.alerts.rules.threshold import THRESHOLD_WINDOW
 from egenmon.alerts.rules.trend import BP_SERIES_DAYS, WEIGHT_LOOKBACK
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import TYPES
+from egenmon.domain.readings import entered_source
 from egenmon.store import alerts, scheduler
 from egenmon.store import devices as devices_store
 from egenmon.store import patients as patients_store
@@ -432,9 +433,14 @@ def _with_ids(finding: Finding, stored: list[tuple]) -> Finding:
             return type(value)(real(v) for v in value)
         return value
 
-    return dataclasses.replace(
-        finding, evidence=real(finding.evidence), details=real(finding.details)
-    )
+    details = real(finding.details)
+    # Readings entered without a device say so (patient-entered, staff-entered, fhir).
+    entered = {
+        entered_source(stored[int(e[1:])][6]) for e in finding.evidence if e.startswith("\0")
+    }
+    if len(entered) == 1 and None not in entered:
+        details = {**details, "source": entered.pop()}
+    return dataclasses.replace(finding, evidence=real(finding.evidence), details=details)
 
 
 def _scan_range(args: tuple) -> Scan:

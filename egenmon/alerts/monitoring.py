@@ -38,6 +38,7 @@ def make_plan(
     spo2_target: tuple[float, float] | list[float] | None = None,
     expected_hours: Mapping[str, float | None] | None = None,
     news2_freshness_hours: float | None = None,
+    instructions: Mapping[str, str] | Iterable[str] = (),
 ) -> Plan:
     """A plan from request values: CLI threshold strings ``TYPE:LOW:HIGH`` or a mapping
     quantity → {"low", "high", "severity"}; expected windows in hours (None removes).
@@ -74,6 +75,7 @@ def make_plan(
             news2_scale2=news2_scale2,
             spo2_target=target,
             news2_freshness=fresh,
+            instructions=instructions,
         )
     except (ValueError, TypeError) as e:
         raise PlanError(str(e)) from None
@@ -137,6 +139,7 @@ def view(patient_id: uuid.UUID, row: Mapping[str, Any] | None) -> dict[str, Any]
             q: {"low": t.low, "high": t.high, "severity": t.severity}
             for q, t in sorted(plan.thresholds.items())
         },
+        "instructions": dict(sorted(plan.instructions.items())),
         "effective_thresholds": {
             q: {
                 "low": t.low,

@@ -214,6 +214,9 @@ class Plan:
     started_at: datetime | None = None
     # NEWS2 scores only values this recent (None: NEWS2_FRESHNESS); older ones are stale.
     news2_freshness: timedelta | None = None
+    # What to do if (egenbehandlingsplan): measurement type → the clinician's instruction
+    # to the patient when a value of that type crosses a limit.
+    instructions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -243,8 +246,11 @@ class Plan:
             t = getattr(self, name)
             if t is not None and t.utcoffset() is None:
                 raise ValueError(f"{name} must be timezone-aware")
+        for type_, text in self.instructions.items():
+            check_instruction(type_, text)
         # Private copies: a frozen plan must not change through a caller's dict.
         object.__setattr__(self, "expected", dict(self.expected))
+        object.__setattr__(self, "instructions", dict(self.instructions))
         object.__setattr__(self, "thresholds", dict(self.thresholds))
 
     @property
@@ -293,6 +299,7 @@ class Plan:
             "news2_freshness_hours": (
                 self.news2_freshness.total_seconds() / 3600 if self.news2_freshness else None
             ),
+            "instructions": dict(self.instructions),
             "set_by": self.set_by,
             "set_at": self.set_at.isoformat() if self.set_at else None,
             "started_at": self.started_at.isoformat() if self.started_at else None,
@@ -313,6 +320,7 @@ class Plan:
             set_at=_parse_time(data.get("set_at")),
             started_at=_parse_time(data.get("started_at")),
             news2_freshness=timedelta(hours=float(fresh)) if fresh else None,
+            instructions=dict(data.get("instructions") or {}),
         )
 
 
@@ -331,6 +339,7 @@ def build_plan(
     set_at: datetime | None = None,
     started_at: datetime | None = None,
     news2_freshness: timedelta | None = None,
+    instructions: Mapping[str, str] | Iterable[str] = (),
 ) -> Plan:
     """A plan from a protocol's defaults and a clinician's overrides.
 
@@ -359,7 +368,45 @@ def build_plan(
         set_at=set_at,
         started_at=started_at,
         news2_freshness=news2_freshness,
+        instructions=(
+            dict(instructions)
+            if isinstance(instructions, Mapping)
+            else parse_instructions(instructions)
+        ),
     )
+
+
+# --- what to do if: TYPE:TEXT -------------------------------------------------------------
+
+MAX_INSTRUCTION = 500
+
+
+def check_instruction(type_: str, text: object) -> str:
+    """An instruction for a measurement type after the checks (a known type, 1 to 500
+    printable characters); ValueError naming what is wrong."""
+    if type_ not in TYPES:
+        raise ValueError(
+            f"instruction for unknown measurement type {type_!r}; use one of {', '.join(TYPES)}"
+        )
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"instruction for {type_}: give a text")
+    if len(text) > MAX_INSTRUCTION or not text.replace("\n", " ").isprintable():
+        raise ValueError(f"instruction for {type_}: at most {MAX_INSTRUCTION} printable characters")
+    return text.strip()
+
+
+def parse_instructions(texts: Iterable[str]) -> dict[str, str]:
+    """Parse ``TYPE:TEXT`` items (the CLI's --instruction); a type given twice is an error."""
+    result: dict[str, str] = {}
+    for item in texts:
+        type_, colon, text = item.partition(":")
+        type_ = type_.strip()
+        if not colon:
+            raise ValueError(f"instruction {item[:40]!r} is not TYPE:TEXT")
+        if type_ in result:
+            raise ValueError(f"instruction for {type_} given twice")
+        result[type_] = check_instruction(type_, text)
+    return result
 
 
 # --- the CLI form TYPE:LOW:HIGH -----------------------------------------------------------

@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="H",
         help="NEWS2 scores values measured in the last H hours (1-24, default 24)",
     )
+    p.add_argument(
+        "--instruction",
+        action="append",
+        default=[],
+        metavar="TYPE:TEXT",
+        help="what the patient should do when a TYPE value crosses a limit (repeatable)",
+    )
     p.add_argument("--set-by", help="who sets the plan (default: the operating-system user)")
     p = command(pl, "show", cmd_plan_show, "show a patient's monitoring plan")
     p.add_argument("--patient", required=True, type=_uuid)
@@ -103,6 +110,7 @@ def cmd_plan_set(args: argparse.Namespace, settings: Settings) -> None:
             news2_scale2=args.scale2,
             spo2_target=target,
             news2_freshness_hours=args.news2_freshness_hours,
+            instructions=args.instruction,
         )
         with db(settings) as conn:
             shown = monitoring.set_plan(conn, args.patient, plan, _operator(args))

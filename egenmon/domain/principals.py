@@ -25,10 +25,11 @@ __all__ = [
 ROLES = ("clinician", "integrator", "admin", "patient")
 DEFAULT_SCOPES = {
     # A clinician reads, acts on alerts (Task.u) and sets monitoring plans (CarePlan.u).
-    "clinician": "user/*.rs user/Flag.rs user/Task.rus user/CarePlan.rus",
+    # Clinicians and patients add readings entered by hand (Observation.c; issue 15).
+    "clinician": "user/*.rs user/Flag.rs user/Task.rus user/CarePlan.rus user/Observation.c",
     "integrator": "system/*.rs system/Observation.c",
     "admin": "system/*.cruds",
-    "patient": "patient/*.rs",
+    "patient": "patient/*.rs patient/Observation.c",
 }
 
 _SCOPE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([cruds]+|read|write|\*)$")

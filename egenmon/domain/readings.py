@@ -7,10 +7,10 @@ which patient a device's readings belong to over time.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
-__all__ = ["COLUMNS", "Binding", "Row"]
+__all__ = ["COLUMNS", "ENTERED_SOURCES", "Binding", "Row", "entered_dedup_key", "entered_source"]
 
 COLUMNS: tuple[str, ...] = (
     "time",
@@ -35,7 +35,7 @@ COLUMNS: tuple[str, ...] = (
 Row = tuple[
     datetime,  # time, aware UTC
     UUID,  # patient_id
-    str,  # device_id
+    str | None,  # device_id (None: entered without a device)
     str,  # type
     str,  # code (LOINC)
     str,  # mdc
@@ -49,7 +49,7 @@ Row = tuple[
     str,  # dedup_key
     datetime,  # received_at
     str | None,  # message_id
-    None,  # extra (FHIR ingest fills it; device readings have none)
+    dict[str, Any] | None,  # extra (FHIR ingest and entries fill it; device readings: None)
 ]
 
 
@@ -59,3 +59,28 @@ class Binding(NamedTuple):
     patient_id: UUID
     start: datetime
     end: datetime | None = None
+
+
+# The sources of readings that come without a device (contract: a reading without a
+# device has the dedup key (patient, type, time, source)).
+ENTERED_SOURCES = frozenset({"patient-entered", "staff-entered", "fhir"})
+
+
+def entered_dedup_key(
+    source: str, patient_id: UUID, type_name: str, time: datetime, reading_id: str | None
+) -> str:
+    """The dedup key of a reading without a device: ``<source>:<patient>|<type>|<time>``
+    (UTC, microseconds), or ``<source>:<patient>|id|<id>`` when the reading has an id.
+    A device id cannot hold ':', so these keys never meet a device reading's."""
+    if reading_id is not None:
+        return f"{source}:{patient_id}|id|{reading_id}"
+    return f"{source}:{patient_id}|{type_name}|{time.isoformat(timespec='microseconds')}"
+
+
+def entered_source(dedup_key: str) -> str | None:
+    """The source of a reading without a device, read from its dedup key; None for a
+    device's reading."""
+    head, colon, _ = dedup_key.partition(":")
+    if colon and "|" not in head and head in ENTERED_SOURCES:
+        return head
+    return None

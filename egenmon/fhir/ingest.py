@@ -52,7 +52,7 @@ from egenmon.fhir.observation_in import PostedObservation, observation_to_readin
 from egenmon.fhir.outcome import FhirError, bad_request, unprocessable
 from egenmon.fhir.render import render_observation
 from egenmon.ingest.message import ReadingMessage
-from egenmon.ingest.normalise import normalise
+from egenmon.ingest.normalise import normalise, normalise_entered
 from egenmon.ingest.pipeline import Pipeline
 from egenmon.ingest.writer import WriteError
 from egenmon.store import device_identifiers, patients, readings
@@ -264,6 +264,15 @@ async def _prepare(
                 "If-None-Exist",
             )
     device_id = posted.device_id
+    if device_id is None:
+        entry.row = _entered_row(ctx.principal, posted, message_id, now)
+        return
+    if ctx.principal.role in _ENTERED_BY:
+        # Least privilege: patients and clinicians enter readings by hand; a device's
+        # readings come from the device itself or an integrator.
+        raise AuthError(
+            403, "a patient or clinician posts readings without a device (they are entered)"
+        )
     if device_id not in bindings_cache:
         bindings_cache[device_id] = await ctx.pipeline.bindings(device_id)
     message = ReadingMessage(readings=[posted.reading], message_id=message_id)
@@ -283,6 +292,38 @@ async def _prepare(
         row[_MDC] = posted.mdc
     row[_EXTRA] = posted.extra
     entry.row = tuple(row)
+
+
+# Who posts an Observation without a device decides its source (contract).
+_ENTERED_BY = {"patient": "patient-entered", "clinician": "staff-entered"}
+PRINCIPAL_SYSTEM = "urn:egenmon:principal"
+
+
+def _entered_row(
+    principal: Principal, posted: PostedObservation, message_id: str, now: datetime
+) -> tuple:
+    """The row of an Observation posted without a device: source from the poster's role,
+    the poster kept as its performer (a patient is the subject, already the performer)."""
+    source = _ENTERED_BY.get(principal.role, SOURCE)
+    extra = dict(posted.extra or {})
+    if source != "patient-entered":
+        who = {
+            "identifier": {"system": PRINCIPAL_SYSTEM, "value": principal.subject},
+            "display": principal.role,
+        }
+        extra["performer"] = [*extra.get("performer", []), who]
+    rows, errors = normalise_entered(
+        [posted.reading], posted.patient_id, now, source, now, message_id=message_id
+    )
+    if errors:
+        reason = errors[0][1]
+        panel = posted.reading["type"] == "blood_pressure"
+        raise unprocessable(f"Observation: {reason}", _reason_element(reason, panel))
+    row: list[Any] = list(rows[0])
+    if posted.mdc is not None:
+        row[_MDC] = posted.mdc
+    row[_EXTRA] = extra or None
+    return tuple(row)
 
 
 async def _quarantine(ctx: IngestContext, raw: bytes, reason: str, device: str | None) -> None:

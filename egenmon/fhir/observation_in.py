@@ -114,7 +114,7 @@ class PostedObservation:
 
     reading: dict[str, Any]
     patient_id: uuid.UUID
-    device_id: str
+    device_id: str | None  # None: posted without a device
     extra: dict[str, Any] | None
     mdc: str | None = None
 
@@ -433,9 +433,13 @@ def observation_to_reading(resource: Mapping[str, Any]) -> PostedObservation:
     patient_ident = _reference(obs.subject, "Patient", "Observation.subject")
     if not _UUID_RE.fullmatch(patient_ident):
         raise unprocessable("Observation.subject: a patient id is a UUID", "Observation.subject")
-    device_id = _reference(obs.device, "Device", "Observation.device")
-    if not _DEVICE_ID_RE.fullmatch(device_id):
-        raise unprocessable("Observation.device: not a device id", "Observation.device")
+    # Without a device the reading is entered (by the patient, staff or an integrator):
+    # the poster's role decides its source (fhir.ingest).
+    device_id: str | None = None
+    if obs.device is not None:
+        device_id = _reference(obs.device, "Device", "Observation.device")
+        if not _DEVICE_ID_RE.fullmatch(device_id):
+            raise unprocessable("Observation.device: not a device id", "Observation.device")
 
     # obs-6: a value and a reason for its absence contradict each other.
     if obs.dataAbsentReason is not None and (obs.valueQuantity or obs.component):

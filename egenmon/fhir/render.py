@@ -34,6 +34,7 @@ import orjson
 
 from egenmon.domain.ids import observation_id
 from egenmon.domain.measurements import CATEGORY_SYSTEM, LOINC, MDC, TYPES, UCUM, MeasurementType
+from egenmon.domain.readings import entered_source
 
 __all__ = [
     "ALERT_RULE_SYSTEM",
@@ -217,14 +218,22 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
     obs["subject"] = subject
     obs["effectiveDateTime"] = fhir_instant(row["time"])
     obs["issued"] = received
-    obs["performer"] = [dict(subject)]
+    entered = entered_source(dedup_key) if row.get("device_id") is None else None
+    if entered is not None:
+        # Entered without a device: where it came from, and the performer is who entered
+        # it (kept in extra) unless the patient did.
+        meta["source"] = f"urn:egenmon:source:{entered}"
+    raw_extra = row.get("extra")
+    if entered is None or entered == "patient-entered" or not _has_performer(raw_extra):
+        obs["performer"] = [dict(subject)]
     unit = row.get("unit")
     if not t.is_panel:
         obs["valueQuantity"] = _quantity(row["value"], t, unit)
     note = row.get("note")
     if note:
         obs["note"] = [{"text": note}]
-    obs["device"] = _ref(prefix, "Device", row["device_id"])
+    if row.get("device_id") is not None:
+        obs["device"] = _ref(prefix, "Device", row["device_id"])
     if t.is_panel:
         components = []
         for comp, column in zip(t.components, ("value", "value2", "value3"), strict=False):
@@ -270,6 +279,12 @@ def render_observation(row: Mapping[str, Any], base: str = "") -> dict[str, Any]
             # the stored time (the interval's end) is its end.
             del obs["effectiveDateTime"]
     return obs
+
+
+def _has_performer(extra: Any) -> bool:
+    if isinstance(extra, str | bytes):
+        extra = orjson.loads(extra)
+    return isinstance(extra, Mapping) and bool(extra.get("performer"))
 
 
 def _posted_effective(obs: dict[str, Any], extra: dict[str, Any], time: datetime) -> None:

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from egenmon.domain.measurements import TYPES, MeasurementType, Unit
-from egenmon.domain.readings import Binding, Row
+from egenmon.domain.readings import ENTERED_SOURCES, Binding, Row, entered_dedup_key
 from egenmon.ingest.message import ReadingMessage
 
 ReadingError = tuple[int, str]
@@ -203,6 +204,57 @@ def normalise(
                 received_at,
                 message_id,
                 None,
+            )
+        )
+    return rows, errors
+
+
+def normalise_entered(
+    readings: Sequence[Any],
+    patient_id: UUID,
+    now: datetime,
+    source: str,
+    received_at: datetime,
+    *,
+    message_id: str | None = None,
+    extra: Sequence[dict[str, Any] | None] | None = None,
+) -> tuple[list[Row], list[ReadingError]]:
+    """Rows for readings entered without a device (by the patient, by staff, or posted
+    over FHIR without one): the same checks as a device's readings, the patient given,
+    no device, and the dedup key (patient, type, time, source). `extra` holds, per
+    reading, what the row keeps beyond the columns (the performer, a meal context)."""
+    if source not in ENTERED_SOURCES:
+        raise ValueError(f"source must be one of {sorted(ENTERED_SOURCES)}, not {source!r}")
+    if now.tzinfo is None or received_at.tzinfo is None:
+        raise ValueError("now and received_at must be timezone-aware")
+    latest = now.astimezone(UTC) + MAX_CLOCK_SKEW
+    rows: list[Row] = []
+    errors: list[ReadingError] = []
+    for index, reading in enumerate(readings):
+        try:
+            spec, time, values, reading_id, on_oxygen, note = _check(reading, latest)
+        except _Reject as e:
+            errors.append((index, str(e)))
+            continue
+        rows.append(
+            (
+                time,
+                patient_id,
+                None,
+                spec.name,
+                spec.code,
+                spec.mdc,
+                values[0],
+                values[1],
+                values[2],
+                spec.unit,
+                on_oxygen,
+                note,
+                source,
+                entered_dedup_key(source, patient_id, spec.name, time, reading_id),
+                received_at,
+                message_id,
+                extra[index] if extra is not None else None,
             )
         )
     return rows, errors

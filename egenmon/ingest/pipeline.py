@@ -11,6 +11,7 @@ import datetime as dt
 import gc
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +25,9 @@ from egenmon.devices.cache import Credentials, DeviceCache
 from egenmon.devices.health import HealthTracker
 from egenmon.domain.readings import COLUMNS, Binding
 from egenmon.ingest.message import MessageError, ReadingMessage, parse_message
-from egenmon.ingest.normalise import normalise
-from egenmon.ingest.translated import Translated
+from egenmon.ingest.normalise import normalise, normalise_entered
 from egenmon.ingest.subscribers import ObservationEvents
+from egenmon.ingest.translated import Translated
 from egenmon.ingest.writer import BatchWriter, WriteError, WriteResult
 from egenmon.settings import Settings
 from egenmon.store import quarantine as quarantine_store
@@ -451,10 +452,42 @@ class Pipeline:
         result = await self.writer.write(rows)
         now = dt.datetime.now(dt.UTC)
         for device_id in {row[_DEVICE] for row in rows}:
-            self.health.seen(device_id, now)
+            if device_id is not None:  # a reading entered without a device
+                self.health.seen(device_id, now)
         self._count(source, result.accepted, result.duplicates, 0)
         self._observe(source, started)
         return result
+
+    async def ingest_entered(
+        self,
+        readings: Sequence[Any],
+        *,
+        patient_id: uuid.UUID,
+        source: str,
+        extra: Sequence[dict[str, Any] | None] | None = None,
+    ) -> tuple[IngestResult, list[tuple]]:
+        """Store readings entered without a device (patient-entered, staff-entered): the
+        same checks, writer, dedup and quarantine as a device's. Returns the result and
+        the rows written or found duplicate (in input order of the good readings)."""
+        started = time.perf_counter()
+        now = dt.datetime.now(dt.UTC)
+        message_id = f"{source}:{uuid.uuid4()}"
+        rows, errors = normalise_entered(
+            readings, patient_id, now, source, now, message_id=message_id, extra=extra
+        )
+        errors = [(i, safe_reason(reason)) for i, reason in errors]
+        entries = [
+            QuarantineEntry(
+                now, source, reason, orjson.dumps(readings[i]), None, None, "reading", None, i
+            )
+            for i, reason in errors
+        ]
+        result = IngestResult(
+            status=200 if rows else 422,
+            rejected=[{"index": i, "error": reason} for i, reason in errors],
+        )
+        [result] = await self._commit([_Prepared(result, list(rows), entries)], source, started)
+        return result, list(rows)
 
     async def quarantine(
         self,

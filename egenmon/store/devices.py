@@ -283,3 +283,16 @@ async def search_devices(
         limit=limit,
         count_only=count_only,
     )
+
+
+async def end_patient_binding(
+    conn: Conn, device_id: str, patient_id: uuid.UUID, at: dt.datetime
+) -> int:
+    """Close the device's open binding to this patient at `at` (its history stays);
+    returns how many were closed (0: not bound to this patient now)."""
+    cur = await conn.execute(
+        "UPDATE device_bindings SET during = tstzrange(lower(during), %s, '[)')"
+        " WHERE device_id = %s AND patient_id = %s AND upper_inf(during) AND lower(during) < %s",
+        (at, device_id, patient_id, at),
+    )
+    return cur.rowcount

@@ -644,3 +644,24 @@ async def find_by_dedup_key(conn: Conn, dedup_key: str) -> dict[str, Any] | None
         {"k": dedup_key},
     )
     return await cur.fetchone()
+
+
+# --- the patient's own values (the patient app) ---------------------------------------
+
+
+async def patient_readings(
+    conn: Conn,
+    patient_id: uuid.UUID,
+    codes: Sequence[str],
+    since: datetime,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """One patient's readings of the given codes since `since`, newest first, with their
+    source and device (None: entered without one)."""
+    cur = await conn.execute(
+        f"SELECT {_OBS_COLS}, r.source FROM readings r"
+        " WHERE r.patient_id = %(p)s AND r.code = ANY(%(codes)s) AND r.time >= %(since)s"
+        " ORDER BY r.time DESC, r.dedup_key DESC LIMIT %(limit)s",
+        {"p": patient_id, "codes": list(codes), "since": since, "limit": limit},
+    )
+    return await cur.fetchall()

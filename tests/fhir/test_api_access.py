@@ -135,8 +135,16 @@ def test_a_patient_token_sees_that_patient_only(fhir: FhirServer, world: dict) -
         outcome(c.get(f"/Observation/{world['b_obs'][0]}"), 404)
         r = c.get("/Patient")
         assert [e["resource"]["id"] for e in r.json()["entry"]] == [str(a["patient"])]
-        # No create scope by default.
-        outcome(c.post("/Observation", json={"resourceType": "Observation"}), 403)
+        # A patient enters readings for themself only (issue 15), never for another.
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": f"Patient/{world['a2']}"},
+            "effectiveDateTime": "2026-01-01T08:00:00Z",
+            "valueQuantity": {"value": 70, "system": "http://unitsofmeasure.org", "code": "/min"},
+        }
+        outcome(c.post("/Observation", json=obs), 403)
     with fhir.client(fhir.token("clinician", care_unit=b["unit"])) as c:
         outcome(c.get(f"/Observation/{world['a_obs'][0]}"), 404)
 

@@ -200,7 +200,7 @@ def test_bodies_that_are_not_observations(fhir: FhirServer, pat: dict, token: st
         assert r.status_code == 400
         assert "resourceType" in r.json()["issue"][0]["diagnostics"]
     with fhir.client(fhir.token("clinician", care_unit=pat["unit"])) as c:
-        # A clinician's default scopes read, they do not create.
+        # A clinician enters readings by hand (without a device); a device's are not theirs.
         obs = spec_example("heart-rate", pat["patient"], pat["device"])
         assert c.post("/Observation", json=obs).status_code == 403
 

@@ -408,14 +408,20 @@ def test_subject_must_be_a_patient_uuid(subject: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "device", [None, {"reference": "DeviceMetric/example"}, {"reference": "Device/bad id"}]
+    "device", [{"reference": "DeviceMetric/example"}, {"reference": "Device/bad id"}]
 )
-def test_device_must_be_a_device_reference(device: dict[str, Any] | None) -> None:
+def test_device_must_be_a_device_reference(device: dict[str, Any]) -> None:
     resource = {k: v for k, v in HEART_RATE.items() if k != "device"}
-    if device is not None:
-        resource["device"] = device
+    resource["device"] = device
     err = refused(resource)
     assert err.expression == ["Observation.device"]
+
+
+def test_without_a_device_the_reading_has_none() -> None:
+    """Issue 15: a reading entered without a device (its source follows the poster)."""
+    posted = observation_to_reading({k: v for k, v in HEART_RATE.items() if k != "device"})
+    assert posted.device_id is None
+    assert posted.reading["type"] == "heart_rate"
 
 
 @pytest.mark.parametrize("status", ["registered", "cancelled", "entered-in-error", "unknown"])
