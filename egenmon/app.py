@@ -17,18 +17,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from egenmon import health, openapi
 from egenmon.alerts import api as alerts_api
-from egenmon.alerts.outbox import OutboxSender
 from egenmon.alerts import stream as alerts_stream
 from egenmon.alerts.instant import RuleFeed, RuleWorker
+from egenmon.alerts.outbox import OutboxSender
 from egenmon.alerts.scheduler import Scheduler
 from egenmon.domain.principals import AuthError
 from egenmon.export import api as export_api
 from egenmon.export.jobs import ExportService
 from egenmon.fhir import api as fhir_api
-from egenmon.fhir.http import FhirHttp
-from egenmon.ingest import formats_http as ingest_formats
-from egenmon.identity.provider import identity_services
 from egenmon.fhir import subscription_api
+from egenmon.fhir.http import FhirHttp
+from egenmon.identity.provider import identity_services
+from egenmon.ingest import formats_http as ingest_formats
 from egenmon.ingest import http as ingest_http
 from egenmon.ingest import payload_http
 from egenmon.ingest.mqtt import MqttConsumer
@@ -38,8 +38,8 @@ from egenmon.runtime import Runtime, Service
 from egenmon.settings import Settings
 from egenmon.store.db import DatabaseError, check_timescaledb, connect, make_pool
 from egenmon.store.migrate import has_schema
-from egenmon.web import oauth, patient_app, sso
 from egenmon.web import me as patient_api
+from egenmon.web import oauth, patient_app, sso
 from egenmon.web import routes as web
 from egenmon.web.cors import SmartCors
 from egenmon.web.sessions import Sessions

@@ -6,8 +6,8 @@ import argparse
 import json
 from types import ModuleType
 
-from egenmon.bench import export as export_bench
 from egenmon.bench import alert_latency, alerts_scan, fhir_search, ingest_http, ingest_mqtt
+from egenmon.bench import export as export_bench
 from egenmon.cli.common import CommandError
 from egenmon.settings import Settings
 

@@ -10,16 +10,16 @@ import sys
 
 import egenmon.cli.clients as clients
 from egenmon.cli import alerts, bench, dev, devices, ingest, serve, simulate, store, tokens, web
+from egenmon.cli import export as export_topic
 from egenmon.cli import phd as gateways
 from egenmon.cli import templates as tpl
-from egenmon.cli import export as export_topic
 from egenmon.cli.common import EXIT_USAGE, CommandError, settings_for
 from egenmon.settings import Settings, SettingsError
 
 # In the order `egenmon --help` lists them.
 TOPICS = (
-    store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, tpl, gateways, clients,
-    export_topic,
+    store, devices, tokens, ingest, simulate, alerts, web, bench, serve, dev, tpl, gateways,
+    clients, export_topic,
 )  # fmt: skip
 
 

@@ -30,7 +30,6 @@ from egenmon.fhir import groups, ingest, reads
 from egenmon.fhir.capability import RESOURCES, capability_statement
 from egenmon.fhir.http import not_modified, validator_headers, validators
 from egenmon.fhir.outcome import FhirError, bad_request, not_found, operation_outcome
-from egenmon.fhir.outcome import FhirError, bad_request, not_found
 from egenmon.identity import smart
 from egenmon.ingest.service import pipeline_of
 from egenmon.ingest.writer import WriteError

@@ -227,6 +227,8 @@ async def patient_extract(
         (patient_id, before_id, before_id, limit),
     )
     return await cur.fetchall()  # type: ignore[return-value]
+
+
 def record_access_each(
     conn: psycopg.Connection[Any],
     *,

@@ -8,9 +8,8 @@ import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhirtest import FhirServer
 
-from egenmon.fhir import search, subscription_api
 from egenmon.export.api import router as export_router
-from egenmon.fhir import groups, search
+from egenmon.fhir import groups, search, subscription_api
 from egenmon.fhir.api import router
 from egenmon.fhir.subscriptions import TOPICS
 
