@@ -29,7 +29,9 @@ def test_a_clinician_token_round_trips(s):
         None,
     )
     assert p.allows("Observation", "r") and p.allows("Observation", "s")
-    assert not p.allows("Observation", "c")
+    # A clinician enters readings on a patient's behalf (staff-entered), never changes one.
+    assert p.allows("Observation", "c")
+    assert not p.allows("Observation", "u") and not p.allows("Observation", "d")
 
 
 @pytest.mark.parametrize(

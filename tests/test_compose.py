@@ -463,6 +463,7 @@ def test_the_debian_database_image_builds_timescaledb_as_the_install_script_does
 def test_no_debian_mirror_or_registry_is_hard_coded():
     files = [
         ROOT / "scripts" / "images.sh",
+        ROOT / "scripts" / "apt-sources.sh",
         ROOT / "scripts" / "compose-check.sh",
         DEPLOY / "db.Dockerfile",
         DEPLOY / "broker.Dockerfile",
@@ -473,7 +474,9 @@ def test_no_debian_mirror_or_registry_is_hard_coded():
         text = path.read_text()
         assert not re.search(r"(https?|ftp)://", text), f"{path.name} names a URL"
     images = (ROOT / "scripts" / "images.sh").read_text()
-    assert "/etc/apt/sources.list.d/debian.sources" in images, "the URI comes from /etc/apt"
+    sources = (ROOT / "scripts" / "apt-sources.sh").read_text()
+    assert ". scripts/apt-sources.sh" in images
+    assert "/etc/apt/sources.list.d/debian.sources" in sources, "the URI comes from /etc/apt"
     assert "debootstrap" in images and "docker import" in images
 
 

@@ -267,9 +267,10 @@ async def _prepare(
     if device_id is None:
         entry.row = _entered_row(ctx.principal, posted, message_id, now)
         return
-    if ctx.principal.role in _ENTERED_BY:
+    if ctx.gateway is None and ctx.principal.role in _ENTERED_BY:
         # Least privilege: patients and clinicians enter readings by hand; a device's
-        # readings come from the device itself or an integrator.
+        # readings come from the device itself (a PHD gateway for its devices) or an
+        # integrator.
         raise AuthError(
             403, "a patient or clinician posts readings without a device (they are entered)"
         )

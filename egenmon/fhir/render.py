@@ -288,13 +288,15 @@ def _has_performer(extra: Any) -> bool:
 
 
 def _posted_effective(obs: dict[str, Any], extra: dict[str, Any], time: datetime) -> None:
-    """The measurement time in the form it was posted in: a Period (its start the time
-    column, its end as posted) or an instant; otherwise effectiveDateTime stays."""
+    """The measurement time in the form it was posted in: a Period (as kept; without a
+    start, the time column) or an instant; otherwise effectiveDateTime stays."""
     period = extra.pop("effectivePeriod", None)
     instant = extra.pop("effectiveInstant", None)
     if isinstance(period, Mapping):
         del obs["effectiveDateTime"]
-        obs["effectivePeriod"] = {**_copy(period), "start": fhir_instant(time)}
+        # The period as kept; the time column is its start (FHIR in) or its end (an Open
+        # mHealth interval), so a kept start wins over the column.
+        obs["effectivePeriod"] = {"start": fhir_instant(time), **_copy(period)}
     elif instant is not None:
         del obs["effectiveDateTime"]
         obs["effectiveInstant"] = fhir_instant(time)
