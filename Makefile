@@ -5,6 +5,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The suite runs on two workers (pytest-xdist), a test file each at a time, so a module's
+# server fixture starts once; TEST_JOBS=0 runs it in one process.
+TEST_JOBS ?= 2
 
 .PHONY: install run test test-unit lint format bench screenshots clean
 
@@ -15,7 +18,7 @@ run: install
 	@$(VENV)/bin/egenmon dev
 
 test: install
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that start no server (tests/conftest.py marks them `unit`).
 test-unit: install
