@@ -121,11 +121,17 @@ def test_a_make_run_instance_answers_http_mqtt_with_results_fhir_and_the_ui(
         deadline = time.monotonic() + 60
         while len(pub.results) < MQTT_MESSAGES and time.monotonic() < deadline:
             time.sleep(0.1)
-        results = {res.get("message_id"): res for res in list(pub.results)}
+        answers: dict[str, list[dict]] = {}
+        for res in list(pub.results):
+            answers.setdefault(res.get("message_id"), []).append(res)
     finally:
         pub.close()
-    assert set(results) == set(ids), f"{len(results)} of {MQTT_MESSAGES} results\n{served.text()}"
-    assert all(res["accepted"] == 1 and res["rejected"] == [] for res in results.values())
+    assert set(answers) == set(ids), f"{len(answers)} of {MQTT_MESSAGES} results\n{served.text()}"
+    # QoS 1 is at least once: a message delivered twice (a slow PUBACK on a loaded machine)
+    # is answered twice, stored once and then counted as a duplicate.
+    for message_id, got in answers.items():
+        assert sum(res["accepted"] for res in got) == 1, (message_id, got)
+        assert all(res["rejected"] == [] for res in got), (message_id, got)
 
     # FHIR search, as an integrator: every reading is an Observation.
     token = issue_token(settings, role="integrator", subject=f"e2e-{uuid.uuid4().hex[:6]}")
